@@ -1,0 +1,1 @@
+"""The Dispatch controller: HTTP API, store, queue, workers, auth, and the `dispatch` CLI."""

@@ -1,0 +1,165 @@
+"""`dispatch sandbox ...` and `dispatch images ...`: run one command in a fresh sandbox, build images."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from controller.exit_codes import ExitCode
+from controller.paths import default_config_dir, default_data_dir
+from sandbox import (
+    EngineUnavailable,
+    GrantRefused,
+    ImageMissing,
+    Limits,
+    Network,
+    Outcome,
+    SandboxError,
+    SandboxSpec,
+    Stream,
+)
+from sandbox.base import DEFAULT_IMAGE
+
+DEFAULT_LIMITS = Limits()
+
+
+def _fail(message: str, code: ExitCode) -> None:
+    click.echo(f"dispatch: {message}", err=True)
+    sys.exit(code)
+
+
+def _write(stream: Stream, data: bytes) -> None:
+    out = sys.stdout.buffer if stream is Stream.STDOUT else sys.stderr.buffer
+    out.write(data)
+    out.flush()
+
+
+@click.group()
+def sandbox() -> None:
+    """Run commands in hardened sandboxes, and clean up after crashes."""
+
+
+@sandbox.command(
+    "run",
+    context_settings={"ignore_unknown_options": False, "allow_interspersed_args": False},
+)
+@click.option(
+    "--mount", "mounts", multiple=True, metavar="PATH[:ro|:rw]",
+    help="A host folder to show inside, at the same path; read-only unless :rw. Repeatable.",
+)
+@click.option(
+    "--network", type=click.Choice([n.value for n in Network]), default="none", show_default=True,
+    help="'open' gives the sandbox the network (a warning is printed).",
+)
+@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True),
+              help="Kill every process of the command after this many seconds.")
+@click.option("--memory-mb", type=click.IntRange(min=16), default=DEFAULT_LIMITS.memory_mb,
+              show_default=True, help="Memory limit; exceeding it kills the command.")
+@click.option("--cpus", type=click.FloatRange(min=0.01), default=DEFAULT_LIMITS.cpus,
+              show_default=True, help="CPU limit, in cores.")
+@click.option("--pids", type=click.IntRange(min=8), default=DEFAULT_LIMITS.pids,
+              show_default=True, help="Most processes and threads at once.")
+@click.option("--workdir", type=click.Path(path_type=Path),
+              help="Working directory inside (absolute). Default: the first mount, else home.")
+@click.option("--image", default=DEFAULT_IMAGE, show_default=True, help="Sandbox image.")
+@click.argument("command", nargs=-1, required=True)
+def run(
+    mounts: tuple[str, ...],
+    network: str,
+    timeout_s: float | None,
+    memory_mb: int,
+    cpus: float,
+    pids: int,
+    workdir: Path | None,
+    image: str,
+    command: tuple[str, ...],
+) -> None:
+    """Run COMMAND in a fresh sandbox, stream its output, and exit with its exit code.
+
+    \b
+    Example:
+      dispatch sandbox run --mount ~/Projects/app:rw -- make -C ~/Projects/app test
+    """
+    from sandbox import create
+    from sandbox.docker import connect, prune_orphans
+    from sandbox.mounts import validate_grants
+    from sandbox.ownership import sandbox_user
+
+    if workdir is not None and not workdir.is_absolute():
+        _fail(f"--workdir {workdir} is relative; give an absolute path", ExitCode.USAGE)
+    try:
+        granted = validate_grants(mounts, protected=(default_data_dir(), default_config_dir()))
+        user = sandbox_user(granted)
+    except GrantRefused as exc:
+        _fail(f"refused: {exc}", ExitCode.GRANT_REFUSED)
+    if network == Network.OPEN.value:
+        click.echo("dispatch: warning: --network open lets the command reach the network", err=True)
+    spec = SandboxSpec(
+        image=image,
+        mounts=granted,
+        network=Network(network),
+        limits=Limits(memory_mb=memory_mb, cpus=cpus, pids=pids),
+        workdir=workdir,
+        user=user,
+    )
+    try:
+        client = connect()
+        prune_orphans(client)
+        with create("docker", spec, client=client) as box:
+            result = box.exec(list(command), timeout_s=timeout_s, on_output=_write)
+    except EngineUnavailable as exc:
+        _fail(str(exc), ExitCode.ENGINE_UNAVAILABLE)
+    except ImageMissing as exc:
+        _fail(str(exc), ExitCode.IMAGE_MISSING)
+    except SandboxError as exc:
+        _fail(str(exc), ExitCode.SANDBOX_FAILED)
+    except KeyboardInterrupt:
+        _fail("interrupted; the sandbox was removed", ExitCode.INTERRUPTED)
+    if result.outcome is Outcome.TIMED_OUT:
+        _fail(result.describe(), ExitCode.TIMED_OUT)
+    if result.outcome is Outcome.OUT_OF_MEMORY:
+        _fail(result.describe(), ExitCode.OUT_OF_MEMORY)
+    sys.exit(result.exit_code)
+
+
+@sandbox.command("prune")
+@click.option("--all", "everything", is_flag=True,
+              help="Remove every Dispatch sandbox, including ones still in use.")
+def prune(everything: bool) -> None:
+    """Remove sandboxes left behind by a crashed Dispatch process."""
+    from sandbox.docker import connect, prune_orphans
+
+    try:
+        removed = prune_orphans(connect(), everything=everything)
+    except EngineUnavailable as exc:
+        _fail(str(exc), ExitCode.ENGINE_UNAVAILABLE)
+    for name in removed:
+        click.echo(f"removed {name}")
+    click.echo(f"{len(removed)} sandbox(es) removed", err=True)
+
+
+@click.group()
+def images() -> None:
+    """Build the container images Dispatch runs."""
+
+
+@images.command("build")
+@click.option("--offline", is_flag=True,
+              help="Do not try a registry: bootstrap the Debian base with debootstrap.")
+@click.option("--base", help="Build on this base image instead of debian:bookworm-slim.")
+def build(offline: bool, base: str | None) -> None:
+    """Build the images that are missing or out of date (a no-op when nothing changed)."""
+    from sandbox.docker import connect
+    from sandbox.images import build_all
+
+    try:
+        outcomes = build_all(connect(), offline=offline, base=base,
+                             progress=lambda line: click.echo(line, err=True))
+    except EngineUnavailable as exc:
+        _fail(str(exc), ExitCode.ENGINE_UNAVAILABLE)
+    except SandboxError as exc:
+        _fail(str(exc), ExitCode.SANDBOX_FAILED)
+    for outcome in outcomes:
+        click.echo(f"{outcome.tag}: {'built' if outcome.built else 'up to date'} (base {outcome.base})")

@@ -1,0 +1,438 @@
+"""The Docker backend: one hardened container per sandbox, commands run with `docker exec`.
+
+The container's PID 1 is a tiny init that only reaps orphans; every command is an exec as the
+unprivileged sandbox user. A timeout signals every process of that user in the container
+(`kill -1`), which reaches daemons that left the command's process group too, and cannot reach
+PID 1, so the sandbox survives for the next command. If even `kill` cannot run (a fork bomb has
+used every pid), the container is restarted.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import docker
+import docker.errors
+from docker.api.client import APIClient
+
+from sandbox.base import (
+    DEFAULT_OUTPUT_CAP_BYTES,
+    MIB,
+    ExecResult,
+    Network,
+    OutputBuffer,
+    OutputCallback,
+    Outcome,
+    SandboxSpec,
+    Stream,
+)
+from sandbox.errors import (
+    EngineUnavailable,
+    FileOperationFailed,
+    ImageMissing,
+    SandboxError,
+    SandboxNotRunning,
+)
+from sandbox.ownership import sandbox_user
+
+LABEL = "dispatch.sandbox"
+LABEL_PID = "dispatch.pid"
+LABEL_PID_START = "dispatch.pid-start"
+LABEL_HOST = "dispatch.host"
+HOME = Path("/home/sandbox")
+TERM_GRACE_S = 1.0
+KILL_WAIT_S = 3.0
+FILE_CAP_BYTES = 256 * MIB
+# cgroup v2, then v1: the kernel counts OOM kills per cgroup.
+# PID 1: reap orphans, never exit on a signal from inside (the kernel shields a namespace's init).
+INIT = """import os, signal, time
+signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+while True:
+    try:
+        os.waitpid(-1, 0)
+    except ChildProcessError:
+        time.sleep(0.2)
+"""
+OOM_COUNTER = (
+    "cat /sys/fs/cgroup/memory.events /sys/fs/cgroup/memory/memory.oom_control 2>/dev/null"
+    " | awk '$1==\"oom_kill\"{print $2; exit}'"
+)
+
+
+def connect() -> docker.DockerClient:
+    """Return a client for the engine named by the environment (DOCKER_HOST or the socket).
+
+    Raises:
+        EngineUnavailable: with the way to start the engine.
+    """
+    try:
+        client = docker.from_env()
+        client.ping()
+    except docker.errors.DockerException as exc:
+        where = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+        raise EngineUnavailable(
+            f"cannot reach the Docker engine at {where} ({_short(exc)}); start it with "
+            "`sudo systemctl start docker` (or `sudo dockerd &`), or set DOCKER_HOST"
+        ) from None
+    return client
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__
+
+
+def _process_start(pid: int) -> str:
+    """The kernel's start time of a process, so a reused pid is not mistaken for its owner."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def owner_labels() -> dict[str, str]:
+    """Labels naming this process, so leftovers of a crashed one can be recognised."""
+    pid = os.getpid()
+    return {
+        LABEL: "1",
+        LABEL_PID: str(pid),
+        LABEL_PID_START: _process_start(pid),
+        LABEL_HOST: socket.gethostname(),
+    }
+
+
+def _is_orphan(labels: dict[str, str]) -> bool:
+    if labels.get(LABEL_HOST) != socket.gethostname():
+        return False
+    pid = labels.get(LABEL_PID, "")
+    if not pid.isdigit():
+        return True
+    return _process_start(int(pid)) != labels.get(LABEL_PID_START)
+
+
+def prune_orphans(client: docker.DockerClient, *, everything: bool = False) -> list[str]:
+    """Remove Dispatch sandboxes whose creating process is gone (or all of them).
+
+    Returns the names of the containers removed.
+    """
+    removed = []
+    for container in client.containers.list(all=True, filters={"label": LABEL}):
+        if everything or _is_orphan(container.labels):
+            try:
+                container.remove(force=True)
+            except docker.errors.NotFound:
+                continue
+            removed.append(container.name)
+    return removed
+
+
+class DockerSandbox:
+    """A hardened container; see the module docstring for how commands are run and killed."""
+
+    def __init__(self, spec: SandboxSpec, *, client: docker.DockerClient | None = None) -> None:
+        self.spec = spec
+        self._client = client
+        self._container_id: str | None = None
+        self._name = f"dispatch-{uuid.uuid4().hex[:12]}"
+        self._user = spec.user or sandbox_user(spec.mounts)
+        self._oom_kills = 0
+        self._stopping = threading.Event()
+
+    @property
+    def id(self) -> str:
+        return self._container_id or self._name
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def _api(self) -> APIClient:
+        if self._client is None:
+            self._client = connect()
+        return self._client.api
+
+    def container_config(self) -> dict[str, Any]:
+        """The create-container request: every hardening setting is visible here."""
+        spec, limits = self.spec, self.spec.limits
+        uid, gid = self._user
+        binds = {
+            str(m.host): {"bind": str(m.host), "mode": "ro" if m.read_only else "rw"}
+            for m in spec.mounts
+        }
+        host_config = self._api.create_host_config(
+            binds=binds,
+            tmpfs={
+                "/tmp": f"rw,nosuid,nodev,size={limits.tmp_mb}m,mode=1777",
+                str(HOME): f"rw,nosuid,nodev,size={limits.home_mb}m,uid={uid},gid={gid},mode=0700",
+            },
+            read_only=True,
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges:true"],
+            pids_limit=limits.pids,
+            mem_limit=limits.memory_mb * MIB,
+            memswap_limit=limits.memory_mb * MIB,
+            nano_cpus=int(limits.cpus * 1e9),
+            network_mode="none" if spec.network is Network.NONE else "bridge",
+            ipc_mode="private",
+        )
+        workdir = spec.workdir or (spec.mounts[0].host if spec.mounts else HOME)
+        return {
+            "image": spec.image,
+            "command": ["python3", "-c", INIT],
+            "name": self._name,
+            "user": f"{uid}:{gid}",
+            "working_dir": str(workdir),
+            "environment": {"HOME": str(HOME), "LANG": "C.UTF-8", **spec.env},
+            "labels": {**owner_labels(), **spec.labels},
+            "network_disabled": spec.network is Network.NONE,
+            "host_config": host_config,
+        }
+
+    def start(self) -> None:
+        """Create and start the container.
+
+        Raises:
+            ImageMissing: the image is not built.
+            EngineUnavailable: the engine cannot be reached.
+        """
+        try:
+            created = self._api.create_container(**self.container_config())
+            self._container_id = created["Id"]
+            self._api.start(self._container_id)
+        except docker.errors.ImageNotFound:
+            raise ImageMissing(
+                f"sandbox image {self.spec.image!r} is not built; run `dispatch images build`"
+            ) from None
+        except docker.errors.APIError as exc:
+            self.stop()
+            raise SandboxError(f"could not start the sandbox: {exc.explanation or exc}") from None
+        except docker.errors.DockerException as exc:
+            raise EngineUnavailable(
+                f"lost the Docker engine while starting a sandbox ({_short(exc)}); "
+                "check that it is running (`docker info`)"
+            ) from None
+
+    def exec(
+        self,
+        command: Sequence[str],
+        *,
+        timeout_s: float | None = None,
+        on_output: OutputCallback | None = None,
+        workdir: Path | None = None,
+        output_cap_bytes: int = DEFAULT_OUTPUT_CAP_BYTES,
+    ) -> ExecResult:
+        """Run a command, streaming output; a timeout kills every process of the sandbox user."""
+        cid = self._require_running()
+        if not command:
+            raise ValueError("command is empty; pass at least the program to run")
+        buffers = {s: OutputBuffer(s, output_cap_bytes, on_output) for s in Stream}
+        started = time.monotonic()
+        exec_id = self._exec_create(cid, list(command), workdir=workdir)
+        timed_out = threading.Event()
+        watchdog = None
+        if timeout_s is not None:
+            watchdog = threading.Timer(timeout_s, self._on_timeout, (exec_id, timed_out))
+            watchdog.daemon = True
+            watchdog.start()
+        try:
+            for out, err in self._stream(exec_id):
+                if out:
+                    buffers[Stream.STDOUT].feed(out)
+                if err:
+                    buffers[Stream.STDERR].feed(err)
+        finally:
+            if watchdog is not None:
+                watchdog.cancel()
+        exit_code = self._exit_code(exec_id)
+        outcome = Outcome.EXITED
+        if self._stopping.is_set():
+            outcome = Outcome.STOPPED
+        elif timed_out.is_set():
+            outcome = Outcome.TIMED_OUT
+        elif exit_code == 137 and self._new_oom_kill():
+            outcome = Outcome.OUT_OF_MEMORY
+        return ExecResult(
+            exit_code=exit_code,
+            stdout=buffers[Stream.STDOUT].finish(),
+            stderr=buffers[Stream.STDERR].finish(),
+            outcome=outcome,
+            stdout_truncated=buffers[Stream.STDOUT].truncated,
+            stderr_truncated=buffers[Stream.STDERR].truncated,
+            duration_s=time.monotonic() - started,
+            timeout_s=timeout_s,
+            memory_limit_mb=self.spec.limits.memory_mb,
+        )
+
+    def read_file(self, path: Path) -> bytes:
+        """Read a file as the sandbox user sees it."""
+        result = self._run(["cat", "--", str(path)])
+        if result.exit_code != 0:
+            raise FileOperationFailed(_file_error(path, result))
+        return result.stdout
+
+    def write_file(self, path: Path, data: bytes) -> None:
+        """Write a file as the sandbox user; read-only mounts and the root refuse it."""
+        result = self._run(["sh", "-c", 'cat > "$1"', "sh", str(path)], stdin=data)
+        if result.exit_code != 0:
+            raise FileOperationFailed(_file_error(path, result))
+
+    def stop(self) -> None:
+        """Remove the container and everything in it; safe to call twice or from another thread."""
+        self._stopping.set()
+        cid, self._container_id = self._container_id, None
+        if cid is None:
+            return
+        try:
+            self._api.remove_container(cid, force=True)
+        except docker.errors.NotFound:
+            pass
+
+    def _require_running(self) -> str:
+        if self._container_id is None:
+            raise SandboxNotRunning(f"sandbox {self._name} is not running; call start() first")
+        return self._container_id
+
+    def _exec_create(self, cid: str, command: list[str], *, workdir: Path | None = None,
+                     stdin: bool = False) -> str:
+        uid, gid = self._user
+        try:
+            created = self._api.exec_create(
+                cid, command, user=f"{uid}:{gid}", workdir=str(workdir) if workdir else None,
+                stdin=stdin,
+            )
+        except docker.errors.NotFound:
+            raise SandboxNotRunning(f"sandbox {self._name} is gone (stopped or removed)") from None
+        except docker.errors.APIError as exc:
+            raise SandboxError(f"could not run the command: {exc.explanation or exc}") from None
+        exec_id: str = created["Id"]
+        return exec_id
+
+    def _stream(self, exec_id: str) -> Iterator[tuple[bytes | None, bytes | None]]:
+        try:
+            yield from self._api.exec_start(exec_id, stream=True, demux=True)
+        except docker.errors.DockerException:
+            if not self._stopping.is_set():
+                raise
+
+    def _exit_code(self, exec_id: str) -> int:
+        try:
+            info = self._api.exec_inspect(exec_id)
+        except docker.errors.DockerException:
+            return 137  # the container went away under the command
+        code = info.get("ExitCode")
+        return 137 if code is None else int(code)
+
+    def _run(self, command: list[str], stdin: bytes | None = None) -> ExecResult:
+        """A short internal command, its input written to stdin when given."""
+        if stdin is None:
+            return self.exec(command, output_cap_bytes=FILE_CAP_BYTES)
+        cid = self._require_running()
+        exec_id = self._exec_create(cid, command, stdin=True)
+        sock = self._api.exec_start(exec_id, socket=True)
+        raw = getattr(sock, "_sock", sock)
+        try:
+            raw.sendall(stdin)
+            raw.shutdown(socket.SHUT_WR)
+            err = b""
+            for kind, chunk in _demux(raw):
+                if kind == 2:
+                    err += chunk
+        finally:
+            sock.close()
+        return ExecResult(exit_code=self._exit_code(exec_id), stdout=b"", stderr=err)
+
+    def _on_timeout(self, exec_id: str, timed_out: threading.Event) -> None:
+        timed_out.set()
+        if self._signal_all("TERM") and self._wait_exec(exec_id, TERM_GRACE_S):
+            return
+        if self._signal_all("KILL") and self._wait_exec(exec_id, KILL_WAIT_S):
+            return
+        # No room for even a `kill` process (pids limit): restart the container instead.
+        cid = self._container_id
+        if cid is not None:
+            try:
+                self._api.restart(cid, timeout=0)
+            except docker.errors.DockerException:
+                pass
+
+    def _signal_all(self, signal: str) -> bool:
+        """Signal every process of the sandbox user but the signaller (and init)."""
+        cid = self._container_id
+        if cid is None:
+            return False
+        try:
+            exec_id = self._exec_create(cid, ["kill", f"-{signal}", "-1"])
+            self._api.exec_start(exec_id)
+        except (SandboxError, docker.errors.DockerException):
+            return False
+        return True
+
+    def _wait_exec(self, exec_id: str, seconds: float) -> bool:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                if not self._api.exec_inspect(exec_id)["Running"]:
+                    return True
+            except docker.errors.DockerException:
+                return True
+            time.sleep(0.05)
+        return False
+
+    def _new_oom_kill(self) -> bool:
+        try:
+            result = self.exec(["sh", "-c", OOM_COUNTER], timeout_s=10)
+            count = int(result.stdout.strip() or 0)
+        except (SandboxError, ValueError):
+            return False
+        new, self._oom_kills = count > self._oom_kills, count
+        return new
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def _demux(raw: Any) -> Iterator[tuple[int, bytes]]:
+    """Read Docker's multiplexed stream: 8-byte header (stream, size) then the payload."""
+    def read(n: int) -> bytes:
+        data = b""
+        while len(data) < n:
+            chunk = raw.recv(n - len(data))
+            if not chunk:
+                return data
+            data += chunk
+        return data
+
+    while True:
+        header = read(8)
+        if len(header) < 8:
+            return
+        size = int.from_bytes(header[4:8], "big")
+        yield header[0], read(size)
+
+
+def _file_error(path: Path, result: ExecResult) -> str:
+    reason = result.stderr.decode(errors="replace").strip().splitlines()
+    detail = reason[-1] if reason else f"exit status {result.exit_code}"
+    return f"{path}: {detail}"
+
+
+__all__ = ["DockerSandbox", "connect", "owner_labels", "prune_orphans"]

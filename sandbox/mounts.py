@@ -1,0 +1,155 @@
+"""Folder grants: the one place that decides which host folders a sandbox may see.
+
+A grant names a host folder. It is resolved (symlinks followed) and the resolved folder is what
+gets mounted, at the same absolute path inside the sandbox. Sensitive places are refused, as is
+any folder that contains one of them.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from sandbox.base import Mount
+from sandbox.errors import GrantRefused
+
+SYSTEM_SENSITIVE = ("/", "/proc", "/sys", "/dev", "/etc", "/boot", "/run", "/var/run")
+# The engine's socket and state: reaching either is reaching root on the host.
+ENGINE_PATHS = (
+    "/var/run/docker.sock",
+    "/run/docker.sock",
+    "/run/containerd",
+    "/var/lib/docker",
+    "/var/lib/containerd",
+    "/var/lib/libvirt",
+)
+HOME_SENSITIVE = (".ssh", ".gnupg", ".aws", ".config/gcloud", ".docker", ".kube")
+
+
+def parse_grant(text: str) -> tuple[str, bool]:
+    """Split `PATH[:ro|:rw]` into (path, read_only); read-only unless `:rw` is given.
+
+    Raises:
+        GrantRefused: the text is empty or names a mode other than ro/rw.
+    """
+    path, sep, mode = text.rpartition(":")
+    if not sep or "/" in mode:
+        path, mode = text, "ro"
+    if mode not in ("ro", "rw"):
+        raise GrantRefused(f"folder grant {text!r} has mode {mode!r}; use PATH, PATH:ro or PATH:rw")
+    if not path:
+        raise GrantRefused(f"folder grant {text!r} names no folder; use PATH[:ro|:rw]")
+    return path, mode == "ro"
+
+
+def sensitive_paths(home: Path, protected: Iterable[Path] = ()) -> list[Path]:
+    """Every path a grant may neither be, be inside of, nor contain."""
+    candidates = [Path(p) for p in (*SYSTEM_SENSITIVE, *ENGINE_PATHS)]
+    # Every real user's credentials, not only this user's: granting /home must not leak them.
+    homes = {home} | {Path(u.pw_dir) for u in pwd.getpwall() if u.pw_dir.startswith(("/home/", "/root"))}
+    candidates += [h / rel for h in sorted(homes) for rel in HOME_SENSITIVE]
+    docker_host = os.environ.get("DOCKER_HOST", "")
+    if docker_host.startswith("unix://"):
+        candidates.append(Path(docker_host.removeprefix("unix://")))
+    candidates += [Path(p) for p in protected]
+    found: list[Path] = []
+    for path in candidates:
+        # Compare both the path as named and where it really points.
+        for form in (path.expanduser().absolute(), path.expanduser().resolve()):
+            if form not in found:
+                found.append(form)
+    return found
+
+
+def _contains(parent: Path, child: Path) -> bool:
+    return child == parent or parent in child.parents
+
+
+def _refuse_sensitive(path: Path, named: str, via: str, sensitive: Iterable[Path]) -> None:
+    for place in sensitive:
+        if path == place:
+            raise GrantRefused(
+                f"folder {named!r}{via} is the sensitive path {place}; grant a project folder instead"
+            )
+        # "/" contains everything, so only "/" itself is refused for it.
+        if place != Path("/") and _contains(place, path):
+            raise GrantRefused(
+                f"folder {named!r}{via} is inside the sensitive path {place}; "
+                "grant a project folder instead"
+            )
+        if _contains(path, place):
+            raise GrantRefused(
+                f"folder {named!r}{via} contains the sensitive path {place}; "
+                "grant a narrower folder that does not include it"
+            )
+
+
+def validate_mount(
+    path: str | Path,
+    *,
+    read_only: bool = True,
+    home: Path | None = None,
+    protected: Sequence[Path] = (),
+    allowed_roots: Sequence[Path] | None = None,
+) -> Mount:
+    """Resolve and check one folder grant, returning the Mount to use.
+
+    Args:
+        path: the folder as the person named it (`~` is expanded, relative means from here).
+        read_only: mount read-only (the default) or read-write.
+        home: the home whose credential folders are protected (default: this user's).
+        protected: extra paths to refuse, e.g. Dispatch's own data and config directories.
+        allowed_roots: when given, the resolved folder must lie inside one of these.
+
+    Raises:
+        GrantRefused: the folder is missing, not a folder, sensitive, or outside the roots.
+    """
+    named = Path(os.path.normpath(Path.cwd() / Path(path).expanduser()))
+    sensitive = sensitive_paths(home or Path.home(), protected)
+    # Check the path as named first, so a missing ~/.ssh is refused as sensitive, not as missing.
+    _refuse_sensitive(named, str(path), "", sensitive)
+    try:
+        resolved = named.resolve(strict=True)
+    except FileNotFoundError:
+        raise GrantRefused(
+            f"folder {str(path)!r} does not exist; create it or fix the path"
+        ) from None
+    except (OSError, RuntimeError) as exc:
+        raise GrantRefused(f"folder {str(path)!r} cannot be resolved: {exc}") from None
+    if not resolved.is_dir():
+        raise GrantRefused(
+            f"{str(path)!r} is not a folder; grant the folder that contains it ({resolved.parent})"
+        )
+    via = "" if resolved == named else f" (it resolves to {resolved})"
+    _refuse_sensitive(resolved, str(path), via, sensitive)
+    if allowed_roots is not None:
+        roots = [Path(r).expanduser().resolve() for r in allowed_roots]
+        if not any(_contains(root, resolved) for root in roots):
+            listed = ", ".join(str(r) for r in roots) or "(none configured)"
+            raise GrantRefused(
+                f"folder {str(path)!r}{via} is outside the allowed folders ({listed}); "
+                "add it to the configuration or choose a folder inside one of them"
+            )
+    return Mount(host=resolved, read_only=read_only)
+
+
+def validate_grants(
+    grants: Iterable[str],
+    *,
+    home: Path | None = None,
+    protected: Sequence[Path] = (),
+    allowed_roots: Sequence[Path] | None = None,
+) -> tuple[Mount, ...]:
+    """Parse and validate `PATH[:ro|:rw]` strings; the same folder twice keeps the wider mode."""
+    mounts: dict[Path, Mount] = {}
+    for text in grants:
+        path, read_only = parse_grant(text)
+        mount = validate_mount(
+            path, read_only=read_only, home=home, protected=protected, allowed_roots=allowed_roots
+        )
+        previous = mounts.get(mount.host)
+        if previous is None or previous.read_only:
+            mounts[mount.host] = mount
+    return tuple(mounts.values())
