@@ -1,13 +1,15 @@
-"""Which uid:gid a sandbox runs as: the owner of its read-write folders, and never root.
+"""Which uid:gid a sandbox runs as: the owner of its granted folders, and never root.
 
 Files the sandbox creates in a read-write folder then belong, on the host, to whoever owns that
-folder, which is what a person expects after letting an agent work in their project.
+folder, which is what a person expects after letting an agent work in their project. With only
+read-only folders, their (non-root) owner is used so they can be read; else the invoking user,
+and when that is root, the image's unprivileged `sandbox` user.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Sequence
 
 from sandbox.base import Mount
 from sandbox.errors import GrantRefused
@@ -16,7 +18,7 @@ from sandbox.errors import GrantRefused
 DEFAULT_USER = (1000, 1000)
 
 
-def sandbox_user(mounts: Iterable[Mount]) -> tuple[int, int]:
+def sandbox_user(mounts: Sequence[Mount]) -> tuple[int, int]:
     """Return the uid:gid to run as.
 
     Raises:
@@ -30,6 +32,10 @@ def sandbox_user(mounts: Iterable[Mount]) -> tuple[int, int]:
         info = os.stat(mount.host)
         owners.setdefault((info.st_uid, info.st_gid), str(mount.host))
     if not owners:
+        for mount in mounts:
+            info = os.stat(mount.host)
+            if info.st_uid != 0:
+                return info.st_uid, info.st_gid
         uid = os.getuid()
         return (uid, os.getgid()) if uid != 0 else DEFAULT_USER
     uids = {uid for uid, _ in owners}

@@ -1,0 +1,151 @@
+"""Folder-grant validation: the one gate between a person's disk and the sandbox."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from sandbox import GrantRefused, Mount
+from sandbox.mounts import parse_grant, validate_grants, validate_mount
+from sandbox.ownership import DEFAULT_USER, sandbox_user
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    """A fake home with the credential folders a person has."""
+    home = tmp_path / "home"
+    for sub in (".ssh", ".gnupg", ".aws", ".config/gcloud", ".docker", ".kube", "Projects/app"):
+        (home / sub).mkdir(parents=True)
+    return home
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("/a", ("/a", True)), ("/a:ro", ("/a", True)), ("/a:rw", ("/a", False)),
+     ("/odd:name/x", ("/odd:name/x", True)), ("~/p:rw", ("~/p", False))],
+)
+def test_parse_grant(text: str, expected: tuple[str, bool]) -> None:
+    assert parse_grant(text) == expected
+
+
+@pytest.mark.parametrize("text", ["/a:rx", ":rw", "/a:RW"])
+def test_parse_grant_refuses_bad_modes(text: str) -> None:
+    with pytest.raises(GrantRefused, match=r"PATH\[?"):
+        parse_grant(text)
+
+
+def test_valid_folder_is_resolved_and_read_only_by_default(home: Path) -> None:
+    mount = validate_mount(home / "Projects" / "app", home=home)
+    assert mount == Mount(host=(home / "Projects" / "app").resolve(), read_only=True)
+
+
+def test_symlinked_grant_mounts_the_resolved_folder(home: Path, tmp_path: Path) -> None:
+    (tmp_path / "alias").symlink_to(home / "Projects")
+    assert validate_mount(tmp_path / "alias", home=home).host == (home / "Projects").resolve()
+
+
+def test_relative_and_dotted_paths_are_resolved(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(home / "Projects")
+    assert validate_mount("app/../app", home=home).host == (home / "Projects" / "app").resolve()
+
+
+@pytest.mark.parametrize(
+    "sensitive",
+    ["/", "/proc", "/sys", "/dev", "/etc", "/etc/ssl", "/run", "/var/run", "/var/lib/docker"],
+)
+def test_system_paths_are_refused(sensitive: str, home: Path) -> None:
+    if not Path(sensitive).exists():
+        pytest.skip(f"{sensitive} does not exist on this machine")
+    with pytest.raises(GrantRefused, match="sensitive path"):
+        validate_mount(sensitive, home=home)
+
+
+@pytest.mark.parametrize("sub", [".ssh", ".gnupg", ".aws", ".config/gcloud", ".docker", ".kube"])
+def test_credential_folders_are_refused(sub: str, home: Path) -> None:
+    with pytest.raises(GrantRefused, match="is the sensitive path"):
+        validate_mount(home / sub, home=home)
+
+
+def test_missing_credential_folder_is_refused_as_sensitive(tmp_path: Path) -> None:
+    with pytest.raises(GrantRefused, match="sensitive"):
+        validate_mount(tmp_path / ".ssh", home=tmp_path)
+
+
+def test_parents_of_sensitive_paths_are_refused(home: Path) -> None:
+    for parent in (home, home / ".config"):
+        with pytest.raises(GrantRefused, match="contains the sensitive path"):
+            validate_mount(parent, home=home)
+    with pytest.raises(GrantRefused, match="contains the sensitive path"):
+        validate_mount("/var", home=home)
+
+
+def test_symlink_to_sensitive_folder_is_refused(home: Path, tmp_path: Path) -> None:
+    (tmp_path / "innocent").symlink_to(home / ".ssh")
+    with pytest.raises(GrantRefused, match=r"resolves to .*\.ssh"):
+        validate_mount(tmp_path / "innocent", home=home)
+    (tmp_path / "etc-alias").symlink_to("/etc")
+    with pytest.raises(GrantRefused, match="resolves to /etc"):
+        validate_mount(tmp_path / "etc-alias", home=home)
+
+
+def test_docker_socket_folder_is_refused_via_symlink(home: Path, tmp_path: Path) -> None:
+    (tmp_path / "sock-dir").symlink_to("/var/run")
+    with pytest.raises(GrantRefused, match="sensitive"):
+        validate_mount(tmp_path / "sock-dir", home=home)
+
+
+def test_dispatch_own_directories_are_refused(home: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data" / "dispatch"
+    data.mkdir(parents=True)
+    with pytest.raises(GrantRefused, match="sensitive"):
+        validate_mount(data, home=home, protected=[data])
+    with pytest.raises(GrantRefused, match="contains"):
+        validate_mount(tmp_path / "data", home=home, protected=[data])
+
+
+def test_missing_folder_and_file_are_refused_with_fix(home: Path) -> None:
+    with pytest.raises(GrantRefused, match="does not exist; create it"):
+        validate_mount(home / "nope", home=home)
+    (home / "Projects" / "file.txt").write_text("x")
+    with pytest.raises(GrantRefused, match="not a folder; grant the folder that contains it"):
+        validate_mount(home / "Projects" / "file.txt", home=home)
+
+
+def test_allowed_roots_bound_grants(home: Path, tmp_path: Path) -> None:
+    roots = [home / "Projects"]
+    assert validate_mount(home / "Projects" / "app", home=home, allowed_roots=roots)
+    (tmp_path / "elsewhere").mkdir()
+    with pytest.raises(GrantRefused, match="outside the allowed folders"):
+        validate_mount(tmp_path / "elsewhere", home=home, allowed_roots=roots)
+    # A symlink inside a root that points outside it does not get out.
+    (home / "Projects" / "escape").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(GrantRefused, match="outside the allowed folders"):
+        validate_mount(home / "Projects" / "escape", home=home, allowed_roots=roots)
+
+
+def test_same_folder_twice_keeps_the_wider_mode(home: Path) -> None:
+    app = str(home / "Projects" / "app")
+    (mount,) = validate_grants([app, f"{app}:rw", f"{app}:ro"], home=home)
+    assert not mount.read_only
+
+
+def test_sandbox_user_is_owner_of_read_write_folders(tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    os.chown(a, 5000, 5001)
+    os.chown(b, 6000, 6000)
+    assert sandbox_user([Mount(a, read_only=False), Mount(b)]) == (5000, 5001)
+    assert sandbox_user([Mount(b)]) == (6000, 6000)
+    with pytest.raises(GrantRefused, match="different owners"):
+        sandbox_user([Mount(a, read_only=False), Mount(b, read_only=False)])
+
+
+def test_sandbox_user_refuses_root_owned_read_write_folder(tmp_path: Path) -> None:
+    if os.getuid() != 0:
+        pytest.skip("needs root to own a folder as root")
+    with pytest.raises(GrantRefused, match="owned by root.*chown"):
+        sandbox_user([Mount(tmp_path, read_only=False)])
+    assert sandbox_user([]) == DEFAULT_USER
