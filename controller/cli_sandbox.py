@@ -1,4 +1,4 @@
-"""`dispatch sandbox ...` and `dispatch images ...`: run one command in a fresh sandbox, build images."""
+"""`dispatch sandbox ...` (run one command in a fresh sandbox) and `dispatch images build`."""
 
 from __future__ import annotations
 
@@ -46,23 +46,51 @@ def sandbox() -> None:
     context_settings={"ignore_unknown_options": False, "allow_interspersed_args": False},
 )
 @click.option(
-    "--mount", "mounts", multiple=True, metavar="PATH[:ro|:rw]",
+    "--mount",
+    "mounts",
+    multiple=True,
+    metavar="PATH[:ro|:rw]",
     help="A host folder to show inside, at the same path; read-only unless :rw. Repeatable.",
 )
 @click.option(
-    "--network", type=click.Choice([n.value for n in Network]), default="none", show_default=True,
+    "--network",
+    type=click.Choice([n.value for n in Network]),
+    default="none",
+    show_default=True,
     help="'open' gives the sandbox the network (a warning is printed).",
 )
-@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True),
-              help="Kill every process of the command after this many seconds.")
-@click.option("--memory-mb", type=click.IntRange(min=16), default=DEFAULT_LIMITS.memory_mb,
-              show_default=True, help="Memory limit; exceeding it kills the command.")
-@click.option("--cpus", type=click.FloatRange(min=0.01), default=DEFAULT_LIMITS.cpus,
-              show_default=True, help="CPU limit, in cores.")
-@click.option("--pids", type=click.IntRange(min=8), default=DEFAULT_LIMITS.pids,
-              show_default=True, help="Most processes and threads at once.")
-@click.option("--workdir", type=click.Path(path_type=Path),
-              help="Working directory inside (absolute). Default: the first mount, else home.")
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Kill every process of the command after this many seconds.",
+)
+@click.option(
+    "--memory-mb",
+    type=click.IntRange(min=16),
+    default=DEFAULT_LIMITS.memory_mb,
+    show_default=True,
+    help="Memory limit; exceeding it kills the command.",
+)
+@click.option(
+    "--cpus",
+    type=click.FloatRange(min=0.01),
+    default=DEFAULT_LIMITS.cpus,
+    show_default=True,
+    help="CPU limit, in cores.",
+)
+@click.option(
+    "--pids",
+    type=click.IntRange(min=8),
+    default=DEFAULT_LIMITS.pids,
+    show_default=True,
+    help="Most processes and threads at once.",
+)
+@click.option(
+    "--workdir",
+    type=click.Path(path_type=Path),
+    help="Working directory inside (absolute). Default: the first mount, else home.",
+)
 @click.option("--image", default=DEFAULT_IMAGE, show_default=True, help="Sandbox image.")
 @click.argument("command", nargs=-1, required=True)
 def run(
@@ -125,8 +153,12 @@ def run(
 
 
 @sandbox.command("prune")
-@click.option("--all", "everything", is_flag=True,
-              help="Remove every Dispatch sandbox, including ones still in use.")
+@click.option(
+    "--all",
+    "everything",
+    is_flag=True,
+    help="Remove every Dispatch sandbox, including ones still in use.",
+)
 def prune(everything: bool) -> None:
     """Remove sandboxes left behind by a crashed Dispatch process."""
     from sandbox.docker import connect, prune_orphans
@@ -146,8 +178,11 @@ def images() -> None:
 
 
 @images.command("build")
-@click.option("--offline", is_flag=True,
-              help="Do not try a registry: bootstrap the Debian base with debootstrap.")
+@click.option(
+    "--offline",
+    is_flag=True,
+    help="Do not try a registry: bootstrap the Debian base with debootstrap.",
+)
 @click.option("--base", help="Build on this base image instead of debian:bookworm-slim.")
 def build(offline: bool, base: str | None) -> None:
     """Build the images that are missing or out of date (a no-op when nothing changed)."""
@@ -155,11 +190,14 @@ def build(offline: bool, base: str | None) -> None:
     from sandbox.images import build_all
 
     try:
-        outcomes = build_all(connect(), offline=offline, base=base,
-                             progress=lambda line: click.echo(line, err=True))
+        outcomes = build_all(
+            connect(), offline=offline, base=base, progress=lambda line: click.echo(line, err=True)
+        )
     except EngineUnavailable as exc:
         _fail(str(exc), ExitCode.ENGINE_UNAVAILABLE)
     except SandboxError as exc:
         _fail(str(exc), ExitCode.SANDBOX_FAILED)
     for outcome in outcomes:
-        click.echo(f"{outcome.tag}: {'built' if outcome.built else 'up to date'} (base {outcome.base})")
+        click.echo(
+            f"{outcome.tag}: {'built' if outcome.built else 'up to date'} (base {outcome.base})"
+        )

@@ -53,12 +53,16 @@ def create(backend: str, spec: SandboxSpec, **options: Any) -> Sandbox:
         module_name, class_name, extra = BACKENDS[backend]
     except KeyError:
         known = ", ".join(sorted(BACKENDS))
-        raise BackendUnavailable(f"unknown sandbox backend {backend!r}; choose one of: {known}") from None
+        raise BackendUnavailable(
+            f"unknown sandbox backend {backend!r}; choose one of: {known}"
+        ) from None
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         hint = f"pip install 'dispatch[{extra}]'" if extra else "reinstall dispatch"
-        raise BackendUnavailable(f"sandbox backend {backend!r} cannot load ({exc}); {hint}") from exc
+        raise BackendUnavailable(
+            f"sandbox backend {backend!r} cannot load ({exc}); {hint}"
+        ) from exc
     factory = getattr(module, class_name)
     sandbox: Sandbox = factory(spec, **options)
     return sandbox

@@ -9,6 +9,7 @@ used every pid), the container is restarted.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
@@ -28,9 +29,9 @@ from sandbox.base import (
     MIB,
     ExecResult,
     Network,
+    Outcome,
     OutputBuffer,
     OutputCallback,
-    Outcome,
     SandboxSpec,
     Stream,
 )
@@ -292,22 +293,24 @@ class DockerSandbox:
         cid, self._container_id = self._container_id, None
         if cid is None:
             return
-        try:
+        with contextlib.suppress(docker.errors.NotFound):
             self._api.remove_container(cid, force=True)
-        except docker.errors.NotFound:
-            pass
 
     def _require_running(self) -> str:
         if self._container_id is None:
             raise SandboxNotRunning(f"sandbox {self._name} is not running; call start() first")
         return self._container_id
 
-    def _exec_create(self, cid: str, command: list[str], *, workdir: Path | None = None,
-                     stdin: bool = False) -> str:
+    def _exec_create(
+        self, cid: str, command: list[str], *, workdir: Path | None = None, stdin: bool = False
+    ) -> str:
         uid, gid = self._user
         try:
             created = self._api.exec_create(
-                cid, command, user=f"{uid}:{gid}", workdir=str(workdir) if workdir else None,
+                cid,
+                command,
+                user=f"{uid}:{gid}",
+                workdir=str(workdir) if workdir else None,
                 stdin=stdin,
             )
         except docker.errors.NotFound:
@@ -360,10 +363,8 @@ class DockerSandbox:
         # No room for even a `kill` process (pids limit): restart the container instead.
         cid = self._container_id
         if cid is not None:
-            try:
+            with contextlib.suppress(docker.errors.DockerException):
                 self._api.restart(cid, timeout=0)
-            except docker.errors.DockerException:
-                pass
 
     def _signal_all(self, signal: str) -> bool:
         """Signal every process of the sandbox user but the signaller (and init)."""
@@ -412,6 +413,7 @@ class DockerSandbox:
 
 def _demux(raw: Any) -> Iterator[tuple[int, bytes]]:
     """Read Docker's multiplexed stream: 8-byte header (stream, size) then the payload."""
+
     def read(n: int) -> bytes:
         data = b""
         while len(data) < n:

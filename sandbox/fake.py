@@ -18,9 +18,9 @@ from typing import Self
 from sandbox.base import (
     DEFAULT_OUTPUT_CAP_BYTES,
     ExecResult,
+    Outcome,
     OutputBuffer,
     OutputCallback,
-    Outcome,
     SandboxSpec,
     Stream,
 )

@@ -108,7 +108,10 @@ def apt_mirror(sources_dir: Path = Path("/etc/apt")) -> str:
             suites = fields.get("Suites", "").split()
             if SUITE in suites and fields.get("Enabled", "yes") != "no":
                 uris += fields.get("URIs", "").split()
-    legacy = [sources_dir / "sources.list", *sorted((sources_dir / "sources.list.d").glob("*.list"))]
+    legacy = [
+        sources_dir / "sources.list",
+        *sorted((sources_dir / "sources.list.d").glob("*.list")),
+    ]
     for file in legacy:
         if file.exists():
             for line in file.read_text().splitlines():

@@ -48,7 +48,9 @@ def sensitive_paths(home: Path, protected: Iterable[Path] = ()) -> list[Path]:
     """Every path a grant may neither be, be inside of, nor contain."""
     candidates = [Path(p) for p in (*SYSTEM_SENSITIVE, *ENGINE_PATHS)]
     # Every real user's credentials, not only this user's: granting /home must not leak them.
-    homes = {home} | {Path(u.pw_dir) for u in pwd.getpwall() if u.pw_dir.startswith(("/home/", "/root"))}
+    homes = {home} | {
+        Path(u.pw_dir) for u in pwd.getpwall() if u.pw_dir.startswith(("/home/", "/root"))
+    }
     candidates += [h / rel for h in sorted(homes) for rel in HOME_SENSITIVE]
     docker_host = os.environ.get("DOCKER_HOST", "")
     if docker_host.startswith("unix://"):
@@ -71,7 +73,8 @@ def _refuse_sensitive(path: Path, named: str, via: str, sensitive: Iterable[Path
     for place in sensitive:
         if path == place:
             raise GrantRefused(
-                f"folder {named!r}{via} is the sensitive path {place}; grant a project folder instead"
+                f"folder {named!r}{via} is the sensitive path {place}; "
+                "grant a project folder instead"
             )
         # "/" contains everything, so only "/" itself is refused for it.
         if place != Path("/") and _contains(place, path):

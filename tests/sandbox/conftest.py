@@ -12,7 +12,10 @@ import pytest
 
 from sandbox import Sandbox, SandboxSpec, create
 
-BACKENDS = [pytest.param("fake", id="fake"), pytest.param("docker", marks=pytest.mark.docker, id="docker")]
+BACKENDS = [
+    pytest.param("fake", id="fake"),
+    pytest.param("docker", marks=pytest.mark.docker, id="docker"),
+]
 # A non-root owner for folders the tests grant read-write.
 OWNER = (4321, 4321)
 

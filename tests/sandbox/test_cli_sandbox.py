@@ -10,13 +10,22 @@ from pathlib import Path
 import pytest
 
 from controller.exit_codes import ExitCode
-from sandbox.docker import LABEL, LABEL_HOST, LABEL_PID, LABEL_PID_START, owner_labels, prune_orphans
+from sandbox.docker import (
+    LABEL,
+    LABEL_HOST,
+    LABEL_PID,
+    LABEL_PID_START,
+    owner_labels,
+    prune_orphans,
+)
 
 pytestmark = pytest.mark.docker
 DISPATCH = [sys.executable, "-m", "controller"]
 
 
-def dispatch(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[bytes]:
+def dispatch(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(
         [*DISPATCH, *args], capture_output=True, timeout=timeout, env={**os.environ, **(env or {})}
     )
@@ -33,7 +42,9 @@ def test_run_with_read_write_mount_and_workdir(docker_client: object, tmp_path: 
     project = tmp_path / "project"
     project.mkdir()
     os.chown(project, 4321, 4321)
-    done = dispatch("sandbox", "run", "--mount", f"{project}:rw", "--", "sh", "-c", "pwd; touch made")
+    done = dispatch(
+        "sandbox", "run", "--mount", f"{project}:rw", "--", "sh", "-c", "pwd; touch made"
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout == f"{project}\n".encode()
     assert (project / "made").stat().st_uid == 4321
@@ -83,7 +94,9 @@ def test_run_leaves_no_container_behind(docker_client) -> None:  # type: ignore[
 def test_prune_removes_orphans_but_not_live_sandboxes(docker_client) -> None:  # type: ignore[no-untyped-def]
     dead = {**owner_labels(), LABEL_PID: "999999999", LABEL_PID_START: "1"}
     orphan = docker_client.containers.create("dispatch/sandbox:latest", ["true"], labels=dead)
-    live = docker_client.containers.create("dispatch/sandbox:latest", ["true"], labels=owner_labels())
+    live = docker_client.containers.create(
+        "dispatch/sandbox:latest", ["true"], labels=owner_labels()
+    )
     other_host = docker_client.containers.create(
         "dispatch/sandbox:latest", ["true"], labels={**dead, LABEL_HOST: "another-machine"}
     )

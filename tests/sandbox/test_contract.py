@@ -49,9 +49,13 @@ def test_timeout_kills_and_is_reported(backend: str, make_sandbox: MakeSandbox) 
     assert box.exec(["echo", "alive"]).stdout == b"alive\n"
 
 
-def test_output_beyond_cap_is_truncated_with_marker(backend: str, make_sandbox: MakeSandbox) -> None:
+def test_output_beyond_cap_is_truncated_with_marker(
+    backend: str, make_sandbox: MakeSandbox
+) -> None:
     box = make_sandbox(backend)
-    command = ["yes-bytes", "300000"] if backend == "fake" else ["head", "-c", "300000", "/dev/zero"]
+    command = (
+        ["yes-bytes", "300000"] if backend == "fake" else ["head", "-c", "300000", "/dev/zero"]
+    )
     result = box.exec(command, output_cap_bytes=100_000)
     assert result.stdout_truncated
     assert result.stdout.startswith(b"y" * 10 if backend == "fake" else b"\0" * 10)
@@ -74,14 +78,18 @@ def test_root_filesystem_refuses_writes(backend: str, make_sandbox: MakeSandbox)
         box.read_file(Path("/tmp/missing"))
 
 
-def test_read_only_mount_refuses_writes(backend: str, make_sandbox: MakeSandbox, workspace: Path) -> None:
+def test_read_only_mount_refuses_writes(
+    backend: str, make_sandbox: MakeSandbox, workspace: Path
+) -> None:
     box = make_sandbox(backend, SandboxSpec(mounts=(Mount(workspace, read_only=True),)))
     with pytest.raises(FileOperationFailed):
         box.write_file(workspace / "new.txt", b"x")
     assert not (workspace / "new.txt").exists()
 
 
-def test_use_before_start_and_after_stop_is_an_error(backend: str, make_sandbox: MakeSandbox) -> None:
+def test_use_before_start_and_after_stop_is_an_error(
+    backend: str, make_sandbox: MakeSandbox
+) -> None:
     options = {"client": None} if backend == "docker" else {}
     fresh: Sandbox = create(backend, SandboxSpec(), **options)
     with pytest.raises(SandboxNotRunning, match="start"):

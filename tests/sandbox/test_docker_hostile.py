@@ -86,7 +86,9 @@ def test_no_network_by_default(make_sandbox: MakeSandbox) -> None:
     box = make_sandbox("docker")
     result = box.exec(sh("cat /proc/net/dev | tail -n +3 | cut -d: -f1 | tr -d ' '"))
     assert result.stdout.split() == [b"lo"]
-    probe = box.exec(["python3", "-c", "import socket; socket.create_connection(('1.1.1.1', 53), 3)"])
+    probe = box.exec(
+        ["python3", "-c", "import socket; socket.create_connection(('1.1.1.1', 53), 3)"]
+    )
     assert probe.exit_code != 0
     assert b"Network is unreachable" in probe.stderr
 
@@ -95,7 +97,11 @@ def test_never_uid_zero_and_no_capabilities(make_sandbox: MakeSandbox) -> None:
     box = make_sandbox("docker")
     assert box.exec(["id", "-u"]).stdout.strip() != b"0"
     status = box.exec(["cat", "/proc/self/status"]).stdout.decode()
-    caps = {line.split(":")[0]: line.split()[1] for line in status.splitlines() if line.startswith("Cap")}
+    caps = {
+        line.split(":")[0]: line.split()[1]
+        for line in status.splitlines()
+        if line.startswith("Cap")
+    }
     assert set(caps.values()) == {"0000000000000000"}
     assert "NoNewPrivs:\t1" in status
     # setuid binaries cannot raise privileges either.
@@ -159,7 +165,9 @@ def test_command_ignoring_sigterm_is_gone_after_timeout(make_sandbox: MakeSandbo
 def test_ten_mib_of_output_is_capped(make_sandbox: MakeSandbox) -> None:
     box = make_sandbox("docker")
     chunks: list[bytes] = []
-    result = box.exec(sh("head -c 10485760 /dev/zero | tr '\\0' a"), on_output=lambda s, b: chunks.append(b))
+    result = box.exec(
+        sh("head -c 10485760 /dev/zero | tr '\\0' a"), on_output=lambda s, b: chunks.append(b)
+    )
     assert result.exit_code == 0
     assert result.stdout_truncated
     assert result.stdout.startswith(b"a" * 1024 * 1024 + b"\n[dispatch: stdout truncated")
@@ -194,9 +202,13 @@ def test_hardening_is_visible_in_docker_inspect(make_sandbox: MakeSandbox, docke
     assert not any("docker.sock" in m["Source"] for m in info["Mounts"])
 
 
-def test_mounts_carry_their_mode(make_sandbox: MakeSandbox, docker_client, workspace: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_mounts_carry_their_mode(
+    make_sandbox: MakeSandbox, docker_client, workspace: Path, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     spec = SandboxSpec(mounts=(Mount(workspace, read_only=False), Mount(tmp_path, read_only=True)))
     box = make_sandbox("docker", spec)
     mounts = {m["Destination"]: m for m in docker_client.api.inspect_container(box.id)["Mounts"]}
-    assert mounts[str(workspace)]["RW"] is True and mounts[str(workspace)]["Source"] == str(workspace)
+    assert mounts[str(workspace)]["RW"] is True and mounts[str(workspace)]["Source"] == str(
+        workspace
+    )
     assert mounts[str(tmp_path)]["RW"] is False

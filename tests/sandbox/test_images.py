@@ -15,9 +15,10 @@ from sandbox.images import apt_mirror, build_hash
 def test_mirror_from_deb822_sources_skips_security(tmp_path: Path) -> None:
     (tmp_path / "sources.list.d").mkdir()
     (tmp_path / "sources.list.d" / "debian.sources").write_text(
-        "Types: deb\nURIs: http://security.example/debian-security\nSuites: bookworm-security\n\n"
-        "Types: deb\n# a comment\nURIs: http://mirror.example/debian/\nSuites: bookworm bookworm-updates\n"
-        "Components: main\n"
+        "Types: deb\nURIs: http://security.example/debian-security\n"
+        "Suites: bookworm-security\n\n"
+        "Types: deb\n# a comment\nURIs: http://mirror.example/debian/\n"
+        "Suites: bookworm bookworm-updates\nComponents: main\n"
     )
     assert apt_mirror(tmp_path) == "http://mirror.example/debian"
 
@@ -32,7 +33,7 @@ def test_mirror_from_legacy_sources_list(tmp_path: Path) -> None:
 
 def test_no_mirror_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "sources.list.d").mkdir()
-    with pytest.raises(ImageBuildFailed, match="no Debian mirror .* --base"):
+    with pytest.raises(ImageBuildFailed, match=r"no Debian mirror .* --base"):
         apt_mirror(tmp_path)
 
 

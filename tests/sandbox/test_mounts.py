@@ -23,8 +23,13 @@ def home(tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("/a", ("/a", True)), ("/a:ro", ("/a", True)), ("/a:rw", ("/a", False)),
-     ("/odd:name/x", ("/odd:name/x", True)), ("~/p:rw", ("~/p", False))],
+    [
+        ("/a", ("/a", True)),
+        ("/a:ro", ("/a", True)),
+        ("/a:rw", ("/a", False)),
+        ("/odd:name/x", ("/odd:name/x", True)),
+        ("~/p:rw", ("~/p", False)),
+    ],
 )
 def test_parse_grant(text: str, expected: tuple[str, bool]) -> None:
     assert parse_grant(text) == expected
@@ -46,7 +51,9 @@ def test_symlinked_grant_mounts_the_resolved_folder(home: Path, tmp_path: Path) 
     assert validate_mount(tmp_path / "alias", home=home).host == (home / "Projects").resolve()
 
 
-def test_relative_and_dotted_paths_are_resolved(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_relative_and_dotted_paths_are_resolved(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(home / "Projects")
     assert validate_mount("app/../app", home=home).host == (home / "Projects" / "app").resolve()
 
@@ -146,6 +153,6 @@ def test_sandbox_user_is_owner_of_read_write_folders(tmp_path: Path) -> None:
 def test_sandbox_user_refuses_root_owned_read_write_folder(tmp_path: Path) -> None:
     if os.getuid() != 0:
         pytest.skip("needs root to own a folder as root")
-    with pytest.raises(GrantRefused, match="owned by root.*chown"):
+    with pytest.raises(GrantRefused, match=r"owned by root.*chown"):
         sandbox_user([Mount(tmp_path, read_only=False)])
     assert sandbox_user([]) == DEFAULT_USER
