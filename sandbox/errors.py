@@ -1,7 +1,7 @@
 """Errors raised by the sandbox package.
 
     SandboxError                 root: catch this to handle any sandbox failure
-    ├── GrantRefused             a folder grant was refused (missing, file, sensitive, outside roots)
+    ├── GrantRefused             a grant was refused (missing, a file, sensitive, outside roots)
     ├── EngineUnavailable        the backend's engine (Docker daemon, libvirtd) cannot be reached
     ├── ImageMissing             the sandbox image is not built
     ├── ImageBuildFailed         building an image (or bootstrapping its base) failed

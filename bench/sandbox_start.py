@@ -1,0 +1,81 @@
+"""How long a sandbox takes to start, run one command and go away, against plain `docker run`.
+
+Prints, over N runs of each (interleaved, in one process), the median and p95 of:
+  baseline  `docker run --rm --network none IMAGE true`
+  api       our Python API: start + exec(["true"]) + stop
+  cli       `dispatch sandbox run -- true`, end to end (a new Python process each time)
+and each one's ratio to the baseline. Usage: python bench/sandbox_start.py [--runs 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+from sandbox import SandboxSpec, create
+from sandbox.base import DEFAULT_IMAGE
+from sandbox.docker import connect
+
+
+def timed(action: Callable[[], None]) -> float:
+    started = time.perf_counter()
+    action()
+    return time.perf_counter() - started
+
+
+def p95(samples: list[float]) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--image", default=DEFAULT_IMAGE)
+    args = parser.parse_args()
+    docker_cli = shutil.which("docker")
+    if docker_cli is None:
+        sys.exit("the docker CLI is needed for the baseline; install docker.io")
+    client = connect()
+
+    def baseline() -> None:
+        subprocess.run(
+            [docker_cli, "run", "--rm", "--network", "none", args.image, "true"], check=True
+        )
+
+    def api() -> None:
+        with create("docker", SandboxSpec(image=args.image), client=client) as box:
+            assert box.exec(["true"]).ok
+
+    def cli() -> None:
+        subprocess.run(
+            [sys.executable, "-m", "controller", "sandbox", "run", "--image", args.image, "--", "true"],
+            check=True,
+        )
+
+    cases = {"baseline": baseline, "api": api, "cli": cli}
+    for action in cases.values():  # warm caches once, untimed
+        action()
+    samples: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(args.runs):
+        for name, action in cases.items():
+            samples[name].append(timed(action))
+
+    base_median = statistics.median(samples["baseline"])
+    print(f"sandbox start, {args.runs} runs each, image {args.image}")
+    print(f"{'case':<10}{'median ms':>11}{'p95 ms':>10}{'ratio':>8}")
+    for name, values in samples.items():
+        median = statistics.median(values)
+        print(
+            f"{name:<10}{median * 1000:>11.0f}{p95(values) * 1000:>10.0f}"
+            f"{median / base_median:>7.2f}x"
+        )
+
+
+if __name__ == "__main__":
+    main()
