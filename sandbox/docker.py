@@ -206,6 +206,7 @@ class DockerSandbox:
             ImageMissing: the image is not built.
             EngineUnavailable: the engine cannot be reached.
         """
+        self._stopping.clear()
         try:
             created = self._api.create_container(**self.container_config())
             self._container_id = created["Id"]
