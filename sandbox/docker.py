@@ -23,6 +23,7 @@ from typing import Any, Self
 import docker
 import docker.errors
 from docker.api.client import APIClient
+from docker.types import Mount as DockerMount
 
 from sandbox.base import (
     DEFAULT_OUTPUT_CAP_BYTES,
@@ -166,12 +167,14 @@ class DockerSandbox:
         """The create-container request: every hardening setting is visible here."""
         spec, limits = self.spec, self.spec.limits
         uid, gid = self._user
-        binds = {
-            str(m.host): {"bind": str(m.host), "mode": "ro" if m.read_only else "rw"}
+        # Mounts, not binds: a bind's "src:dst:mode" string breaks on folders with ":" in
+        # their name, and Docker creates a missing bind source as root instead of failing.
+        mounts = [
+            DockerMount(target=str(m.host), source=str(m.host), type="bind", read_only=m.read_only)
             for m in spec.mounts
-        }
+        ]
         host_config = self._api.create_host_config(
-            binds=binds,
+            mounts=mounts,
             tmpfs={
                 "/tmp": f"rw,nosuid,nodev,size={limits.tmp_mb}m,mode=1777",
                 str(HOME): f"rw,nosuid,nodev,size={limits.home_mb}m,uid={uid},gid={gid},mode=0700",

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from sandbox import Limits, Mount, Outcome, SandboxSpec
+from sandbox import Limits, Mount, Outcome, SandboxError, SandboxSpec
 from sandbox.mounts import validate_mount
 from tests.sandbox.conftest import OWNER, MakeSandbox
 
@@ -212,3 +212,26 @@ def test_mounts_carry_their_mode(
         workspace
     )
     assert mounts[str(tmp_path)]["RW"] is False
+
+
+def test_folder_with_colon_in_name_is_mounted_not_misparsed(
+    make_sandbox: MakeSandbox, workspace: Path
+) -> None:
+    odd = workspace / "a:b:rw"
+    odd.mkdir()
+    os.chown(odd, *OWNER)
+    box = make_sandbox("docker", SandboxSpec(mounts=(validate_mount(odd),)))
+    assert box.exec(["ls", "-d", str(odd)]).ok
+    assert box.exec(sh(f"touch '{odd}/x'")).exit_code != 0  # still read-only
+
+
+def test_grant_removed_after_validation_is_not_recreated(
+    make_sandbox: MakeSandbox, workspace: Path
+) -> None:
+    gone = workspace / "gone"
+    gone.mkdir()
+    mount = validate_mount(gone, read_only=False)
+    gone.rmdir()
+    with pytest.raises(SandboxError, match="could not start"):
+        make_sandbox("docker", SandboxSpec(mounts=(mount,), user=OWNER))
+    assert not gone.exists()
