@@ -54,7 +54,17 @@ def main() -> None:
 
     def cli() -> None:
         subprocess.run(
-            [sys.executable, "-m", "controller", "sandbox", "run", "--image", args.image, "--", "true"],
+            [
+                sys.executable,
+                "-m",
+                "controller",
+                "sandbox",
+                "run",
+                "--image",
+                args.image,
+                "--",
+                "true",
+            ],
             check=True,
         )
 

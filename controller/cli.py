@@ -1,17 +1,47 @@
-"""The `dispatch` command: one group, with subcommands defined in their own modules."""
+"""The `dispatch` command: one group whose subcommands live in their own modules.
+
+Subcommands are imported only when used, so `dispatch sandbox run` does not pay for loading the
+web stack (FastAPI, SQLAlchemy, httpx) on every call.
+"""
 
 from __future__ import annotations
 
+import importlib
+
 import click
 
-from controller import cli_sandbox
+# command name -> "module:attribute"
+COMMANDS = {
+    "sandbox": "controller.cli_sandbox:sandbox",
+    "images": "controller.cli_sandbox:images",
+    "serve": "controller.cli_server:serve",
+    "pair": "controller.cli_server:pair",
+    "devices": "controller.cli_server:devices",
+    "openapi": "controller.cli_server:openapi",
+    "submit": "controller.cli_client:submit",
+    "tasks": "controller.cli_client:tasks",
+    "logs": "controller.cli_client:logs",
+    "cancel": "controller.cli_client:cancel",
+    "retry": "controller.cli_client:retry",
+}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """A group that imports a subcommand's module on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module, _, attribute = target.partition(":")
+        command: click.Command = getattr(importlib.import_module(module), attribute)
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="dispatch")
 def main() -> None:
     """Dispatch: hand work to an AI agent, run it safely in a sandbox on this machine."""
-
-
-main.add_command(cli_sandbox.sandbox)
-main.add_command(cli_sandbox.images)

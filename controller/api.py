@@ -1,0 +1,222 @@
+"""The FastAPI application: `create_app(settings)`, its error handling, body limit and auth.
+
+Routes live in `controller.routes`. Every error leaves as `{"error": {"code", "message"}}`
+with its status; an unexpected exception is logged and answered with a 500 in the same shape,
+never with a stack trace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, MutableMapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio.to_thread
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute, Route
+
+from controller import routes
+from controller.errors import ApiError, RateLimited, Unauthorized
+from controller.service import Controller
+from controller.settings import Settings
+
+log = logging.getLogger(__name__)
+
+API_VERSION = "1"
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+def error_json(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(
+        {"error": {"code": code, "message": message}}, status_code=status, headers=headers
+    )
+
+
+class BodyLimit:
+    """Refuse request bodies over `max_bytes` with 413 before any route reads them."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
+        if declared is not None:
+            if not declared.isdigit():
+                await self._refuse(
+                    scope, send, 400, "bad_request", "Content-Length is not a number"
+                )
+                return
+            if int(declared) > self.max_bytes:
+                await self._refuse_size(scope, send)
+                return
+        # Read the (bounded) body here, so a chunked body cannot grow past the limit either.
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            size += len(message.get("body", b""))
+            if size > self.max_bytes:
+                await self._refuse_size(scope, send)
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _refuse_size(self, scope: Scope, send: Send) -> None:
+        await self._refuse(
+            scope,
+            send,
+            413,
+            "payload_too_large",
+            f"the request body is larger than {self.max_bytes} bytes; send less (the limit is "
+            "the max_body_bytes setting)",
+        )
+
+    async def _refuse(self, scope: Scope, send: Send, status: int, code: str, message: str) -> None:
+        async def no_body() -> Message:
+            return {"type": "http.disconnect"}
+
+        await error_json(status, code, message)(scope, no_body, send)
+
+
+def flat_routes(routes: Iterable[BaseRoute]) -> Iterator[BaseRoute]:
+    """Every route, looking inside included routers (newer FastAPI wraps them)."""
+    for route in routes:
+        inner = getattr(route, "original_router", None)
+        if inner is not None:
+            yield from flat_routes(inner.routes)
+        else:
+            yield route
+
+
+def allowed_methods(app: FastAPI, path: str) -> list[str]:
+    """All methods any route offers on `path` (Starlette's own Allow names only the first)."""
+    methods: set[str] = set()
+    for route in flat_routes(app.routes):
+        if isinstance(route, Route) and route.path_regex.match(path):
+            methods |= route.methods or set()
+    return sorted(methods)
+
+
+def _validation_message(exc: RequestValidationError) -> tuple[int, str, str]:
+    errors = exc.errors()
+    if any(e.get("type") == "json_invalid" for e in errors):
+        return 400, "invalid_json", "the body is not valid JSON; send a JSON object"
+    parts = []
+    for error in errors[:5]:
+        where = ".".join(str(p) for p in error.get("loc", ()))
+        parts.append(f"{where}: {error.get('msg', 'invalid')}")
+    more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
+    return 422, "invalid", "; ".join(parts) + more + "; see the API document for the shape"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def on_api_error(_request: Request, exc: ApiError) -> JSONResponse:
+        headers = None
+        if isinstance(exc, Unauthorized):
+            headers = {"WWW-Authenticate": "Bearer"}
+        if isinstance(exc, RateLimited):
+            headers = {"Retry-After": str(exc.retry_after_s)}
+        return error_json(exc.status, exc.code, exc.message, headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        status, code, message = _validation_message(exc)
+        return error_json(status, code, message)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 404:
+            return error_json(
+                404,
+                "not_found",
+                f"no route {request.method} {request.url.path}; the routes are listed in "
+                "/api/v1/openapi.json",
+            )
+        if exc.status_code == 405:
+            allowed = allowed_methods(request.app, request.url.path)
+            return error_json(
+                405,
+                "method_not_allowed",
+                f"{request.method} is not allowed on {request.url.path}; use {', '.join(allowed)}",
+                {"Allow": ", ".join(allowed)},
+            )
+        return error_json(exc.status_code, "http_error", str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def on_bug(_request: Request, exc: Exception) -> JSONResponse:
+        incident = uuid.uuid4().hex[:12]
+        log.error("internal error %s", incident, exc_info=exc)
+        return error_json(
+            500,
+            "internal",
+            f"the controller hit an internal error (incident {incident}, in its log); "
+            "please report it",
+        )
+
+
+def create_app(settings: Settings, *, controller: Controller | None = None) -> FastAPI:
+    """The controller's ASGI app; the controller starts and stops with the app's lifespan."""
+    service = controller or Controller(settings)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        service.events.attach(asyncio.get_running_loop())
+        await anyio.to_thread.run_sync(service.start)
+        try:
+            yield
+        finally:
+            await anyio.to_thread.run_sync(service.stop)
+
+    app = FastAPI(
+        title="Dispatch controller",
+        summary="Queue tasks from anywhere; run them in sandboxes on this machine.",
+        version=API_VERSION,
+        lifespan=lifespan,
+        # The schema is served behind auth by `routes`; interactive docs are not served.
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.controller = service
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    install_error_handlers(app)
+    app.include_router(routes.public)
+    app.include_router(routes.private)
+    return app
+
+
+def openapi_document(app: FastAPI) -> dict[str, Any]:
+    """The OpenAPI document, as `docs/openapi.json` holds it."""
+    return app.openapi()

@@ -1,0 +1,267 @@
+"""Devices, tokens and pairing: who may use the API.
+
+A token is 256 random bits shown once; only its SHA-256 is stored (a fast hash is enough for
+secrets this long). Pairing codes are short so a person can type them, so they are single use,
+expire in ten minutes, and wrong guesses are rate-limited per client and in total.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import select, update
+
+from controller.db import Database
+from controller.errors import Conflict, NotFound, RateLimited, Unauthorized
+from controller.local import OWNER_TOKEN_FILE, read_owner_token, write_private
+from controller.models import Device, PairingCode
+
+TOKEN_BYTES = 32
+PAIRING_CODE_TTL_S = 600.0
+# No 0/O, 1/I/L: a code read off a screen is typed without guessing which glyph it was.
+CODE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
+CODE_LENGTH = 8
+OWNER_DEVICE_NAME = "owner (this machine)"
+# Refreshing last_seen on every request would turn each read into a write.
+LAST_SEEN_RESOLUTION_S = 30.0
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(TOKEN_BYTES)
+
+
+def new_pairing_code() -> str:
+    raw = "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
+    return f"{raw[:4]}-{raw[4:]}"
+
+
+def normalise_code(code: str) -> str:
+    """Accept what a person types: any case, with or without the dash or spaces."""
+    raw = "".join(ch for ch in code.upper() if ch.isalnum())
+    return f"{raw[:4]}-{raw[4:]}"
+
+
+class RateLimiter:
+    """At most `limit` failures per `window_s` for each key; thread-safe."""
+
+    def __init__(self, limit: int, window_s: float) -> None:
+        self.limit = limit
+        self.window_s = window_s
+        self._hits: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def retry_after_s(self, key: str, now: float) -> float:
+        """0 when `key` may try again now, else the seconds until it may."""
+        with self._lock:
+            hits = self._prune(key, now)
+            if len(hits) < self.limit:
+                return 0.0
+            return max(hits[0] + self.window_s - now, 0.001)
+
+    def record(self, key: str, now: float) -> None:
+        with self._lock:
+            self._prune(key, now).append(now)
+
+    def _prune(self, key: str, now: float) -> deque[float]:
+        hits = self._hits.setdefault(key, deque())
+        while hits and hits[0] <= now - self.window_s:
+            hits.popleft()
+        return hits
+
+    def forget_idle(self, now: float) -> None:
+        """Drop keys with no recent failure, so the table does not grow with every address."""
+        with self._lock:
+            for key in [k for k, v in self._hits.items() if not v or v[-1] <= now - self.window_s]:
+                del self._hits[key]
+
+
+@dataclass(frozen=True)
+class IssuedCode:
+    code: str
+    expires_at: float
+
+
+class Auth:
+    """Issues and checks tokens and pairing codes against the database."""
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        per_client: RateLimiter | None = None,
+        overall: RateLimiter | None = None,
+    ) -> None:
+        self.db = db
+        self.per_client = per_client or RateLimiter(limit=5, window_s=60.0)
+        self.overall = overall or RateLimiter(limit=30, window_s=60.0)
+        self._seen: dict[int, float] = {}
+        # token hash -> device, for tokens checked recently. Only with SQLite, whose database
+        # belongs to this one process: a revocation happens here and clears it. A database
+        # shared by several controllers is asked on every request.
+        self._known: dict[str, Device] = {}
+        self._cache = db.is_sqlite
+
+    def cached(self, token: str | None) -> Device | None:
+        """The device for `token` without touching the database, when that is safe."""
+        if not token or not self._cache:
+            return None
+        device = self._known.get(hash_secret(token))
+        if device is None or time.time() - self._seen.get(device.id, 0.0) > LAST_SEEN_RESOLUTION_S:
+            return None  # the slow path refreshes last_seen
+        return device
+
+    def authenticate(self, token: str | None) -> Device:
+        """Return the device holding `token`.
+
+        Raises:
+            Unauthorized: no token, an unknown one, or a revoked one.
+        """
+        if not token:
+            raise Unauthorized(
+                "this route needs a token: send `Authorization: Bearer TOKEN` "
+                "(pair a device with `dispatch pair`)"
+            )
+        with self.db.read() as session:
+            device = session.scalars(
+                select(Device).where(Device.token_hash == hash_secret(token))
+            ).one_or_none()
+        if device is None or device.revoked_at is not None:
+            raise Unauthorized(
+                "the token is unknown or was revoked; pair this device again with `dispatch pair`"
+            )
+        now = time.time()
+        if now - self._seen.get(device.id, 0.0) > LAST_SEEN_RESOLUTION_S:
+            self._seen[device.id] = now
+            with self.db.write() as session:
+                session.execute(
+                    update(Device).where(Device.id == device.id).values(last_seen_at=now)
+                )
+        if self._cache:
+            self._known[device.token_hash] = device
+        return device
+
+    def issue_pairing_code(self, now: float | None = None) -> IssuedCode:
+        now = time.time() if now is None else now
+        code = new_pairing_code()
+        with self.db.write() as session:
+            session.add(
+                PairingCode(
+                    code_hash=hash_secret(code),
+                    created_at=now,
+                    expires_at=now + PAIRING_CODE_TTL_S,
+                )
+            )
+        return IssuedCode(code=code, expires_at=now + PAIRING_CODE_TTL_S)
+
+    def pair(
+        self, code: str, device_name: str, client: str, now: float | None = None
+    ) -> tuple[Device, str]:
+        """Trade a pairing code for a new device and its token (shown only here).
+
+        Raises:
+            RateLimited: this client (or everyone together) guessed wrong too often.
+            Unauthorized: the code is wrong, used, or expired.
+        """
+        now = time.time() if now is None else now
+        wait = max(self.per_client.retry_after_s(client, now), self.overall.retry_after_s("*", now))
+        if wait:
+            raise RateLimited(
+                f"too many wrong pairing codes; wait {int(wait) + 1} s and type the code again",
+                retry_after_s=int(wait) + 1,
+            )
+        token = new_token()
+        with self.db.write() as session:
+            claimed = session.scalars(
+                select(PairingCode).where(
+                    PairingCode.code_hash == hash_secret(normalise_code(code)),
+                    PairingCode.used_at.is_(None),
+                    PairingCode.expires_at > now,
+                )
+            ).one_or_none()
+            if claimed is not None:
+                device = Device(name=device_name, token_hash=hash_secret(token), created_at=now)
+                session.add(device)
+                session.flush()
+                claimed.used_at = now
+                claimed.device_id = device.id
+        if claimed is None:
+            self.per_client.forget_idle(now)
+            self.per_client.record(client, now)
+            self.overall.record("*", now)
+            raise Unauthorized(
+                "the pairing code is wrong, already used, or expired; run `dispatch pair` "
+                "for a new one",
+                code="invalid_pairing_code",
+            )
+        return device, token
+
+    def devices(self) -> list[Device]:
+        with self.db.read() as session:
+            return list(session.scalars(select(Device).order_by(Device.id)))
+
+    def revoke(self, device_id: int, now: float | None = None) -> Device:
+        """Revoke a device; its token fails from the next request on.
+
+        Raises:
+            NotFound: no such device.
+            Conflict: it is the owner token (rotate that by deleting the file instead).
+        """
+        now = time.time() if now is None else now
+        with self.db.write() as session:
+            device = session.get(Device, device_id)
+            if device is None:
+                raise NotFound(f"no device {device_id}; list devices with `dispatch devices`")
+            if device.is_owner:
+                raise Conflict(
+                    "the owner token of this machine cannot be revoked over the API; to rotate "
+                    f"it, delete {OWNER_TOKEN_FILE} in the data directory and restart the "
+                    "controller",
+                    code="owner_device",
+                )
+            if device.revoked_at is None:
+                device.revoked_at = now
+        self._known.clear()
+        return device
+
+    def ensure_owner_token(self, data_dir: Path) -> str:
+        """Return the local CLI's token, creating (or replacing a revoked) one in `data_dir`."""
+        path = data_dir / OWNER_TOKEN_FILE
+        token = read_owner_token(data_dir)
+        with self.db.write() as session:
+            if token is not None:
+                device = session.scalars(
+                    select(Device).where(Device.token_hash == hash_secret(token))
+                ).one_or_none()
+                if device is not None and device.revoked_at is None:
+                    return token
+                if device is None:
+                    session.add(
+                        Device(
+                            name=OWNER_DEVICE_NAME,
+                            token_hash=hash_secret(token),
+                            is_owner=True,
+                            created_at=time.time(),
+                        )
+                    )
+                    return token
+            token = new_token()
+            session.add(
+                Device(
+                    name=OWNER_DEVICE_NAME,
+                    token_hash=hash_secret(token),
+                    is_owner=True,
+                    created_at=time.time(),
+                )
+            )
+            write_private(path, token + "\n")
+        return token

@@ -1,0 +1,240 @@
+"""`dispatch submit | tasks | logs | cancel | retry`: the controller's API from a terminal.
+
+The server and token come from --server/--token, then DISPATCH_SERVER/DISPATCH_TOKEN, then the
+local controller (its URL and owner token in the data directory), so on the controller's own
+machine no pairing is needed. Exit codes are in controller/exit_codes.py and the README.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+from controller.client import Client, ClientError
+from controller.exit_codes import ExitCode
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+TERMINAL = ("succeeded", "failed", "cancelled", "interrupted")
+
+
+def task_exit_code(task: dict[str, Any]) -> int:
+    """How `submit --wait` exits for a finished task."""
+    status, outcome, code = task["status"], task.get("outcome"), task.get("exit_code")
+    if status == "succeeded":
+        return ExitCode.OK
+    if status == "cancelled":
+        return ExitCode.INTERRUPTED
+    if status == "interrupted":
+        return ExitCode.TASK_INTERRUPTED
+    if outcome == "timed_out":
+        return ExitCode.TIMED_OUT
+    if outcome == "out_of_memory":
+        return ExitCode.OUT_OF_MEMORY
+    if code is None:
+        return ExitCode.SANDBOX_FAILED
+    return int(code) & 0xFF or ExitCode.REFUSED
+
+
+def fail(exc: ClientError) -> NoReturn:
+    click.echo(f"dispatch: {exc.message}", err=True)
+    if exc.code in ("no_token", "unauthorized") or exc.status == 401:
+        sys.exit(ExitCode.UNAUTHORIZED)
+    if exc.code == "unreachable":
+        sys.exit(ExitCode.UNREACHABLE)
+    if exc.code == "folder_not_granted":
+        sys.exit(ExitCode.GRANT_REFUSED)
+    sys.exit(ExitCode.REFUSED)
+
+
+def connection_options(func: F) -> F:
+    func = click.option(
+        "--token",
+        metavar="TOKEN",
+        help="Device token [env DISPATCH_TOKEN; default: this machine's owner token].",
+    )(func)
+    func = click.option(
+        "--server",
+        metavar="URL",
+        help="Controller URL [env DISPATCH_SERVER; default: the local controller].",
+    )(func)
+    return func
+
+
+def connect(server: str | None, token: str | None) -> Client:
+    try:
+        return Client.connect(server, token)
+    except ClientError as exc:
+        fail(exc)
+
+
+def parse_folder(text: str) -> tuple[str, str]:
+    """`PATH[:ro|:rw]` -> (absolute path, mode); read-only unless `:rw`."""
+    path, sep, mode = text.rpartition(":")
+    if not sep or mode not in ("ro", "rw"):
+        path, mode = text, "ro"
+    if not path:
+        raise click.BadParameter(f"{text!r} names no folder; use PATH[:ro|:rw]")
+    # Relative paths mean "from here"; `~` is left for the controller's machine to expand.
+    if not path.startswith("~"):
+        path = os.path.abspath(path)
+    return path, mode
+
+
+def print_output(event_data: dict[str, Any]) -> None:
+    stream = sys.stderr if event_data["stream"] == "stderr" else sys.stdout
+    stream.write(event_data["text"])
+    stream.flush()
+
+
+def follow(client: Client, task_id: int) -> dict[str, Any]:
+    """Print a task's output as it streams; return the task once it has finished."""
+    for event in client.events(task_id=task_id, after=0):
+        if event.kind == "task.output":
+            print_output(event.data["data"])
+        elif event.kind == "task.state" and event.data["data"]["status"] in TERMINAL:
+            break
+    return client.task(task_id)
+
+
+@click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.option("--thread", default="default", show_default=True, help="Thread to queue it in.")
+@click.option(
+    "--folder",
+    "folders",
+    multiple=True,
+    metavar="PATH[:ro|:rw]",
+    help="A granted folder to mount (read-only unless :rw); repeatable.",
+)
+@click.option("--network", type=click.Choice(["none", "open"]), default="none", show_default=True)
+@click.option("--timeout", "timeout_s", type=float, help="Seconds before it is killed.")
+@click.option("--wait", is_flag=True, help="Stream the output and exit with the task's code.")
+@click.option("--json", "as_json", is_flag=True, help="Print the task as JSON.")
+@connection_options
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def submit(
+    thread: str,
+    folders: tuple[str, ...],
+    network: str,
+    timeout_s: float | None,
+    wait: bool,
+    as_json: bool,
+    server: str | None,
+    token: str | None,
+    command: tuple[str, ...],
+) -> None:
+    """Queue COMMAND as a task: dispatch submit [OPTIONS] -- COMMAND..."""
+    grants = [parse_folder(f) for f in folders]
+    with connect(server, token) as client:
+        try:
+            task = client.submit(
+                command, thread=thread, folders=grants, network=network, timeout_s=timeout_s
+            )
+            if not wait:
+                click.echo(json.dumps(task, indent=2) if as_json else f"task {task['id']} queued")
+                return
+            try:
+                task = follow(client, task["id"])
+            except KeyboardInterrupt:
+                click.echo(
+                    f"\ndispatch: stopped waiting; task {task['id']} goes on "
+                    f"(`dispatch cancel {task['id']}` stops it)",
+                    err=True,
+                )
+                sys.exit(ExitCode.INTERRUPTED)
+        except ClientError as exc:
+            fail(exc)
+    if as_json:
+        click.echo(json.dumps(task, indent=2))
+    elif task["status"] != "succeeded":
+        click.echo(f"dispatch: task {task['id']} {task['status']}: {task['reason']}", err=True)
+    sys.exit(task_exit_code(task))
+
+
+def _when(text: str | None) -> str:
+    if not text:
+        return "-"
+    return datetime.fromisoformat(text).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+@click.command()
+@click.option("--thread-id", type=int, help="Only this thread's tasks.")
+@click.option("--status", type=click.Choice((*TERMINAL, "queued", "running")))
+@click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@connection_options
+def tasks(
+    thread_id: int | None,
+    status: str | None,
+    limit: int,
+    as_json: bool,
+    server: str | None,
+    token: str | None,
+) -> None:
+    """List tasks, newest first."""
+    with connect(server, token) as client:
+        try:
+            found = client.tasks(thread_id=thread_id, status=status, limit=limit)
+        except ClientError as exc:
+            fail(exc)
+    if as_json:
+        click.echo(json.dumps(found, indent=2))
+        return
+    click.echo(f"{'ID':>6}  {'STATUS':<11}  {'EXIT':>4}  {'THREAD':>6}  {'CREATED':<19}  COMMAND")
+    for t in found:
+        code = "-" if t["exit_code"] is None else str(t["exit_code"])
+        line = " ".join(t["command"])
+        click.echo(
+            f"{t['id']:>6}  {t['status']:<11}  {code:>4}  {t['thread_id']:>6}  "
+            f"{_when(t['created_at']):<19}  {line[:60]}"
+        )
+
+
+@click.command()
+@click.argument("task_id", type=int)
+@click.option("--follow", "-f", "follow_", is_flag=True, help="Keep printing until it finishes.")
+@connection_options
+def logs(task_id: int, follow_: bool, server: str | None, token: str | None) -> None:
+    """Print a task's output (stdout to stdout, stderr to stderr)."""
+    with connect(server, token) as client:
+        try:
+            if follow_:
+                follow(client, task_id)
+                return
+            for chunk in client.task(task_id)["output"]:
+                print_output(chunk)
+        except ClientError as exc:
+            fail(exc)
+
+
+@click.command()
+@click.argument("task_id", type=int)
+@connection_options
+def cancel(task_id: int, server: str | None, token: str | None) -> None:
+    """Cancel a queued task, or kill a running one."""
+    with connect(server, token) as client:
+        try:
+            task = client.cancel(task_id)
+        except ClientError as exc:
+            fail(exc)
+    click.echo(f"task {task_id} {task['status']}")
+
+
+@click.command()
+@click.argument("task_id", type=int)
+@connection_options
+def retry(task_id: int, server: str | None, token: str | None) -> None:
+    """Queue a finished (failed, cancelled, interrupted) task again, as a new task."""
+    with connect(server, token) as client:
+        try:
+            task = client.retry(task_id)
+        except ClientError as exc:
+            fail(exc)
+    click.echo(f"task {task['id']} queued (retry of {task_id})")

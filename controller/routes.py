@@ -1,0 +1,433 @@
+"""The HTTP routes. `public` needs no token (health, pairing); everything in `private` does."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from importlib import metadata
+from pathlib import Path
+from typing import Annotated, Any
+
+import anyio.to_thread
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import Path as PathParam
+from fastapi.responses import HTMLResponse, PlainTextResponse, Response, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from controller.auth import Auth
+from controller.errors import BadRequest, Unprocessable
+from controller.folders import check_folders
+from controller.models import Device, TaskStatus
+from controller.schemas import (
+    DeviceOut,
+    ErrorResponse,
+    FolderOut,
+    Health,
+    MessageCreate,
+    MessageItem,
+    MessageOut,
+    PairingCodeOut,
+    PairRequest,
+    PairResponse,
+    TaskCreate,
+    TaskDetail,
+    TaskItem,
+    TaskOut,
+    ThreadCreate,
+    ThreadDetail,
+    ThreadOut,
+)
+from controller.service import Controller
+from controller.tasks import NewTask
+from sandbox import Network
+
+MAX_ID = 2**63 - 1
+CANCEL_WAIT_S = 10.0
+
+bearer = HTTPBearer(
+    auto_error=False,
+    description="A device token: from `POST /api/v1/pair`, or the owner token in the data "
+    "directory (`owner-token`).",
+)
+
+
+def package_version() -> str:
+    try:
+        return metadata.version("dispatch")
+    except metadata.PackageNotFoundError:
+        return "0+local"
+
+
+async def get_controller(request: Request) -> Controller:
+    controller: Controller = request.app.state.controller
+    return controller
+
+
+async def current_device(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> Device:
+    """The authenticated device; every private route depends on this."""
+    token = credentials.credentials if credentials is not None else None
+    auth = get_auth(request)
+    device = auth.cached(token)
+    if device is None:
+        device = await anyio.to_thread.run_sync(auth.authenticate, token)
+    return device
+
+
+def get_auth(request: Request) -> Auth:
+    controller: Controller = request.app.state.controller
+    return controller.auth
+
+
+async def known_query_only(request: Request) -> None:
+    """Refuse query parameters the route does not take, so a misspelt filter is not ignored."""
+    if not request.query_params:
+        return
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return
+    known = {p.alias for p in dependant.query_params}
+    for dependency in dependant.dependencies:
+        known |= {p.alias for p in dependency.query_params}
+    unknown = sorted(set(request.query_params) - known)
+    if unknown:
+        accepted = ", ".join(sorted(known)) or "none"
+        raise Unprocessable(
+            f"unknown query parameter {unknown[0]!r}; this route accepts: {accepted}",
+            code="unknown_parameter",
+        )
+
+
+def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the error statuses a route can answer with."""
+    return {status: {"model": ErrorResponse} for status in statuses}
+
+
+def json_errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """Like `errors`, for routes whose success is not JSON (FastAPI would give the errors the
+    success's media type)."""
+    ref = {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}
+    return {
+        status: {"description": "Error", "content": {"application/json": ref}}
+        for status in statuses
+    }
+
+
+Ctl = Annotated[Controller, Depends(get_controller)]
+Authed = Annotated[Device, Depends(current_device)]
+TaskId = Annotated[int, PathParam(ge=1, le=MAX_ID)]
+ThreadId = Annotated[int, PathParam(ge=1, le=MAX_ID)]
+DeviceId = Annotated[int, PathParam(ge=1, le=MAX_ID)]
+SSE_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "Server-Sent Events: `task.state`, `task.output`, `thread.created`, "
+        "`thread.message`; each `data` is a JSON event. Resume with `Last-Event-ID`.",
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    }
+}
+
+public = APIRouter(dependencies=[Depends(known_query_only)])
+private = APIRouter(
+    dependencies=[Depends(current_device), Depends(known_query_only)], responses=errors(401)
+)
+
+
+# --- service -----------------------------------------------------------------------------
+
+
+@public.get("/healthz", tags=["service"])
+def healthz() -> Health:
+    """Liveness; needs no token."""
+    return Health(version=package_version())
+
+
+@private.get(
+    "/metrics",
+    tags=["service"],
+    response_class=PlainTextResponse,
+    responses={
+        200: {"content": {"text/plain": {"schema": {"type": "string"}}}},
+        **json_errors(401),
+    },
+)
+def metrics(c: Ctl) -> PlainTextResponse:
+    """Prometheus text format."""
+    lines = ["# HELP dispatch_tasks Tasks by status.", "# TYPE dispatch_tasks gauge"]
+    for status, count in c.tasks.counts().items():
+        lines.append(f'dispatch_tasks{{status="{status.value}"}} {count}')
+    figures = [
+        ("tasks_submitted_total", "counter", "Tasks accepted since start.", c.tasks.submitted),
+        ("tasks_running", "gauge", "Tasks running in this process.", c.runner.running),
+        ("max_concurrent_tasks", "gauge", "Concurrency limit.", c.settings.max_concurrent_tasks),
+        (
+            "event_commits_total",
+            "counter",
+            "Transactions that appended events.",
+            c.events.published,
+        ),
+        ("sse_clients", "gauge", "Open event streams.", c.counters.sse_clients),
+        (
+            "interrupted_at_start",
+            "gauge",
+            "Tasks found running at start-up.",
+            c.counters.interrupted_at_start,
+        ),
+        (
+            "uptime_seconds",
+            "gauge",
+            "Seconds since start.",
+            round(time.time() - c.counters.started_at, 3),
+        ),
+    ]
+    for name, kind, help_text, value in figures:
+        lines += [f"# HELP dispatch_{name} {help_text}", f"# TYPE dispatch_{name} {kind}"]
+        lines.append(f"dispatch_{name} {value}")
+    return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
+
+
+@private.get("/api/v1/openapi.json", tags=["service"], include_in_schema=False)
+def openapi(request: Request) -> dict[str, Any]:
+    schema: dict[str, Any] = request.app.openapi()
+    return schema
+
+
+# --- pairing and devices -----------------------------------------------------------------
+
+
+@public.post(
+    "/api/v1/pair",
+    tags=["devices"],
+    status_code=201,
+    responses=errors(400, 401, 413, 422, 429),
+)
+def pair(body: PairRequest, request: Request, c: Ctl) -> PairResponse:
+    """Trade a one-time pairing code for a device token; needs no token."""
+    client = request.client.host if request.client else "unknown"
+    device, token = c.auth.pair(body.code, body.device_name.strip() or "device", client)
+    return PairResponse(device_id=device.id, device_name=device.name, token=token)
+
+
+# The page a phone opens from the QR code: a form that posts the code and keeps the token.
+PAIR_PAGE = (Path(__file__).parent / "static" / "pair.html").read_text(encoding="utf-8")
+
+
+@public.get("/pair", include_in_schema=False)
+def pair_page() -> HTMLResponse:
+    """The page a phone opens from the QR code; needs no token."""
+    return HTMLResponse(PAIR_PAGE)
+
+
+@private.post("/api/v1/pairing-codes", tags=["devices"], status_code=201)
+def new_pairing_code(c: Ctl) -> PairingCodeOut:
+    """A one-time code (valid 10 minutes) and the URL a phone opens to pair with it."""
+    issued = c.auth.issue_pairing_code()
+    return PairingCodeOut(
+        code=issued.code,
+        url=f"{c.settings.url}/pair?code={issued.code}",
+        expires_at=issued.expires_at,  # type: ignore[arg-type]
+    )
+
+
+@private.get("/api/v1/devices", tags=["devices"])
+def devices(c: Ctl) -> list[DeviceOut]:
+    return [DeviceOut.of(d) for d in c.auth.devices()]
+
+
+@private.delete("/api/v1/devices/{device_id}", tags=["devices"], responses=errors(404, 409, 422))
+def revoke_device(device_id: DeviceId, c: Ctl) -> DeviceOut:
+    """Revoke a device's token; it stops working from its next request."""
+    return DeviceOut.of(c.auth.revoke(device_id))
+
+
+@private.get("/api/v1/folders", tags=["folders"])
+def folders(c: Ctl) -> list[FolderOut]:
+    """The folder grants from the config file; tasks may name these or folders inside them."""
+    return [FolderOut(path=str(g.path), mode=g.mode) for g in c.settings.folders]  # type: ignore[arg-type]
+
+
+# --- threads -----------------------------------------------------------------------------
+
+
+@private.post(
+    "/api/v1/threads", tags=["threads"], status_code=201, responses=errors(400, 409, 413, 422)
+)
+def create_thread(body: ThreadCreate, c: Ctl) -> ThreadOut:
+    return ThreadOut.of(c.threads.create(body.name))
+
+
+@private.get("/api/v1/threads", tags=["threads"])
+def list_threads(c: Ctl) -> list[ThreadOut]:
+    return [ThreadOut.of(t) for t in c.threads.all()]
+
+
+@private.get("/api/v1/threads/{thread_id}", tags=["threads"], responses=errors(404, 422))
+def get_thread(thread_id: ThreadId, c: Ctl) -> ThreadDetail:
+    """The thread with its history of messages and tasks in order."""
+    history = c.threads.history(thread_id)
+    items: list[MessageItem | TaskItem] = [
+        MessageItem(message=MessageOut.of(m)) for m in history.messages
+    ]
+    items += [TaskItem(task=TaskOut.of(t)) for t in history.tasks]
+    items.sort(key=lambda i: i.message.position if isinstance(i, MessageItem) else i.task.position)
+    thread = ThreadOut.of(history.thread)
+    return ThreadDetail(**thread.model_dump(), history=items)
+
+
+@private.post(
+    "/api/v1/threads/{thread_id}/messages",
+    tags=["threads"],
+    status_code=201,
+    responses=errors(400, 404, 413, 422),
+)
+def add_message(thread_id: ThreadId, body: MessageCreate, c: Ctl, device: Authed) -> MessageOut:
+    return MessageOut.of(c.threads.add_message(thread_id, device.name, body.text))
+
+
+# --- tasks -------------------------------------------------------------------------------
+
+
+@private.post(
+    "/api/v1/tasks",
+    tags=["tasks"],
+    status_code=202,
+    response_model=TaskOut,
+    responses=errors(400, 413, 422),
+)
+def submit_task(body: TaskCreate, c: Ctl, device: Authed) -> Response:
+    """Queue a task at the end of its thread; answers at once with its id."""
+    settings = c.settings
+    timeout_s = body.timeout_s if body.timeout_s is not None else settings.default_task_timeout_s
+    if timeout_s > settings.max_task_timeout_s:
+        raise Unprocessable(
+            f"timeout_s {timeout_s:g} is above the limit of {settings.max_task_timeout_s:g} s; "
+            "ask for less (the limit is the max_task_timeout_s setting)",
+            code="timeout_too_long",
+        )
+    mounts = check_folders(((f.path, f.mode) for f in body.folders), settings)
+    new = NewTask(
+        thread=body.thread,
+        command=body.command,
+        mounts=mounts,
+        network=Network(body.network),
+        timeout_s=timeout_s,
+    )
+    task = TaskOut.of(c.tasks.submit(new, device_id=device.id))
+    # Serialised here, not validated again by FastAPI: this is the API's busiest route.
+    return Response(task.model_dump_json(), status_code=202, media_type="application/json")
+
+
+@private.get("/api/v1/tasks", tags=["tasks"], responses=errors(422))
+def list_tasks(
+    c: Ctl,
+    thread_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+    status: TaskStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    before: Annotated[
+        int | None, Query(ge=1, le=MAX_ID, description="Only ids below this.")
+    ] = None,
+) -> list[TaskOut]:
+    """Newest first."""
+    found = c.tasks.search(thread_id=thread_id, status=status, limit=limit, before_id=before)
+    return [TaskOut.of(t) for t in found]
+
+
+@private.get("/api/v1/tasks/{task_id}", tags=["tasks"], responses=errors(404, 422))
+def get_task(task_id: TaskId, c: Ctl) -> TaskDetail:
+    """The task with its output so far, exit code and timings."""
+    task = c.tasks.get(task_id)
+    return TaskDetail.with_output(task, c.tasks.output(task_id))
+
+
+@private.post("/api/v1/tasks/{task_id}/cancel", tags=["tasks"], responses=errors(404, 409, 422))
+def cancel_task(task_id: TaskId, c: Ctl) -> TaskOut:
+    """Cancel a queued task, or kill a running one's sandbox; answers once it has ended."""
+    task = c.tasks.cancel_queued(task_id)
+    if task.status is TaskStatus.RUNNING:
+        c.runner.cancel(task_id)
+        deadline = time.monotonic() + CANCEL_WAIT_S
+        while task.status is TaskStatus.RUNNING and time.monotonic() < deadline:
+            time.sleep(0.02)
+            task = c.tasks.get(task_id)
+    return TaskOut.of(task)
+
+
+@private.post(
+    "/api/v1/tasks/{task_id}/retry",
+    tags=["tasks"],
+    status_code=202,
+    responses=errors(404, 409, 422),
+)
+def retry_task(task_id: TaskId, c: Ctl, device: Authed) -> TaskOut:
+    """Queue a finished task again, as a new task at the end of its thread."""
+    return TaskOut.of(c.tasks.retry(task_id, device_id=device.id))
+
+
+# --- events ------------------------------------------------------------------------------
+
+
+def _resume_point(last_event_id: str | None, after: int | None, default: int) -> int:
+    if after is not None:
+        return after
+    if last_event_id is None or last_event_id == "":
+        return default
+    if not last_event_id.isdigit() or len(last_event_id) > 18:
+        raise BadRequest(
+            f"Last-Event-ID {last_event_id[:40]!r} is not an event id; send the id of the last "
+            "event received"
+        )
+    return int(last_event_id)
+
+
+def _sse(c: Controller, frames: AsyncIterator[str]) -> StreamingResponse:
+    async def counted() -> AsyncIterator[str]:
+        c.counters.sse_clients += 1
+        try:
+            async for frame in frames:
+                yield frame
+        finally:
+            c.counters.sse_clients -= 1
+
+    return StreamingResponse(
+        counted(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+LastEventId = Annotated[str | None, Header(alias="Last-Event-ID", max_length=40)]
+After = Annotated[
+    int | None, Query(ge=0, le=MAX_ID, description="Replay events after this id (0: all).")
+]
+
+
+@private.get(
+    "/api/v1/events",
+    tags=["events"],
+    response_class=StreamingResponse,
+    responses={**SSE_RESPONSE, **json_errors(400, 401, 422)},
+)
+async def all_events(
+    c: Ctl, last_event_id: LastEventId = None, after: After = None
+) -> StreamingResponse:
+    """Every event from now on (or after `Last-Event-ID` / `after`), as Server-Sent Events."""
+    newest = await anyio.to_thread.run_sync(c.events.last_id)
+    start = _resume_point(last_event_id, after, default=newest)
+    return _sse(c, c.events.stream(start))
+
+
+@private.get(
+    "/api/v1/tasks/{task_id}/events",
+    tags=["events"],
+    response_class=StreamingResponse,
+    responses={**SSE_RESPONSE, **json_errors(400, 401, 404, 422)},
+)
+async def task_events(
+    task_id: TaskId, c: Ctl, last_event_id: LastEventId = None, after: After = None
+) -> StreamingResponse:
+    """One task's events from its start (or after `Last-Event-ID`), as Server-Sent Events."""
+    await anyio.to_thread.run_sync(c.tasks.get, task_id)  # 404 for an unknown task
+    start = _resume_point(last_event_id, after, default=0)
+    return _sse(c, c.events.stream(start, task_id=task_id))

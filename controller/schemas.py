@@ -1,0 +1,229 @@
+"""The JSON shapes of the HTTP API (they generate its OpenAPI document)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from controller.models import Device, Message, Task, TaskStatus, Thread
+from controller.tasks import OutputChunk
+
+MAX_COMMAND_ARGS = 1000
+MAX_FOLDERS = 32
+
+# Printable: no control characters, and something besides spaces.
+NAME_PATTERN = r"^[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$"
+Name = Annotated[str, Field(min_length=1, max_length=100, pattern=NAME_PATTERN)]
+
+
+def ts(seconds: float | None) -> datetime | None:
+    return None if seconds is None else datetime.fromtimestamp(seconds, UTC)
+
+
+class Strict(BaseModel):
+    # Unknown fields are refused, so a misspelt "timeout" is not silently ignored.
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorBody(BaseModel):
+    code: str = Field(description="Stable, machine-readable reason, e.g. `folder_not_granted`.")
+    message: str = Field(description="What was wrong and how to fix it.")
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+    version: str
+
+
+class PairRequest(Strict):
+    code: str = Field(max_length=32, description="The code `dispatch pair` printed.")
+    device_name: Name
+
+
+class PairResponse(BaseModel):
+    device_id: int
+    device_name: str
+    token: str = Field(description="Send as `Authorization: Bearer TOKEN`. Shown only once.")
+
+
+class PairingCodeOut(BaseModel):
+    code: str
+    url: str = Field(description="Open on the phone to pair with this code.")
+    expires_at: datetime
+
+
+class DeviceOut(BaseModel):
+    id: int
+    name: str
+    is_owner: bool
+    created_at: datetime
+    last_seen_at: datetime | None
+    revoked_at: datetime | None
+
+    @classmethod
+    def of(cls, d: Device) -> DeviceOut:
+        return cls(
+            id=d.id,
+            name=d.name,
+            is_owner=d.is_owner,
+            created_at=ts(d.created_at),  # type: ignore[arg-type]
+            last_seen_at=ts(d.last_seen_at),
+            revoked_at=ts(d.revoked_at),
+        )
+
+
+class FolderOut(BaseModel):
+    path: str
+    mode: Literal["ro", "rw"]
+
+
+class ThreadCreate(Strict):
+    name: Name
+
+
+class ThreadOut(BaseModel):
+    id: int
+    name: str
+    created_at: datetime
+
+    @classmethod
+    def of(cls, t: Thread) -> ThreadOut:
+        return cls(id=t.id, name=t.name, created_at=ts(t.created_at))  # type: ignore[arg-type]
+
+
+class MessageCreate(Strict):
+    text: str = Field(min_length=1, max_length=100_000)
+
+
+class MessageOut(BaseModel):
+    id: int
+    thread_id: int
+    position: int
+    created_at: datetime
+    author: str
+    text: str
+
+    @classmethod
+    def of(cls, m: Message) -> MessageOut:
+        return cls(
+            id=m.id,
+            thread_id=m.thread_id,
+            position=m.position,
+            created_at=ts(m.created_at),  # type: ignore[arg-type]
+            author=m.author,
+            text=m.text,
+        )
+
+
+class FolderRequest(Strict):
+    path: str = Field(min_length=1, max_length=4096, description="Absolute, or starting with `~`.")
+    mode: Literal["ro", "rw"] = "ro"
+
+
+class TaskCreate(Strict):
+    thread: Name = Field(
+        default="default", description="Thread name; a thread of that name is created if new."
+    )
+    kind: Literal["command"] = "command"
+    command: list[Annotated[str, Field(max_length=100_000)]] = Field(
+        min_length=1, max_length=MAX_COMMAND_ARGS, description="Program and arguments (no shell)."
+    )
+    folders: list[FolderRequest] = Field(default_factory=list, max_length=MAX_FOLDERS)
+    network: Literal["none", "open"] = "none"
+    timeout_s: float | None = Field(
+        default=None, gt=0, description="Seconds; the controller's default when omitted."
+    )
+
+    @field_validator("command")
+    @classmethod
+    def _no_nul(cls, command: list[str]) -> list[str]:
+        if any("\x00" in arg for arg in command):
+            raise ValueError("an argument contains a NUL character, which no program can receive")
+        return command
+
+
+class TaskOut(BaseModel):
+    id: int
+    thread_id: int
+    position: int = Field(description="Place in the thread's history.")
+    kind: Literal["command"]
+    command: list[str]
+    folders: list[FolderOut]
+    network: Literal["none", "open"]
+    timeout_s: float
+    status: TaskStatus
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration_s: float | None
+    exit_code: int | None
+    outcome: str | None = Field(description="exited, timed_out, out_of_memory or stopped.")
+    reason: str | None = Field(description="Why it failed, was cancelled or interrupted.")
+    retry_of: int | None
+    sandbox_id: str | None
+
+    @classmethod
+    def of(cls, t: Task) -> TaskOut:
+        return cls(**_task_fields(t))
+
+
+class OutputChunkOut(BaseModel):
+    stream: Literal["stdout", "stderr"]
+    text: str
+
+
+class TaskDetail(TaskOut):
+    output: list[OutputChunkOut] = Field(description="Output in order; stream runs merged.")
+
+    @classmethod
+    def with_output(cls, t: Task, output: list[OutputChunk]) -> TaskDetail:
+        chunks = [OutputChunkOut(stream=c.stream, text=c.text) for c in output]  # type: ignore[arg-type]
+        return cls(**_task_fields(t), output=chunks)
+
+
+def _task_fields(t: Task) -> dict[str, Any]:
+    duration = None
+    if t.started_at is not None and t.finished_at is not None:
+        duration = max(t.finished_at - t.started_at, 0.0)
+    return {
+        "id": t.id,
+        "thread_id": t.thread_id,
+        "position": t.position,
+        "kind": t.kind.value,
+        "command": t.command,
+        "folders": t.folders,
+        "network": t.network,
+        "timeout_s": t.timeout_s,
+        "status": t.status,
+        "created_at": ts(t.created_at),
+        "started_at": ts(t.started_at),
+        "finished_at": ts(t.finished_at),
+        "duration_s": duration,
+        "exit_code": t.exit_code,
+        "outcome": t.outcome,
+        "reason": t.reason,
+        "retry_of": t.retry_of,
+        "sandbox_id": t.sandbox_id,
+    }
+
+
+class MessageItem(BaseModel):
+    type: Literal["message"] = "message"
+    message: MessageOut
+
+
+class TaskItem(BaseModel):
+    type: Literal["task"] = "task"
+    task: TaskOut
+
+
+class ThreadDetail(ThreadOut):
+    history: list[Annotated[MessageItem | TaskItem, Field(discriminator="type")]] = Field(
+        description="Messages and tasks in the order they were added."
+    )

@@ -1,0 +1,291 @@
+"""Settings, read once at start-up into a frozen object: flags, then `DISPATCH_*`, then config.toml.
+
+    host = "127.0.0.1"
+    port = 8420
+    max_concurrent_tasks = 2
+
+    [[folders]]
+    path = "~/Projects"
+    mode = "rw"
+
+A wrong value raises `ConfigError` naming the setting, where it came from, and the fix.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import sandbox
+from controller.errors import ConfigError
+from controller.paths import default_config_dir, default_data_dir
+from sandbox.mounts import validate_mount
+
+ENV_PREFIX = "DISPATCH_"
+MIB = 1024 * 1024
+MODES = ("ro", "rw")
+
+
+@dataclass(frozen=True)
+class FolderGrant:
+    """A host folder tasks may name (it or anything inside it), with the widest mode allowed."""
+
+    path: Path
+    mode: str = "ro"
+
+    @property
+    def read_only(self) -> bool:
+        return self.mode == "ro"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the controller needs, validated. Build it with `load_settings`."""
+
+    host: str = "127.0.0.1"
+    port: int = 8420
+    data_dir: Path = field(default_factory=default_data_dir)
+    config_dir: Path = field(default_factory=default_config_dir)
+    config_file: Path | None = None
+    database_url: str | None = None
+    max_concurrent_tasks: int = 2
+    sandbox_backend: str = "docker"
+    sandbox_image: str = sandbox.DEFAULT_IMAGE
+    folders: tuple[FolderGrant, ...] = ()
+    public_url: str | None = None
+    max_body_bytes: int = 1 * MIB
+    default_task_timeout_s: float = 600.0
+    max_task_timeout_s: float = 24 * 3600.0
+    log_level: str = "info"
+
+    @property
+    def effective_database_url(self) -> str:
+        """The configured database, or SQLite in the data directory."""
+        return self.database_url or f"sqlite:///{self.data_dir / 'dispatch.db'}"
+
+    @property
+    def url(self) -> str:
+        """Where people reach this controller: `public_url`, else the listening address."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
+
+    @property
+    def protected_paths(self) -> tuple[Path, ...]:
+        """Dispatch's own state: never mountable into a sandbox."""
+        return (self.data_dir, self.config_dir)
+
+
+# Settings a person may set, with how to parse a text value (from env or a flag).
+def _text(value: str) -> str:
+    return value
+
+
+def _path(value: str) -> Path:
+    return Path(value).expanduser()
+
+
+PARSERS: dict[str, Callable[[str], Any]] = {
+    "host": _text,
+    "port": int,
+    "data_dir": _path,
+    "database_url": _text,
+    "max_concurrent_tasks": int,
+    "sandbox_backend": _text,
+    "sandbox_image": _text,
+    "public_url": _text,
+    "max_body_bytes": int,
+    "default_task_timeout_s": float,
+    "max_task_timeout_s": float,
+    "log_level": _text,
+}
+FILE_ONLY = ("folders",)
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+
+
+def config_path(flag: str | Path | None, environ: Mapping[str, str]) -> tuple[Path, bool]:
+    """The config file to read and whether it was named explicitly (so must exist)."""
+    if flag:
+        return Path(flag).expanduser(), True
+    if environ.get(ENV_PREFIX + "CONFIG"):
+        return Path(environ[ENV_PREFIX + "CONFIG"]).expanduser(), True
+    return default_config_dir(environ) / "config.toml", False
+
+
+def load_settings(
+    flags: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] = os.environ,
+    *,
+    config: str | Path | None = None,
+) -> Settings:
+    """Merge flags > environment > config file > defaults, and validate the result.
+
+    Args:
+        flags: values given on the command line; None values are ignored.
+        environ: the environment to read `DISPATCH_*` from.
+        config: the `--config` flag, if given.
+
+    Raises:
+        ConfigError: a value is wrong; the message names the setting, its source and the fix.
+    """
+    file_path, explicit = config_path(config, environ)
+    file_values = _read_config_file(file_path, explicit)
+    raw: dict[str, tuple[Any, str]] = {}
+    for key, value in file_values.items():
+        raw[key] = (value, f"{file_path}")
+    for key in PARSERS:
+        env_name = ENV_PREFIX + key.upper()
+        if environ.get(env_name, "") != "":
+            raw[key] = (environ[env_name], env_name)
+    for key, value in (flags or {}).items():
+        if value is not None:
+            raw[key] = (value, "--" + key.replace("_", "-"))
+
+    values: dict[str, Any] = {}
+    for key, (value, source) in raw.items():
+        if key in FILE_ONLY:
+            continue
+        values[key] = _parse(key, value, source)
+    config_dir = default_config_dir(environ)
+    data_dir = values.get("data_dir") or default_data_dir(environ)
+    values["data_dir"] = Path(os.path.abspath(data_dir))
+    settings = Settings(
+        config_dir=config_dir,
+        config_file=file_path if file_path.exists() else None,
+        **values,
+    )
+    _validate(settings, raw)
+    folders = _folders(file_values.get("folders", []), file_path, settings)
+    return replace(settings, folders=folders)
+
+
+def _read_config_file(path: Path, explicit: bool) -> dict[str, Any]:
+    if not path.exists():
+        if explicit:
+            raise ConfigError(f"config file {path} does not exist; create it or fix --config")
+        return {}
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            f"config file {path} cannot be read ({exc}); fix its permissions"
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML ({exc}); fix the syntax") from None
+    known = set(PARSERS) | set(FILE_ONLY)
+    for key in data:
+        if key not in known:
+            raise ConfigError(
+                f"config file {path} has an unknown setting {key!r}; "
+                f"remove it or use one of: {', '.join(sorted(known))}"
+            )
+    return data
+
+
+def _parse(key: str, value: Any, source: str) -> Any:
+    parser = PARSERS[key]
+    expected = "a whole number" if parser is int else "a number" if parser is float else "text"
+    if isinstance(value, bool) or (
+        parser in (int, float) and not isinstance(value, (str, int, float))
+    ):
+        raise ConfigError(f"setting {key} (from {source}) = {value!r} must be {expected}")
+    if parser is _text and not isinstance(value, str):
+        raise ConfigError(f"setting {key} (from {source}) = {value!r} must be text; quote it")
+    try:
+        return parser(str(value)) if parser in (_path, _text) else parser(value)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"setting {key} (from {source}) = {value!r} is not {expected}; fix the value"
+        ) from None
+
+
+def _validate(settings: Settings, raw: Mapping[str, tuple[Any, str]]) -> None:
+    def where(key: str) -> str:
+        return f"setting {key} (from {raw[key][1]})" if key in raw else f"setting {key}"
+
+    if not 1 <= settings.port <= 65535:
+        raise ConfigError(f"{where('port')} = {settings.port} must be between 1 and 65535")
+    if not settings.host or any(c.isspace() for c in settings.host):
+        raise ConfigError(f"{where('host')} = {settings.host!r} must be an address like 127.0.0.1")
+    if not 1 <= settings.max_concurrent_tasks <= 64:
+        raise ConfigError(
+            f"{where('max_concurrent_tasks')} = {settings.max_concurrent_tasks} must be "
+            "between 1 and 64; the machine's core count is a good choice"
+        )
+    if settings.sandbox_backend not in sandbox.BACKENDS:
+        raise ConfigError(
+            f"{where('sandbox_backend')} = {settings.sandbox_backend!r} is unknown; "
+            f"use one of: {', '.join(sorted(sandbox.BACKENDS))}"
+        )
+    if not settings.sandbox_image.strip():
+        raise ConfigError(f"{where('sandbox_image')} is empty; use {sandbox.DEFAULT_IMAGE}")
+    if settings.database_url is not None:
+        scheme = urlsplit(settings.database_url).scheme.split("+")[0]
+        if scheme not in ("sqlite", "postgresql", "postgres"):
+            raise ConfigError(
+                f"{where('database_url')} = {settings.database_url!r} is not supported; use "
+                "postgresql://USER:PASSWORD@HOST/DB, sqlite:///PATH, or leave it unset"
+            )
+    if settings.public_url is not None and urlsplit(settings.public_url).scheme not in (
+        "http",
+        "https",
+    ):
+        raise ConfigError(
+            f"{where('public_url')} = {settings.public_url!r} must start with http:// or https://"
+        )
+    if not 1024 <= settings.max_body_bytes <= 64 * MIB:
+        raise ConfigError(
+            f"{where('max_body_bytes')} = {settings.max_body_bytes} must be between 1024 and "
+            f"{64 * MIB}"
+        )
+    if not 0 < settings.max_task_timeout_s <= 7 * 24 * 3600:
+        raise ConfigError(
+            f"{where('max_task_timeout_s')} = {settings.max_task_timeout_s:g} must be more than "
+            "0 and at most 604800 (a week)"
+        )
+    if not 0 < settings.default_task_timeout_s <= settings.max_task_timeout_s:
+        raise ConfigError(
+            f"{where('default_task_timeout_s')} = {settings.default_task_timeout_s:g} must be "
+            f"more than 0 and at most max_task_timeout_s ({settings.max_task_timeout_s:g})"
+        )
+    if settings.log_level not in LOG_LEVELS:
+        raise ConfigError(
+            f"{where('log_level')} = {settings.log_level!r} is unknown; use one of: "
+            + ", ".join(LOG_LEVELS)
+        )
+
+
+def _folders(entries: Any, file_path: Path, settings: Settings) -> tuple[FolderGrant, ...]:
+    """Check each `[[folders]]` entry: it exists, is not sensitive, and has a known mode."""
+    if not isinstance(entries, list):
+        raise ConfigError(
+            f"setting folders (from {file_path}) must be a list of tables; write "
+            '[[folders]] path = "~/Projects" mode = "rw"'
+        )
+    grants: list[FolderGrant] = []
+    for index, entry in enumerate(entries):
+        name = f"setting folders[{index}] (from {file_path})"
+        if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
+            raise ConfigError(f'{name} needs a path; write path = "~/Projects"')
+        unknown = set(entry) - {"path", "mode"}
+        if unknown:
+            raise ConfigError(f"{name} has unknown keys {sorted(unknown)}; use path and mode")
+        mode = entry.get("mode", "ro")
+        if mode not in MODES:
+            raise ConfigError(f'{name} has mode {mode!r}; use mode = "ro" or mode = "rw"')
+        try:
+            mount = validate_mount(
+                entry["path"], read_only=mode == "ro", protected=settings.protected_paths
+            )
+        except sandbox.GrantRefused as exc:
+            raise ConfigError(f"{name}: {exc}") from None
+        grants.append(FolderGrant(path=mount.host, mode=mode))
+    return tuple(grants)

@@ -1,0 +1,232 @@
+"""Fixtures for controller tests: settings in a temp dir, the app in process, a live server.
+
+Unit tests use the fake sandbox backend through an injected factory (its handler knows one
+extra command, `stream N DELAY_S`, that prints N lines DELAY_S apart, for streaming tests).
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from controller.api import create_app
+from controller.service import Controller
+from controller.settings import Settings, load_settings
+from sandbox import SandboxSpec, Stream
+from sandbox.fake import FakeSandbox, default_handler
+
+TERMINAL = ("succeeded", "failed", "cancelled", "interrupted")
+
+
+def wait_until(
+    predicate: Callable[[], Any], timeout_s: float = 10.0, what: str = "condition"
+) -> Any:
+    """Poll `predicate` until it returns something truthy; fail after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(0.01)
+
+
+def test_handler(
+    box: FakeSandbox, command: Sequence[str], emit: Callable[[Stream, bytes], None]
+) -> int:
+    if command[0] == "stream":
+        count, delay_s = int(command[1]), float(command[2])
+        for i in range(count):
+            emit(Stream.STDOUT, f"line {i}\n".encode())
+            box.wait(delay_s)
+        return 0
+    return default_handler(box, command, emit)
+
+
+test_handler.__test__ = False  # type: ignore[attr-defined]
+
+
+class FakeFactory:
+    """Creates fake sandboxes and remembers them, so tests can see they were stopped."""
+
+    def __init__(self) -> None:
+        self.created: list[FakeSandbox] = []
+
+    def __call__(self, backend: str, spec: SandboxSpec) -> FakeSandbox:
+        box = FakeSandbox(spec, handler=test_handler)
+        self.created.append(box)
+        return box
+
+
+@pytest.fixture
+def workspace() -> Iterator[Path]:
+    """A temp dir outside pytest's tree holding granted folders (rw `projects`, ro `readonly`)."""
+    root = Path(tempfile.mkdtemp(prefix="dispatch-ctl-"))
+    (root / "projects" / "app").mkdir(parents=True)
+    (root / "readonly").mkdir()
+    (root / "elsewhere").mkdir()
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def write_config(workspace: Path, extra: str = "") -> Path:
+    config = workspace / "config.toml"
+    config.write_text(
+        f'[[folders]]\npath = "{workspace / "projects"}"\nmode = "rw"\n\n'
+        f'[[folders]]\npath = "{workspace / "readonly"}"\nmode = "ro"\n' + extra
+    )
+    return config
+
+
+@pytest.fixture
+def make_settings(workspace: Path) -> Callable[..., Settings]:
+    def make(**flags: Any) -> Settings:
+        flags = {"data_dir": workspace / "data", "sandbox_backend": "fake", **flags}
+        environ = {"XDG_CONFIG_HOME": str(workspace / "xdg-config")}
+        return load_settings(flags, environ, config=write_config(workspace))
+
+    return make
+
+
+class Api:
+    """The app in process (TestClient) with the owner token."""
+
+    def __init__(
+        self, app: FastAPI, client: TestClient, controller: Controller, factory: FakeFactory
+    ) -> None:
+        self.app = app
+        self.client = client
+        self.controller = controller
+        self.factory = factory
+        self.token = controller.owner_token
+        self.headers = {"Authorization": f"Bearer {self.token}"}
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        headers = {**self.headers, **kwargs.pop("headers", {})}
+        return self.client.request(method, path, headers=headers, **kwargs)
+
+    def get(self, path: str, **kwargs: Any) -> httpx.Response:
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> httpx.Response:
+        return self.request("POST", path, **kwargs)
+
+    def delete(self, path: str, **kwargs: Any) -> httpx.Response:
+        return self.request("DELETE", path, **kwargs)
+
+    def submit(self, command: list[str], **body: Any) -> dict[str, Any]:
+        response = self.post("/api/v1/tasks", json={"command": command, **body})
+        assert response.status_code == 202, response.text
+        task: dict[str, Any] = response.json()
+        return task
+
+    def task(self, task_id: int) -> dict[str, Any]:
+        response = self.get(f"/api/v1/tasks/{task_id}")
+        assert response.status_code == 200, response.text
+        task: dict[str, Any] = response.json()
+        return task
+
+    def wait_task(
+        self, task_id: int, statuses: Sequence[str] = TERMINAL, timeout_s: float = 10.0
+    ) -> dict[str, Any]:
+        found: dict[str, Any] = wait_until(
+            lambda: (t := self.task(task_id))["status"] in statuses and t,
+            timeout_s,
+            f"task {task_id} to be {'/'.join(statuses)}",
+        )
+        return found
+
+
+@pytest.fixture
+def make_api(make_settings: Callable[..., Settings]) -> Iterator[Callable[..., Api]]:
+    with ExitStack() as stack:
+
+        def make(real_sandbox: bool = False, **flags: Any) -> Api:
+            """The app with the fake sandbox, or with `real_sandbox` the configured backend."""
+            factory = FakeFactory()
+            settings = make_settings(**flags)
+            if real_sandbox:
+                controller = Controller(settings)
+            else:
+                controller = Controller(settings, factory=factory)
+            app = create_app(controller.settings, controller=controller)
+            client = stack.enter_context(TestClient(app, raise_server_exceptions=False))
+            return Api(app, client, controller, factory)
+
+        yield make
+
+
+@pytest.fixture
+def api(make_api: Callable[..., Api]) -> Api:
+    return make_api()
+
+
+class LiveServer:
+    """The app on a real loopback port, served by uvicorn in a thread."""
+
+    def __init__(self, settings: Settings, factory: FakeFactory) -> None:
+        self.factory = factory
+        self.controller = Controller(settings, factory=factory)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        sock.bind(("127.0.0.1", 0))
+        self.port = sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(
+            create_app(settings, controller=self.controller),
+            log_level="warning",
+            timeout_graceful_shutdown=1,
+        )
+        self.server = uvicorn.Server(config)
+        self._sock = sock
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]})
+
+    def start(self) -> None:
+        self.thread.start()
+        wait_until(lambda: self.server.started, 20, "the live server to start")
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(20)
+        self._sock.close()
+
+    @property
+    def token(self) -> str:
+        return self.controller.owner_token
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+@pytest.fixture
+def make_live_server(make_settings: Callable[..., Settings]) -> Iterator[Callable[..., LiveServer]]:
+    servers: list[LiveServer] = []
+
+    def make(**flags: Any) -> LiveServer:
+        server = LiveServer(make_settings(**flags), FakeFactory())
+        servers.append(server)
+        server.start()
+        return server
+
+    yield make
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def live_server(make_live_server: Callable[..., LiveServer]) -> LiveServer:
+    return make_live_server()

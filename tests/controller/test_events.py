@@ -1,0 +1,90 @@
+"""Server-Sent Events over a real loopback connection: order, live delivery, resumption."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import httpx
+from conftest import TERMINAL, LiveServer, wait_until
+
+from controller.client import Client, Event
+
+
+def take(events: Iterator[Event], count: int) -> list[Event]:
+    taken: list[Event] = []
+    for event in events:
+        taken.append(event)
+        if len(taken) == count:
+            break
+    return taken
+
+
+def until_finished(events: Iterator[Event]) -> list[Event]:
+    taken: list[Event] = []
+    for event in events:
+        taken.append(event)
+        if event.kind == "task.state" and event.data["data"]["status"] in TERMINAL:
+            break
+    return taken
+
+
+def test_a_task_stream_replays_its_history_then_goes_live(live_server: LiveServer) -> None:
+    with Client(live_server.url, live_server.token) as client:
+        task = client.submit(["stream", "3", "0.1"])
+        events = until_finished(client.events(task_id=task["id"], after=0))
+    states = [e.data["data"]["status"] for e in events if e.kind == "task.state"]
+    assert states == ["queued", "running", "succeeded"]
+    output = "".join(e.data["data"]["text"] for e in events if e.kind == "task.output")
+    assert output == "line 0\nline 1\nline 2\n"
+    assert [e.kind for e in events][2] == "task.output"  # output arrived while it ran
+    assert [e.id for e in events] == sorted(e.id for e in events)
+    assert all(e.data["task_id"] == task["id"] for e in events)
+
+
+def test_the_global_stream_starts_now_and_delivers_new_events(live_server: LiveServer) -> None:
+    with Client(live_server.url, live_server.token) as client:
+        old = client.submit(["true"])
+        wait_until(lambda: client.task(old["id"])["status"] in TERMINAL, 10, "the first task")
+        stream = client.events()
+        # The connection is opened lazily: start reading, then submit.
+        first: list[Event] = []
+        reader = threading.Thread(target=lambda: first.extend(take(stream, 1)))
+        reader.start()
+        wait_until(lambda: live_server.controller.counters.sse_clients == 1, 10, "the stream")
+        new = client.submit(["true"])
+        reader.join(10)
+    assert first and first[0].data["task_id"] == new["id"]
+    assert first[0].data["data"]["status"] == "queued"
+
+
+def test_resuming_with_last_event_id_has_no_gaps_and_no_duplicates(live_server: LiveServer) -> None:
+    with Client(live_server.url, live_server.token) as client:
+        tasks = [client.submit(["stream", "40", "0.005"], thread=f"t{i}") for i in range(3)]
+        start = 0
+        collected: list[int] = []
+
+        def finished() -> bool:
+            return all(client.task(t["id"])["status"] in TERMINAL for t in tasks)
+
+        # Reconnect every 7 events, with the events still being written, until caught up.
+        while True:
+            done = finished()
+            newest = live_server.controller.events.last_id()
+            if done and start == newest:
+                break
+            batch = take(client.events(after=start, reconnect=False), min(7, newest - start) or 1)
+            collected += [e.id for e in batch]
+            start = collected[-1]
+    expected = [e.id for e in live_server.controller.events.after(0, limit=100_000)]
+    assert collected == expected
+    assert len(expected) > 30  # many reconnections, while output was still being written
+
+
+def test_a_bad_last_event_id_is_a_400_and_an_unknown_task_a_404(live_server: LiveServer) -> None:
+    headers = live_server.headers
+    with httpx.Client(base_url=live_server.url, headers=headers) as http:
+        response = http.get("/api/v1/events", headers={"Last-Event-ID": "abc"})
+        assert response.status_code == 400
+        assert "Last-Event-ID" in response.json()["error"]["message"]
+        assert http.get("/api/v1/tasks/999/events").status_code == 404
