@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import docker
+import docker.errors
 import pytest
 from conftest import Api, wait_until
 
@@ -21,11 +22,14 @@ def api(make_api: Callable[..., Api], workspace: Path) -> Api:
     return make_api(real_sandbox=True, sandbox_backend="docker")
 
 
-def containers(task_id: int) -> list[object]:
-    found: list[object] = docker.from_env().containers.list(
-        all=True, filters={"label": f"dispatch.task={task_id}"}
-    )
-    return found
+def container_exists(task: dict[str, object]) -> bool:
+    """Whether the task's own sandbox container exists (other controllers reuse task ids)."""
+    assert task["sandbox_id"], f"task {task['id']} never recorded a sandbox"
+    try:
+        docker.from_env().containers.get(str(task["sandbox_id"]))
+    except docker.errors.NotFound:
+        return False
+    return True
 
 
 def test_a_task_writes_to_its_read_write_folder_and_streams_output(
@@ -42,7 +46,7 @@ def test_a_task_writes_to_its_read_write_folder_and_streams_output(
     assert (app / "result.txt").stat().st_uid == OWNER[0]
     text = {c["stream"]: c["text"] for c in done["output"]}
     assert text["stdout"] == f"start\n{app}\n" and text["stderr"] == "oops\n"
-    assert not containers(task["id"])
+    assert not container_exists(done)
 
 
 def test_a_read_only_folder_cannot_be_written(api: Api, workspace: Path) -> None:
@@ -62,10 +66,11 @@ def test_a_timeout_kills_the_command(api: Api) -> None:
 def test_cancel_kills_a_running_task_and_removes_its_container(api: Api) -> None:
     task = api.submit(["sh", "-c", "echo started; sleep 60"])
     wait_until(lambda: api.task(task["id"])["output"], 60, "the task to start")
-    assert containers(task["id"])
+    running = api.task(task["id"])
+    assert container_exists(running)
     response = api.post(f"/api/v1/tasks/{task['id']}/cancel")
     assert response.json()["status"] == "cancelled"
-    assert not containers(task["id"])
+    assert not container_exists(running)
 
 
 def test_a_root_owned_read_write_folder_is_refused_at_submission(api: Api, workspace: Path) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import docker
+import docker.errors
 import httpx
 import pytest
 from conftest import TERMINAL, wait_until, write_config
@@ -195,9 +196,13 @@ def test_repeated_sigkill_during_submission_loses_no_accepted_task(serve: Any) -
         assert [t["started_at"] for t in ran] == sorted(t["started_at"] for t in ran)
 
 
-def _sandbox_exists(task_id: int) -> bool:
-    client = docker.from_env()
-    return bool(client.containers.list(all=True, filters={"label": f"dispatch.task={task_id}"}))
+def _sandbox_exists(sandbox_id: str) -> bool:
+    """By the task's own container id: other controllers' tasks carry the same task ids."""
+    try:
+        docker.from_env().containers.get(sandbox_id)
+    except docker.errors.NotFound:
+        return False
+    return True
 
 
 @pytest.mark.docker
@@ -213,7 +218,8 @@ def test_sigkill_while_output_streams_in_docker(serve: Any) -> None:
             60,
             "output to stream",
         )
-    assert _sandbox_exists(streaming["id"])
+        sandbox_id = client.task(streaming["id"])["sandbox_id"]
+    assert sandbox_id and _sandbox_exists(sandbox_id)
     server.kill()
     kept = server.rows()[streaming["id"]][1]
     assert kept > 0  # output was persisted as it streamed
@@ -226,4 +232,4 @@ def test_sigkill_while_output_streams_in_docker(serve: Any) -> None:
         assert finished(client, queued["id"])["output"] == [
             {"stream": "stdout", "text": "after the crash\n"}
         ]
-    assert not _sandbox_exists(streaming["id"])  # removed at restart
+    assert not _sandbox_exists(sandbox_id)  # removed at restart
