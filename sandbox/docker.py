@@ -15,7 +15,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -121,13 +121,23 @@ def _is_orphan(labels: dict[str, str]) -> bool:
     return _process_start(int(pid)) != labels.get(LABEL_PID_START)
 
 
-def prune_orphans(client: docker.DockerClient, *, everything: bool = False) -> list[str]:
+def prune_orphans(
+    client: docker.DockerClient,
+    *,
+    everything: bool = False,
+    match: Mapping[str, str] | None = None,
+) -> list[str]:
     """Remove Dispatch sandboxes whose creating process is gone (or all of them).
+
+    Args:
+        everything: remove live sandboxes too, not only orphans.
+        match: only consider sandboxes carrying all of these labels.
 
     Returns the names of the containers removed.
     """
     removed = []
-    for container in client.containers.list(all=True, filters={"label": LABEL}):
+    labels = [LABEL, *(f"{key}={value}" for key, value in (match or {}).items())]
+    for container in client.containers.list(all=True, filters={"label": labels}):
         if everything or _is_orphan(container.labels):
             try:
                 container.remove(force=True)
@@ -297,8 +307,14 @@ class DockerSandbox:
         cid, self._container_id = self._container_id, None
         if cid is None:
             return
-        with contextlib.suppress(docker.errors.NotFound):
+        try:
             self._api.remove_container(cid, force=True)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:
+            # Someone else (a prune, another stop()) is already removing it: the goal is met.
+            if exc.status_code != 409:
+                raise SandboxError(f"could not remove sandbox {self._name}: {exc}") from None
 
     def _require_running(self) -> str:
         if self._container_id is None:

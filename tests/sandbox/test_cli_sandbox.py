@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+import time
+import uuid
 from pathlib import Path
 
+import docker.errors
 import pytest
 
 from controller.exit_codes import ExitCode
+from sandbox import SandboxNotRunning, SandboxSpec
 from sandbox.docker import (
     LABEL,
     LABEL_HOST,
     LABEL_PID,
     LABEL_PID_START,
+    DockerSandbox,
     owner_labels,
     prune_orphans,
 )
@@ -85,34 +91,64 @@ def test_open_network_warns(docker_client: object) -> None:
 
 
 def test_run_leaves_no_container_behind(docker_client) -> None:  # type: ignore[no-untyped-def]
-    before = {c.id for c in docker_client.containers.list(all=True, filters={"label": LABEL})}
-    assert dispatch("sandbox", "run", "--timeout", "1", "--", "sleep", "9").returncode == 124
-    after = {c.id for c in docker_client.containers.list(all=True, filters={"label": LABEL})}
-    assert after <= before
+    # The CLI's containers carry its pid; look for exactly those.
+    process = subprocess.Popen(
+        [*DISPATCH, "sandbox", "run", "--timeout", "1", "--", "sleep", "9"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    mine = {"label": [LABEL, f"{LABEL_PID}={process.pid}"]}
+    deadline = time.monotonic() + 60
+    while not docker_client.containers.list(all=True, filters=mine):
+        assert process.poll() is None and time.monotonic() < deadline, "no sandbox was started"
+        time.sleep(0.05)
+    assert process.wait(timeout=60) == ExitCode.TIMED_OUT
+    assert docker_client.containers.list(all=True, filters=mine) == []
 
 
 def test_prune_removes_orphans_but_not_live_sandboxes(docker_client) -> None:  # type: ignore[no-untyped-def]
-    dead = {**owner_labels(), LABEL_PID: "999999999", LABEL_PID_START: "1"}
-    orphan = docker_client.containers.create("dispatch/sandbox:latest", ["true"], labels=dead)
-    live = docker_client.containers.create(
-        "dispatch/sandbox:latest", ["true"], labels=owner_labels()
+    # Every container here carries a label unique to this test, so pruning never touches the
+    # sandboxes of a controller that happens to run on the same machine.
+    mine = {"dispatch.test": uuid.uuid4().hex}
+    dead = {**owner_labels(), **mine, LABEL_PID: "999999999", LABEL_PID_START: "1"}
+    create = docker_client.containers.create
+    orphan = create("dispatch/sandbox:latest", ["true"], labels=dead)
+    reused_pid = create(
+        "dispatch/sandbox:latest", ["true"], labels={**dead, LABEL_PID: str(os.getpid())}
     )
-    other_host = docker_client.containers.create(
+    live = create("dispatch/sandbox:latest", ["true"], labels={**owner_labels(), **mine})
+    other_host = create(
         "dispatch/sandbox:latest", ["true"], labels={**dead, LABEL_HOST: "another-machine"}
     )
     try:
-        removed = prune_orphans(docker_client)
-        assert orphan.name in removed
-        assert live.name not in removed and other_host.name not in removed
-        done = dispatch("sandbox", "prune", "--all")
-        assert done.returncode == 0
-        assert f"removed {live.name}".encode() in done.stdout
+        removed = prune_orphans(docker_client, match=mine)
+        assert sorted(removed) == sorted([orphan.name, reused_pid.name])
+        assert prune_orphans(docker_client, match=mine) == []
+        removed = prune_orphans(docker_client, everything=True, match=mine)
+        assert sorted(removed) == sorted([live.name, other_host.name])
     finally:
-        for container in (orphan, live, other_host):
-            try:
+        for container in (orphan, reused_pid, live, other_host):
+            with contextlib.suppress(docker.errors.NotFound):
                 container.remove(force=True)
-            except Exception:
-                print(f"container {container.name} was already removed")
+
+
+def test_prune_command_removes_an_orphan(docker_client) -> None:  # type: ignore[no-untyped-def]
+    dead = {**owner_labels(), LABEL_PID: "999999999", LABEL_PID_START: "1"}
+    orphan = docker_client.containers.create("dispatch/sandbox:latest", ["true"], labels=dead)
+    done = dispatch("sandbox", "prune")
+    assert done.returncode == 0
+    assert f"removed {orphan.name}".encode() in done.stdout
+    with pytest.raises(docker.errors.NotFound):
+        docker_client.containers.get(orphan.id)
+
+
+def test_stop_tolerates_a_sandbox_removed_by_someone_else(docker_client) -> None:  # type: ignore[no-untyped-def]
+    box = DockerSandbox(SandboxSpec(), client=docker_client)
+    box.start()
+    docker_client.api.remove_container(box.id, force=True)
+    box.stop()  # already gone: no error
+    with pytest.raises(SandboxNotRunning):
+        box.exec(["true"])
 
 
 def test_help_documents_the_options() -> None:
