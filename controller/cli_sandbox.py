@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import click
 
 from controller.exit_codes import ExitCode
+from controller.local import local_data_dir
 from controller.paths import default_config_dir, default_data_dir
 from sandbox import (
     EngineUnavailable,
@@ -23,6 +25,15 @@ from sandbox import (
 from sandbox.base import DEFAULT_IMAGE
 
 DEFAULT_LIMITS = Limits()
+
+
+def _dispatch_paths() -> tuple[Path, ...]:
+    """Dispatch's own data and configuration, wherever this machine's settings put them."""
+    paths = [default_data_dir(), default_config_dir(), local_data_dir()]
+    config = os.environ.get("DISPATCH_CONFIG")
+    if config:
+        paths.append(Path(config).expanduser().absolute().parent)
+    return tuple(paths)
 
 
 def _fail(message: str, code: ExitCode) -> None:
@@ -118,7 +129,7 @@ def run(
     if workdir is not None and not workdir.is_absolute():
         _fail(f"--workdir {workdir} is relative; give an absolute path", ExitCode.USAGE)
     try:
-        granted = validate_grants(mounts, protected=(default_data_dir(), default_config_dir()))
+        granted = validate_grants(mounts, protected=_dispatch_paths())
         user = sandbox_user(granted)
     except GrantRefused as exc:
         _fail(f"refused: {exc}", ExitCode.GRANT_REFUSED)

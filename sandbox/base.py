@@ -10,6 +10,8 @@ from types import TracebackType
 from typing import Protocol, Self, runtime_checkable
 
 MIB = 1024 * 1024
+# The sandbox's own writable scratch space (tmpfs): a grant here would be hidden by it.
+SCRATCH_PATHS = (Path("/tmp"), Path("/home/sandbox"))
 DEFAULT_IMAGE = "dispatch/sandbox:latest"
 DEFAULT_OUTPUT_CAP_BYTES = 1 * MIB
 
@@ -30,6 +32,9 @@ class Mount:
 
     host: Path
     read_only: bool = True
+    # (st_dev, st_ino) of the folder when it was validated; a backend checks that what it
+    # mounted is this very folder, so a symlink swapped in after validation is caught.
+    identity: tuple[int, int] | None = field(default=None, compare=False)
 
     @property
     def mode(self) -> str:

@@ -10,6 +10,7 @@ used every pid), the container is restarted.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import socket
 import threading
@@ -39,6 +40,7 @@ from sandbox.base import (
 from sandbox.errors import (
     EngineUnavailable,
     FileOperationFailed,
+    GrantRefused,
     ImageMissing,
     SandboxError,
     SandboxNotRunning,
@@ -55,8 +57,11 @@ KILL_WAIT_S = 3.0
 FILE_CAP_BYTES = 256 * MIB
 # cgroup v2, then v1: the kernel counts OOM kills per cgroup.
 # PID 1: reap orphans, never exit on a signal from inside (the kernel shields a namespace's init).
+# It ignores every catchable signal: PID 1 only receives signals it handles, so a command's
+# `kill 1` cannot end the sandbox; the engine removes it with SIGKILL from outside.
 INIT = """import os, signal, time
-signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
+    signal.signal(sig, signal.SIG_IGN)
 while True:
     try:
         os.waitpid(-1, 0)
@@ -85,6 +90,20 @@ def connect() -> docker.DockerClient:
             "`sudo systemctl start docker` (or `sudo dockerd &`), or set DOCKER_HOST"
         ) from None
     return client
+
+
+@functools.lru_cache(maxsize=8)
+def _engine_root(base_url: str, api: APIClient) -> Path | None:
+    try:
+        root = api.info().get("DockerRootDir")
+    except docker.errors.DockerException:
+        return None
+    return Path(root) if root else None
+
+
+def engine_root(api: APIClient) -> Path | None:
+    """Where the engine keeps images and containers (asked once per engine)."""
+    return _engine_root(api.base_url, api)
 
 
 def _short(exc: BaseException) -> str:
@@ -158,6 +177,9 @@ class DockerSandbox:
         self._user = spec.user or sandbox_user(spec.mounts)
         self._oom_kills = 0
         self._stopping = threading.Event()
+        # start() and stop() may race (a task cancelled while its sandbox starts): the lock
+        # makes stop() either prevent the container or remove it, and return only once it is gone.
+        self._lifecycle = threading.Lock()
 
     @property
     def id(self) -> str:
@@ -216,26 +238,74 @@ class DockerSandbox:
         """Create and start the container.
 
         Raises:
+            GrantRefused: a mount is inside the engine's own state, or was swapped after
+                validation.
             ImageMissing: the image is not built.
             EngineUnavailable: the engine cannot be reached.
         """
-        self._stopping.clear()
+        self._refuse_engine_state()
+        with self._lifecycle:
+            if self._stopping.is_set():
+                raise SandboxNotRunning(
+                    f"sandbox {self._name} was stopped; a stopped sandbox cannot start again, "
+                    "create a new one"
+                )
+            try:
+                created = self._api.create_container(**self.container_config())
+                self._container_id = created["Id"]
+                self._api.start(self._container_id)
+            except docker.errors.ImageNotFound:
+                raise ImageMissing(
+                    f"sandbox image {self.spec.image!r} is not built; run `dispatch images build`"
+                ) from None
+            except docker.errors.APIError as exc:
+                self._remove()
+                raise SandboxError(
+                    f"could not start the sandbox: {exc.explanation or exc}"
+                ) from None
+            except docker.errors.DockerException as exc:
+                raise EngineUnavailable(
+                    f"lost the Docker engine while starting a sandbox ({_short(exc)}); "
+                    "check that it is running (`docker info`)"
+                ) from None
         try:
-            created = self._api.create_container(**self.container_config())
-            self._container_id = created["Id"]
-            self._api.start(self._container_id)
-        except docker.errors.ImageNotFound:
-            raise ImageMissing(
-                f"sandbox image {self.spec.image!r} is not built; run `dispatch images build`"
-            ) from None
-        except docker.errors.APIError as exc:
+            self._verify_mounts()
+        except SandboxError:
             self.stop()
-            raise SandboxError(f"could not start the sandbox: {exc.explanation or exc}") from None
-        except docker.errors.DockerException as exc:
-            raise EngineUnavailable(
-                f"lost the Docker engine while starting a sandbox ({_short(exc)}); "
-                "check that it is running (`docker info`)"
-            ) from None
+            raise
+
+    def _refuse_engine_state(self) -> None:
+        """Refuse mounts inside the engine's data root, wherever this engine keeps it."""
+        root = engine_root(self._api)
+        for mount in self.spec.mounts:
+            if root is not None and (
+                mount.host == root or root in mount.host.parents or mount.host in root.parents
+            ):
+                raise GrantRefused(
+                    f"folder {mount.host} overlaps the Docker engine's data ({root}); "
+                    "grant a project folder instead"
+                )
+
+    def _verify_mounts(self) -> None:
+        """Check each mount is the folder that was validated, not a symlink swapped in since.
+
+        Raises:
+            GrantRefused: a mount is some other folder than the one validated.
+        """
+        checked = [m for m in self.spec.mounts if m.identity is not None]
+        if not checked:
+            return
+        # Plain stat, as the sandbox user: nothing of the task's has run in here yet.
+        result = self.exec(["stat", "-c", "%d:%i", "--", *(str(m.host) for m in checked)])
+        seen = result.stdout.decode(errors="replace").split()
+        for index, mount in enumerate(checked):
+            expected = "{}:{}".format(*mount.identity) if mount.identity else ""
+            if index >= len(seen) or seen[index] != expected:
+                raise GrantRefused(
+                    f"folder {mount.host} is not the folder that was checked (it was replaced, "
+                    "for example by a symlink, after validation); nothing was run. Check what "
+                    "is rewriting that path and grant it again"
+                )
 
     def exec(
         self,
@@ -302,8 +372,16 @@ class DockerSandbox:
             raise FileOperationFailed(_file_error(path, result))
 
     def stop(self) -> None:
-        """Remove the container and everything in it; safe to call twice or from another thread."""
+        """Remove the container and everything in it, returning once it is gone.
+
+        Safe to call twice, before start(), or from another thread while a command runs (the
+        command then ends with `Outcome.STOPPED`).
+        """
         self._stopping.set()
+        with self._lifecycle:
+            self._remove()
+
+    def _remove(self) -> None:
         cid, self._container_id = self._container_id, None
         if cid is None:
             return
@@ -312,9 +390,14 @@ class DockerSandbox:
         except docker.errors.NotFound:
             pass
         except docker.errors.APIError as exc:
-            # Someone else (a prune, another stop()) is already removing it: the goal is met.
+            # Someone else (a prune) is already removing it: the goal is met.
             if exc.status_code != 409:
                 raise SandboxError(f"could not remove sandbox {self._name}: {exc}") from None
+        except docker.errors.DockerException as exc:
+            raise EngineUnavailable(
+                f"lost the Docker engine while removing sandbox {self._name} ({_short(exc)}); "
+                "`dispatch sandbox prune` removes it once the engine is back"
+            ) from None
 
     def _require_running(self) -> str:
         if self._container_id is None:
@@ -337,15 +420,21 @@ class DockerSandbox:
             raise SandboxNotRunning(f"sandbox {self._name} is gone (stopped or removed)") from None
         except docker.errors.APIError as exc:
             raise SandboxError(f"could not run the command: {exc.explanation or exc}") from None
+        except docker.errors.DockerException as exc:
+            raise EngineUnavailable(
+                f"lost the Docker engine while running a command ({_short(exc)})"
+            ) from None
         exec_id: str = created["Id"]
         return exec_id
 
     def _stream(self, exec_id: str) -> Iterator[tuple[bytes | None, bytes | None]]:
         try:
             yield from self._api.exec_start(exec_id, stream=True, demux=True)
-        except docker.errors.DockerException:
+        except docker.errors.DockerException as exc:
             if not self._stopping.is_set():
-                raise
+                raise SandboxError(
+                    f"the sandbox died while the command ran ({_short(exc)})"
+                ) from None
 
     def _exit_code(self, exec_id: str) -> int:
         try:
@@ -413,7 +502,7 @@ class DockerSandbox:
         try:
             result = self.exec(["sh", "-c", OOM_COUNTER], timeout_s=10)
             count = int(result.stdout.strip() or 0)
-        except (SandboxError, ValueError):
+        except (SandboxError, ValueError, docker.errors.DockerException):
             return False
         new, self._oom_kills = count > self._oom_kills, count
         return new

@@ -85,6 +85,7 @@ class FakeSandbox:
         self._id = f"fake-{next(_ids)}"
         self._files: dict[Path, bytes] = {}
         self._running = False
+        self._stopped = False
         self._interrupt = threading.Event()
         self.commands: list[list[str]] = []
 
@@ -93,8 +94,12 @@ class FakeSandbox:
         return self._id
 
     def start(self) -> None:
+        if self._stopped:
+            raise SandboxNotRunning(
+                f"sandbox {self._id} was stopped; a stopped sandbox cannot start again, "
+                "create a new one"
+            )
         self._running = True
-        self._interrupt.clear()
 
     def wait(self, seconds: float) -> None:
         """Sleep inside a command, ending early if it is killed."""
@@ -157,6 +162,7 @@ class FakeSandbox:
         self._files[path] = bytes(data)
 
     def stop(self) -> None:
+        self._stopped = True
         self._running = False
         self._interrupt.set()
 

@@ -12,7 +12,7 @@ import pwd
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from sandbox.base import Mount
+from sandbox.base import SCRATCH_PATHS, Mount
 from sandbox.errors import GrantRefused
 
 SYSTEM_SENSITIVE = ("/", "/proc", "/sys", "/dev", "/etc", "/boot", "/run", "/var/run")
@@ -25,7 +25,23 @@ ENGINE_PATHS = (
     "/var/lib/containerd",
     "/var/lib/libvirt",
 )
-HOME_SENSITIVE = (".ssh", ".gnupg", ".aws", ".config/gcloud", ".docker", ".kube")
+# Credentials, and places whose contents run at the next login: write access there is control.
+HOME_SENSITIVE = (
+    ".ssh",
+    ".gnupg",
+    ".aws",
+    ".config/gcloud",
+    ".docker",
+    ".kube",
+    ".password-store",
+    ".local/share/keyrings",
+    ".mozilla",
+    ".config/google-chrome",
+    ".config/chromium",
+    ".config/autostart",
+    ".config/systemd",
+    ".local/bin",
+)
 
 
 def parse_grant(text: str) -> tuple[str, bool]:
@@ -89,6 +105,47 @@ def _refuse_sensitive(path: Path, named: str, via: str, sensitive: Iterable[Path
             )
 
 
+def _refuse_scratch(path: Path, named: str, via: str) -> None:
+    for scratch in SCRATCH_PATHS:
+        if (
+            path == scratch
+            or _contains(path, scratch)
+            or (scratch != Path("/tmp") and _contains(scratch, path))
+        ):
+            raise GrantRefused(
+                f"folder {named!r}{via} would be hidden by the sandbox's own scratch space "
+                f"{scratch}; grant a folder inside /tmp or elsewhere instead"
+            )
+
+
+def folder_identity(path: Path) -> tuple[int, int]:
+    """(st_dev, st_ino) of a folder reached without following any symlink.
+
+    Each component is opened with O_NOFOLLOW relative to its parent, so a symlink swapped into
+    the path after it was resolved is refused instead of silently measured.
+
+    Raises:
+        GrantRefused: a component is (now) a symlink or not a folder.
+    """
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open("/", flags)
+    try:
+        for part in path.parts[1:]:
+            try:
+                child = os.open(part, flags, dir_fd=fd)
+            except OSError:
+                raise GrantRefused(
+                    f"folder {path} changed while it was being checked (a part of it is now a "
+                    "symlink or missing); check what is rewriting it and grant it again"
+                ) from None
+            os.close(fd)
+            fd = child
+        info = os.fstat(fd)
+        return info.st_dev, info.st_ino
+    finally:
+        os.close(fd)
+
+
 def validate_mount(
     path: str | Path,
     *,
@@ -135,7 +192,8 @@ def validate_mount(
                 f"folder {str(path)!r}{via} is outside the allowed folders ({listed}); "
                 "add it to the configuration or choose a folder inside one of them"
             )
-    return Mount(host=resolved, read_only=read_only)
+    _refuse_scratch(resolved, str(path), via)
+    return Mount(host=resolved, read_only=read_only, identity=folder_identity(resolved))
 
 
 def validate_grants(

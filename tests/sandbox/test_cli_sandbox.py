@@ -14,7 +14,7 @@ import docker.errors
 import pytest
 
 from controller.exit_codes import ExitCode
-from sandbox import SandboxNotRunning, SandboxSpec
+from sandbox import GrantRefused, Mount, SandboxNotRunning, SandboxSpec
 from sandbox.docker import (
     LABEL,
     LABEL_HOST,
@@ -156,3 +156,43 @@ def test_help_documents_the_options() -> None:
     assert done.returncode == 0
     for option in (b"--mount", b"--network", b"--timeout", b"--memory-mb", b"--workdir"):
         assert option in done.stdout
+
+
+def test_the_configured_data_directory_is_refused(tmp_path: Path) -> None:
+    data = tmp_path / "dispatch-data"
+    data.mkdir()
+    (data / "owner-token").write_text("secret")
+    done = dispatch(
+        "sandbox",
+        "run",
+        "--mount",
+        f"{data}:rw",
+        "--",
+        "cat",
+        str(data / "owner-token"),
+        env={"DISPATCH_DATA_DIR": str(data)},
+    )
+    assert done.returncode == ExitCode.GRANT_REFUSED
+    assert b"secret" not in done.stdout
+    config_dir = tmp_path / "elsewhere"
+    config_dir.mkdir()
+    done = dispatch(
+        "sandbox",
+        "run",
+        "--mount",
+        str(config_dir),
+        "--",
+        "true",
+        env={"DISPATCH_CONFIG": str(config_dir / "config.toml")},
+    )
+    assert done.returncode == ExitCode.GRANT_REFUSED
+
+
+def test_a_mount_inside_the_engine_data_root_is_refused(docker_client, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from sandbox.docker import DockerSandbox, engine_root
+
+    root = engine_root(docker_client.api)
+    assert root is not None
+    box = DockerSandbox(SandboxSpec(mounts=(Mount(root / "volumes"),)), client=docker_client)
+    with pytest.raises(GrantRefused, match="Docker engine's data"):
+        box.start()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -107,3 +108,32 @@ def test_context_manager_stops(backend: str, request: pytest.FixtureRequest) -> 
         assert box.exec(["true"]).ok
     with pytest.raises(SandboxNotRunning):
         box.exec(["true"])
+
+
+def test_a_stopped_sandbox_cannot_start_again(backend: str, make_sandbox: MakeSandbox) -> None:
+    box = make_sandbox(backend)
+    box.stop()
+    with pytest.raises(SandboxNotRunning, match="create a new one"):
+        box.start()
+
+
+def test_stop_before_start_prevents_the_sandbox(
+    backend: str, request: pytest.FixtureRequest
+) -> None:
+    options = {"client": request.getfixturevalue("docker_client")} if backend == "docker" else {}
+    box = create(backend, SandboxSpec(), **options)
+    box.stop()  # e.g. a task cancelled between being claimed and its sandbox starting
+    with pytest.raises(SandboxNotRunning):
+        box.start()
+
+
+def test_stop_from_another_thread_ends_a_running_command(
+    backend: str, make_sandbox: MakeSandbox
+) -> None:
+    box = make_sandbox(backend)
+    stopper = threading.Timer(0.5, box.stop)
+    stopper.start()
+    result = box.exec(["sleep", "30"])
+    stopper.join()
+    assert result.outcome is Outcome.STOPPED
+    assert result.duration_s < 10

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from sandbox import Limits, Mount, Outcome, SandboxError, SandboxSpec
-from sandbox.mounts import validate_mount
+from sandbox import GrantRefused, Limits, Mount, Outcome, SandboxError, SandboxSpec
+from sandbox.mounts import folder_identity, validate_mount
 from tests.sandbox.conftest import OWNER, MakeSandbox
 
 pytestmark = pytest.mark.docker
@@ -235,3 +235,46 @@ def test_grant_removed_after_validation_is_not_recreated(
     with pytest.raises(SandboxError, match="could not start"):
         make_sandbox("docker", SandboxSpec(mounts=(mount,), user=OWNER))
     assert not gone.exists()
+
+
+def test_symlink_swapped_in_after_validation_is_caught_before_anything_runs(
+    make_sandbox: MakeSandbox,
+    docker_client,
+    workspace: Path,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    # The race a hostile task can run from another sandbox: the path is a real folder when it
+    # is checked and a symlink to somewhere else when the engine mounts it.
+    grant = workspace / "sub"
+    grant.mkdir()
+    os.chown(grant, *OWNER)
+    mount = validate_mount(grant, read_only=False)
+    elsewhere = tmp_path / "secret-place"
+    elsewhere.mkdir()
+    (elsewhere / "secret.txt").write_text("not yours")
+    grant.rename(workspace / "moved")
+    grant.symlink_to(elsewhere)
+    before = {c.id for c in docker_client.containers.list(all=True)}
+    with pytest.raises(GrantRefused, match="not the folder that was checked"):
+        make_sandbox("docker", SandboxSpec(mounts=(mount,), user=OWNER))
+    assert {c.id for c in docker_client.containers.list(all=True)} <= before
+
+
+def test_identity_walk_refuses_a_path_that_became_a_symlink(
+    workspace: Path, tmp_path: Path
+) -> None:
+    (workspace / "real").mkdir()
+    (workspace / "link").symlink_to(tmp_path)
+    assert folder_identity(workspace / "real") == (
+        (workspace / "real").stat().st_dev,
+        (workspace / "real").stat().st_ino,
+    )
+    with pytest.raises(GrantRefused, match="changed while it was being checked"):
+        folder_identity(workspace / "link")
+
+
+def test_killing_pid_1_from_inside_does_not_end_the_sandbox(make_sandbox: MakeSandbox) -> None:
+    box = make_sandbox("docker")
+    for signal in ("TERM", "INT", "HUP", "KILL"):
+        box.exec(sh(f"kill -{signal} 1"))
+    assert box.exec(["echo", "still here"]).stdout == b"still here\n"

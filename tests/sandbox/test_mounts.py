@@ -156,3 +156,10 @@ def test_sandbox_user_refuses_root_owned_read_write_folder(tmp_path: Path) -> No
     with pytest.raises(GrantRefused, match=r"owned by root.*chown"):
         sandbox_user([Mount(tmp_path, read_only=False)])
     assert sandbox_user([]) == DEFAULT_USER
+
+
+def test_a_grant_the_sandbox_scratch_space_would_hide_is_refused(home: Path) -> None:
+    # /tmp inside the sandbox is its own tmpfs: a grant of /tmp would silently show nothing.
+    with pytest.raises(GrantRefused, match="scratch space /tmp"):
+        validate_mount("/tmp", home=Path("/nonexistent-home"))
+    assert validate_mount(home / "Projects", home=home)  # folders inside /tmp are fine
