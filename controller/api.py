@@ -1,6 +1,7 @@
 """The FastAPI application: `create_app(settings)`, its error handling, body limit and auth.
 
-Routes live in `controller.routes`. Every error leaves as `{"error": {"code", "message"}}`
+Routes live in `controller.routes`. Requests naming another site in Host are refused before
+routing (a DNS-rebinding defence). Every error leaves as `{"error": {"code", "message"}}`
 with its status; an unexpected exception is logged and answered with a 500 in the same shape,
 never with a stack trace.
 """
@@ -8,11 +9,13 @@ never with a stack trace.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 import anyio.to_thread
 from fastapi import FastAPI, Request
@@ -107,6 +110,79 @@ class BodyLimit:
             return {"type": "http.disconnect"}
 
         await error_json(status, code, message)(scope, no_body, send)
+
+
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+WILDCARD_HOSTS = ("0.0.0.0", "::", "")
+
+
+def allowed_host_names(settings: Settings) -> frozenset[str]:
+    """The names a request's Host may carry: loopback, the listen address, public_url's host."""
+    names = set(LOOPBACK_NAMES)
+    if settings.host not in WILDCARD_HOSTS:
+        names.add(settings.host.strip("[]").lower())
+    if settings.public_url:
+        public = urlsplit(settings.public_url).hostname
+        if public:
+            names.add(public.lower())
+    return frozenset(names)
+
+
+def host_name(header: bytes) -> str | None:
+    """The name in a Host header (lower case, no port or brackets), or None if malformed."""
+    try:
+        parts = urlsplit("//" + header.decode("ascii"))
+        _ = parts.port  # raises for a port that is not a number
+    except (UnicodeDecodeError, ValueError):
+        return None
+    if parts.path or parts.query or parts.fragment or "@" in parts.netloc:
+        return None
+    return parts.hostname
+
+
+class HostCheck:
+    """Refuse requests whose Host names another site, with 400: a DNS-rebinding defence.
+
+    A web page on a name the attacker controls can re-point that name at 127.0.0.1 and so
+    reach this port from the owner's browser, but its requests still carry the attacker's name
+    in Host. An IP address in Host cannot come from rebinding, so any is accepted; that keeps
+    a controller listening on 0.0.0.0 reachable by its LAN address.
+    """
+
+    def __init__(self, app: ASGIApp, allowed: frozenset[str], url: str) -> None:
+        self.app = app
+        self.allowed = allowed
+        self.url = url
+
+    def allows(self, header: bytes) -> bool:
+        name = host_name(header)
+        if name is None:
+            return False
+        if name in self.allowed:
+            return True
+        try:
+            ipaddress.ip_address(name)
+        except ValueError:
+            return False
+        return True
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        # No Host at all (HTTP/1.0) is not a browser, so not a rebinding.
+        header = dict(scope.get("headers") or []).get(b"host")
+        if header is None or self.allows(header):
+            await self.app(scope, receive, send)
+            return
+        shown = header.decode("ascii", "replace")[:100]
+        response = error_json(
+            400,
+            "bad_host",
+            f"the Host header {shown!r} names neither this controller nor a loopback address; "
+            f"connect to {self.url}, or set public_url to the address clients use",
+        )
+        await response(scope, receive, send)
 
 
 def flat_routes(routes: Iterable[BaseRoute]) -> Iterator[BaseRoute]:
@@ -211,6 +287,8 @@ def create_app(settings: Settings, *, controller: Controller | None = None) -> F
     )
     app.state.controller = service
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    # Added last, so it runs first: a request for another site is not even read.
+    app.add_middleware(HostCheck, allowed=allowed_host_names(settings), url=settings.url)
     install_error_handlers(app)
     app.include_router(routes.public)
     app.include_router(routes.private)

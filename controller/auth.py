@@ -3,19 +3,26 @@
 A token is 256 random bits shown once; only its SHA-256 is stored (a fast hash is enough for
 secrets this long). Pairing codes are short so a person can type them, so they are single use,
 expire in ten minutes, and wrong guesses are rate-limited per client and in total.
+
+Revocation is immediate: every revocation in this process bumps `Auth.generation`, which both
+keeps a check that raced with it from caching the revoked device and tells open event streams
+(through `DeviceWatch`) to look the device up again.
 """
 
 from __future__ import annotations
 
 import hashlib
 import secrets
+import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from controller.db import Database
 from controller.errors import Conflict, NotFound, RateLimited, Unauthorized
@@ -30,6 +37,12 @@ CODE_LENGTH = 8
 OWNER_DEVICE_NAME = "owner (this machine)"
 # Refreshing last_seen on every request would turn each read into a write.
 LAST_SEEN_RESOLUTION_S = 30.0
+# A database shared by several controllers can be revoked in from elsewhere; long-lived requests
+# look their device up again this often.
+SHARED_RECHECK_S = 5.0
+# Whose owner token a device is: rotating one controller's token must not log out the others
+# that share its database.
+OWNER_HOST = socket.gethostname()
 
 
 def hash_secret(secret: str) -> str:
@@ -100,8 +113,17 @@ class Auth:
         *,
         per_client: RateLimiter | None = None,
         overall: RateLimiter | None = None,
+        shared: bool | None = None,
+        owner_host: str = OWNER_HOST,
     ) -> None:
+        """Check tokens against `db`.
+
+        Args:
+            shared: whether other controllers use the database too (default: unless SQLite).
+            owner_host: whose owner tokens this controller rotates (default: this host's name).
+        """
         self.db = db
+        self.owner_host = owner_host
         self.per_client = per_client or RateLimiter(limit=5, window_s=60.0)
         self.overall = overall or RateLimiter(limit=30, window_s=60.0)
         self._seen: dict[int, float] = {}
@@ -109,7 +131,41 @@ class Auth:
         # belongs to this one process: a revocation happens here and clears it. A database
         # shared by several controllers is asked on every request.
         self._known: dict[str, Device] = {}
-        self._cache = db.is_sqlite
+        self._cache = db.is_sqlite if shared is None else not shared
+        # Guards `_known` against `generation`: a check may only cache what it read if no
+        # revocation committed since it started reading.
+        self._lock = threading.Lock()
+        self.generation = 0
+        self._revoke_hooks: list[Callable[[], None]] = []
+
+    @property
+    def shared(self) -> bool:
+        """Whether other controllers may revoke devices in this database behind our back."""
+        return not self._cache
+
+    def on_revoke(self, hook: Callable[[], None]) -> None:
+        """Call `hook()` (from any thread) after a revocation commits."""
+        self._revoke_hooks.append(hook)
+
+    def _revoked(self) -> None:
+        """After a revocation commits: drop the cached devices and tell long-lived requests."""
+        with self._lock:
+            self.generation += 1
+            self._known.clear()
+        for hook in self._revoke_hooks:
+            hook()
+
+    def is_revoked(self, device_id: int) -> bool:
+        """Whether the device is revoked (or gone), read from the database."""
+        with self.db.read() as session:
+            row = session.execute(
+                select(Device.revoked_at).where(Device.id == device_id)
+            ).one_or_none()
+        return row is None or row.revoked_at is not None
+
+    def watch(self, device_id: int) -> DeviceWatch:
+        """A watch that tells a long-lived request when `device_id` loses access."""
+        return DeviceWatch(self, device_id)
 
     def cached(self, token: str | None) -> Device | None:
         """The device for `token` without touching the database, when that is safe."""
@@ -131,6 +187,8 @@ class Auth:
                 "this route needs a token: send `Authorization: Bearer TOKEN` "
                 "(pair a device with `dispatch pair`)"
             )
+        # Taken before reading: a revocation that commits after this may not be cached over.
+        generation = self.generation
         with self.db.read() as session:
             device = session.scalars(
                 select(Device).where(Device.token_hash == hash_secret(token))
@@ -147,7 +205,9 @@ class Auth:
                     update(Device).where(Device.id == device.id).values(last_seen_at=now)
                 )
         if self._cache:
-            self._known[device.token_hash] = device
+            with self._lock:
+                if self.generation == generation:
+                    self._known[device.token_hash] = device
         return device
 
     def issue_pairing_code(self, now: float | None = None) -> IssuedCode:
@@ -230,38 +290,81 @@ class Auth:
                 )
             if device.revoked_at is None:
                 device.revoked_at = now
-        self._known.clear()
+        self._revoked()
         return device
 
     def ensure_owner_token(self, data_dir: Path) -> str:
-        """Return the local CLI's token, creating (or replacing a revoked) one in `data_dir`."""
+        """Return the local CLI's token, creating (or replacing a revoked) one in `data_dir`.
+
+        A token that is new to the database (the file was deleted, or replaced by hand) makes
+        this controller's previous owner tokens stop working, in the same transaction: deleting
+        the file is how the owner token is rotated.
+        """
         path = data_dir / OWNER_TOKEN_FILE
         token = read_owner_token(data_dir)
         with self.db.write() as session:
+            device = None
             if token is not None:
                 device = session.scalars(
                     select(Device).where(Device.token_hash == hash_secret(token))
                 ).one_or_none()
                 if device is not None and device.revoked_at is None:
+                    # Adopt it, so that a later rotation on this host finds it.
+                    device.owner_host = self.owner_host
                     return token
-                if device is None:
-                    session.add(
-                        Device(
-                            name=OWNER_DEVICE_NAME,
-                            token_hash=hash_secret(token),
-                            is_owner=True,
-                            created_at=time.time(),
-                        )
-                    )
-                    return token
-            token = new_token()
+            # No file, or its token was revoked: mint one. A token the database has never seen
+            # (the file was replaced by hand) is taken as the new owner token.
+            if token is None or device is not None:
+                token = new_token()
+                write_private(path, token + "\n")
+            retired = self._retire_owners(session)
             session.add(
                 Device(
                     name=OWNER_DEVICE_NAME,
                     token_hash=hash_secret(token),
                     is_owner=True,
+                    owner_host=self.owner_host,
                     created_at=time.time(),
                 )
             )
-            write_private(path, token + "\n")
+        if retired:
+            self._revoked()
         return token
+
+    def _retire_owners(self, session: Session) -> int:
+        """Revoke the owner tokens a new one replaces; returns how many."""
+        query = update(Device).where(Device.is_owner.is_(True), Device.revoked_at.is_(None))
+        if self.shared:
+            # Other controllers' owners are theirs; ones from before hosts were recorded
+            # cannot be told apart, and a controller re-adopts its own at every start.
+            query = query.where(
+                (Device.owner_host == self.owner_host) | Device.owner_host.is_(None)
+            )
+        result = session.execute(query.values(revoked_at=time.time()))
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+class DeviceWatch:
+    """Tells a long-lived request (an event stream) that its device was revoked.
+
+    `due()` is cheap and says when to ask `revoked()`, which reads the database: at the first
+    check, after any revocation in this process, and, on a shared database, every few seconds.
+    """
+
+    def __init__(self, auth: Auth, device_id: int) -> None:
+        self.auth = auth
+        self.device_id = device_id
+        self._generation: int | None = None
+        self._checked_at = 0.0
+
+    def due(self) -> bool:
+        if self._generation != self.auth.generation:
+            return True
+        return self.auth.shared and time.monotonic() - self._checked_at > SHARED_RECHECK_S
+
+    def revoked(self) -> bool:
+        # The generation is noted before reading, so a revocation committing meanwhile makes
+        # the next `due()` true.
+        self._generation = self.auth.generation
+        self._checked_at = time.monotonic()
+        return self.auth.is_revoked(self.device_id)

@@ -2,7 +2,8 @@
 
 The server and token come from --server/--token, then DISPATCH_SERVER/DISPATCH_TOKEN, then the
 local controller (its URL and owner token in the data directory), so on the controller's own
-machine no pairing is needed. Exit codes are in controller/exit_codes.py and the README.
+machine no pairing is needed. The owner token only ever goes to that local controller; a server
+named explicitly needs --token. Exit codes are in controller/exit_codes.py and the README.
 """
 
 from __future__ import annotations
@@ -58,7 +59,8 @@ def connection_options(func: F) -> F:
     func = click.option(
         "--token",
         metavar="TOKEN",
-        help="Device token [env DISPATCH_TOKEN; default: this machine's owner token].",
+        help="Device token [env DISPATCH_TOKEN; default: this machine's owner token, for the "
+        "local controller only].",
     )(func)
     func = click.option(
         "--server",

@@ -1,6 +1,6 @@
 """A small HTTP client for the controller's API, used by the CLI, the tests and the benchmark.
 
-client = Client.local()            # this machine: owner token from the data directory
+client = Client.connect()          # this machine: owner token from the data directory
 task = client.submit(["make", "test"], thread="ci", folders=[("~/app", "rw")])
 for event in client.events(task_id=task["id"]):
     ...
@@ -20,6 +20,7 @@ import httpx
 from controller.local import local_data_dir, local_server_url, read_owner_token
 
 RECONNECT_S = 1.0
+DEFAULT_SERVER = "http://127.0.0.1:8420"
 
 
 class ClientError(Exception):
@@ -55,13 +56,28 @@ class Client:
         token: str | None = None,
         environ: Mapping[str, str] = os.environ,
     ) -> Client:
-        """From flags, then DISPATCH_SERVER/DISPATCH_TOKEN, then the local controller's files."""
-        server = server or environ.get("DISPATCH_SERVER") or None
+        """From flags, then DISPATCH_SERVER/DISPATCH_TOKEN, then the local controller's files.
+
+        The owner token in the data directory is only sent to the local controller: to the URL
+        it recorded in `controller.json`, or to the default URL when none is recorded. A server
+        named with --server or DISPATCH_SERVER gets no token it was not given.
+
+        Raises:
+            ClientError: `no_token` when no token may be sent.
+        """
+        named = server or environ.get("DISPATCH_SERVER") or None
         token = token or environ.get("DISPATCH_TOKEN") or None
         data_dir = local_data_dir(environ)
-        if server is None:
-            server = local_server_url(data_dir) or "http://127.0.0.1:8420"
+        local = local_server_url(data_dir) or DEFAULT_SERVER
+        server = named or local
         if token is None:
+            if named is not None and named.rstrip("/") != local.rstrip("/"):
+                raise ClientError(
+                    f"no token for {named}: this machine's owner token is only sent to the local "
+                    f"controller ({local}); pass --token (or DISPATCH_TOKEN) with a device "
+                    "token from `dispatch pair`",
+                    code="no_token",
+                )
             token = read_owner_token(data_dir)
             if token is None:
                 raise ClientError(

@@ -7,6 +7,8 @@ SQLite writes are serialised (see `controller.db`); on PostgreSQL an advisory lo
 end of the transaction serialises the writers that append events. An in-process signal wakes
 waiting streams as soon as a transaction with events commits; streams also re-read the table
 every second, which covers events written by another controller sharing the database.
+
+A stream is for one device and ends once that device is revoked, before it sends anything more.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Protocol
 
 import anyio.to_thread
 from sqlalchemy import func, insert, select, text
@@ -31,6 +33,18 @@ KEEPALIVE_S = 15.0
 RETRY_MS = 2000
 EVENTS_LOCK_KEY = 8420_0001
 INSERT_EVENT = insert(Event)
+
+
+class Holder(Protocol):
+    """Who a stream is for (`controller.auth.DeviceWatch`); it ends once they are revoked."""
+
+    def due(self) -> bool:
+        """Cheap: whether `revoked` should be asked now."""
+        ...
+
+    def revoked(self) -> bool:
+        """Whether access was withdrawn; may block on the database."""
+        ...
 
 
 class EventLog:
@@ -117,12 +131,22 @@ class EventLog:
         with self.db.read() as session:
             return session.scalar(select(func.max(Event.id))) or 0
 
-    async def stream(self, last_id: int, task_id: int | None = None) -> AsyncIterator[str]:
-        """Yield SSE frames for events after `last_id`, forever (until the server stops)."""
+    async def stream(
+        self, last_id: int, task_id: int | None = None, *, holder: Holder | None = None
+    ) -> AsyncIterator[str]:
+        """Yield SSE frames for events after `last_id`, until the server stops or `holder` is
+        revoked."""
         yield f"retry: {RETRY_MS}\n\n"
         quiet_since = time.monotonic()
         while not self.closed:
             changed = self._changed
+            # Checked before every read, so nothing committed after a revocation reaches it.
+            if (
+                holder is not None
+                and holder.due()
+                and await anyio.to_thread.run_sync(holder.revoked)
+            ):
+                return
             rows = await anyio.to_thread.run_sync(self.after, last_id, task_id)
             for row in rows:
                 last_id = row.id

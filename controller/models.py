@@ -55,6 +55,8 @@ class Device(Base):
     name: Mapped[str] = mapped_column(String(100))
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     is_owner: Mapped[bool] = mapped_column(default=False)
+    # Hostname of the controller an owner token belongs to: rotating it revokes only its own.
+    owner_host: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[float]
     last_seen_at: Mapped[float | None]
     revoked_at: Mapped[float | None]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+import re
 import time
 from collections.abc import AsyncIterator
 from importlib import metadata
@@ -124,7 +126,8 @@ DeviceId = Annotated[int, PathParam(ge=1, le=MAX_ID)]
 SSE_RESPONSE: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "Server-Sent Events: `task.state`, `task.output`, `thread.created`, "
-        "`thread.message`; each `data` is a JSON event. Resume with `Last-Event-ID`.",
+        "`thread.message`; each `data` is a JSON event. Resume with `Last-Event-ID`. The "
+        "stream ends when the device's token is revoked.",
         "content": {"text/event-stream": {"schema": {"type": "string"}}},
     }
 }
@@ -212,12 +215,23 @@ def pair(body: PairRequest, request: Request, c: Ctl) -> PairResponse:
 
 # The page a phone opens from the QR code: a form that posts the code and keeps the token.
 PAIR_PAGE = (Path(__file__).parent / "static" / "pair.html").read_text(encoding="utf-8")
+# What a pairing code can look like as typed or linked (see `auth.normalise_code`); anything
+# else in `?code=` is left out of the page rather than echoed into it.
+CODE_PREFILL = re.compile(r"[A-Za-z0-9 -]{1,32}")
+PairCode = Annotated[
+    str | None, Query(max_length=32, description="The code to prefill, from the QR code's URL.")
+]
 
 
 @public.get("/pair", include_in_schema=False)
-def pair_page() -> HTMLResponse:
-    """The page a phone opens from the QR code; needs no token."""
-    return HTMLResponse(PAIR_PAGE)
+def pair_page(code: PairCode = None) -> HTMLResponse:
+    """The page a phone opens from the QR code (`/pair?code=XXXX-XXXX`); needs no token."""
+    prefill = code if code is not None and CODE_PREFILL.fullmatch(code) else ""
+    return HTMLResponse(
+        PAIR_PAGE.replace("__PAIRING_CODE__", html.escape(prefill, quote=True)),
+        # The page holds a pairing code: keep it out of caches, and other sites out of frames.
+        headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY"},
+    )
 
 
 @private.post("/api/v1/pairing-codes", tags=["devices"], status_code=201)
@@ -369,10 +383,10 @@ def retry_task(task_id: TaskId, c: Ctl, device: Authed) -> TaskOut:
 
 
 def _resume_point(last_event_id: str | None, after: int | None, default: int) -> int:
-    if after is not None:
-        return after
+    # Last-Event-ID wins: an EventSource reconnects to its original URL (with its `after`)
+    # and says in this header how far it got, so `after` first would replay events.
     if last_event_id is None or last_event_id == "":
-        return default
+        return default if after is None else after
     if not last_event_id.isdigit() or len(last_event_id) > 18:
         raise BadRequest(
             f"Last-Event-ID {last_event_id[:40]!r} is not an event id; send the id of the last "
@@ -399,7 +413,12 @@ def _sse(c: Controller, frames: AsyncIterator[str]) -> StreamingResponse:
 
 LastEventId = Annotated[str | None, Header(alias="Last-Event-ID", max_length=40)]
 After = Annotated[
-    int | None, Query(ge=0, le=MAX_ID, description="Replay events after this id (0: all).")
+    int | None,
+    Query(
+        ge=0,
+        le=MAX_ID,
+        description="Replay events after this id (0: all); a `Last-Event-ID` header wins.",
+    ),
 ]
 
 
@@ -410,12 +429,12 @@ After = Annotated[
     responses={**SSE_RESPONSE, **json_errors(400, 401, 422)},
 )
 async def all_events(
-    c: Ctl, last_event_id: LastEventId = None, after: After = None
+    c: Ctl, device: Authed, last_event_id: LastEventId = None, after: After = None
 ) -> StreamingResponse:
-    """Every event from now on (or after `Last-Event-ID` / `after`), as Server-Sent Events."""
+    """Every event from now on (or after `Last-Event-ID`, else `after`), as Server-Sent Events."""
     newest = await anyio.to_thread.run_sync(c.events.last_id)
     start = _resume_point(last_event_id, after, default=newest)
-    return _sse(c, c.events.stream(start))
+    return _sse(c, c.events.stream(start, holder=c.auth.watch(device.id)))
 
 
 @private.get(
@@ -425,9 +444,13 @@ async def all_events(
     responses={**SSE_RESPONSE, **json_errors(400, 401, 404, 422)},
 )
 async def task_events(
-    task_id: TaskId, c: Ctl, last_event_id: LastEventId = None, after: After = None
+    task_id: TaskId,
+    c: Ctl,
+    device: Authed,
+    last_event_id: LastEventId = None,
+    after: After = None,
 ) -> StreamingResponse:
-    """One task's events from its start (or after `Last-Event-ID`), as Server-Sent Events."""
+    """One task's events from its start (or after `Last-Event-ID`, else `after`), as SSE."""
     await anyio.to_thread.run_sync(c.tasks.get, task_id)  # 404 for an unknown task
     start = _resume_point(last_event_id, after, default=0)
-    return _sse(c, c.events.stream(start, task_id=task_id))
+    return _sse(c, c.events.stream(start, task_id=task_id, holder=c.auth.watch(device.id)))

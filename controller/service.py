@@ -7,13 +7,18 @@ start claiming queued work.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import stat
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import sandbox
 from controller.auth import Auth
 from controller.db import Database
+from controller.errors import ConfigError
 from controller.events import EventLog
 from controller.settings import Settings
 from controller.tasks import TaskStore
@@ -21,6 +26,9 @@ from controller.threads import ThreadStore
 from controller.worker import Runner, SandboxFactory
 
 log = logging.getLogger(__name__)
+
+# The files SQLite keeps next to the database.
+SQLITE_SIDES = ("-wal", "-shm", "-journal")
 
 
 @dataclass
@@ -33,6 +41,37 @@ class Counters:
     sse_clients: int = 0
 
 
+def make_private(data_dir: Path, database: Path | None) -> None:
+    """Make the data directory (0700) and the SQLite files (0600) this user's alone.
+
+    `mkdir(mode=...)` leaves an existing folder as it was, and SQLite creates its file with the
+    umask's mode (and its -wal/-shm files with the database file's), so both are set here.
+
+    Raises:
+        ConfigError: the modes cannot be set (the folder or file belongs to someone else).
+    """
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if stat.S_IMODE(data_dir.stat().st_mode) != 0o700:
+            data_dir.chmod(0o700)
+        # A missing folder is left for the database to report, with the setting to fix.
+        if database is None or not database.parent.is_dir():
+            return
+        os.close(os.open(database, os.O_WRONLY | os.O_CREAT, 0o600))
+        for path in (
+            database,
+            *(database.with_name(database.name + side) for side in SQLITE_SIDES),
+        ):
+            with contextlib.suppress(FileNotFoundError):
+                if stat.S_IMODE(path.stat().st_mode) != 0o600:
+                    path.chmod(0o600)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot make {exc.filename or data_dir} private to this user ({exc.strerror}); "
+            "choose a data directory (--data-dir) and database_url that you own"
+        ) from None
+
+
 class Controller:
     """Everything behind the HTTP API; `start()` before use, `stop()` at the end."""
 
@@ -41,6 +80,8 @@ class Controller:
         self.db = Database(settings.effective_database_url)
         self.events = EventLog(self.db)
         self.auth = Auth(self.db)
+        # Open event streams re-check their device as soon as one is revoked.
+        self.auth.on_revoke(self.events.notify)
         self.threads = ThreadStore(self.db, self.events)
         self.tasks = TaskStore(self.db, self.events, self.threads)
         self.runner = Runner(settings, self.tasks, factory)
@@ -57,7 +98,7 @@ class Controller:
         """
         if self.started:
             return
-        self.settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        make_private(self.settings.data_dir, self.settings.sqlite_path)
         self.db.migrate()
         self.owner_token = self.auth.ensure_owner_token(self.settings.data_dir)
         interrupted = self.tasks.recover()

@@ -21,6 +21,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
 import sandbox
 from controller.errors import ConfigError
 from controller.paths import default_config_dir, default_data_dir
@@ -79,9 +82,33 @@ class Settings:
         return f"http://{host}:{self.port}"
 
     @property
+    def sqlite_path(self) -> Path | None:
+        """The SQLite database file, or None for PostgreSQL or an in-memory database."""
+        url = make_url(self.effective_database_url)
+        if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+            return None
+        return Path(os.path.abspath(Path(url.database).expanduser()))
+
+    @property
+    def protected(self) -> dict[Path, str]:
+        """Dispatch's own state, never mountable into a sandbox: folder -> what it holds.
+
+        The folders of the config file in use and of the SQLite database count wherever they
+        are: a task that could write either could grant itself any folder.
+        """
+        found = {
+            self.data_dir: "Dispatch's data directory",
+            self.config_dir: "Dispatch's default config directory",
+        }
+        if self.config_file is not None:
+            found.setdefault(self.config_file.parent, f"the config file {self.config_file}")
+        if self.sqlite_path is not None:
+            found.setdefault(self.sqlite_path.parent, f"the database {self.sqlite_path}")
+        return found
+
+    @property
     def protected_paths(self) -> tuple[Path, ...]:
-        """Dispatch's own state: never mountable into a sandbox."""
-        return (self.data_dir, self.config_dir)
+        return tuple(self.protected)
 
 
 # Settings a person may set, with how to parse a text value (from env or a flag).
@@ -159,7 +186,7 @@ def load_settings(
     values["data_dir"] = Path(os.path.abspath(data_dir))
     settings = Settings(
         config_dir=config_dir,
-        config_file=file_path if file_path.exists() else None,
+        config_file=Path(os.path.abspath(file_path)) if file_path.exists() else None,
         **values,
     )
     _validate(settings, raw)
@@ -229,6 +256,10 @@ def _validate(settings: Settings, raw: Mapping[str, tuple[Any, str]]) -> None:
         raise ConfigError(f"{where('sandbox_image')} is empty; use {sandbox.DEFAULT_IMAGE}")
     if settings.database_url is not None:
         scheme = urlsplit(settings.database_url).scheme.split("+")[0]
+        try:
+            make_url(settings.database_url)
+        except ArgumentError:
+            scheme = ""
         if scheme not in ("sqlite", "postgresql", "postgres"):
             raise ConfigError(
                 f"{where('database_url')} = {settings.database_url!r} is not supported; use "
@@ -286,6 +317,20 @@ def _folders(entries: Any, file_path: Path, settings: Settings) -> tuple[FolderG
                 entry["path"], read_only=mode == "ro", protected=settings.protected_paths
             )
         except sandbox.GrantRefused as exc:
-            raise ConfigError(f"{name}: {exc}") from None
+            raise ConfigError(f"{name}: {exc}{_state_hint(entry['path'], settings)}") from None
         grants.append(FolderGrant(path=mount.host, mode=mode))
     return tuple(grants)
+
+
+def _state_hint(path: str, settings: Settings) -> str:
+    """Why a grant touching Dispatch's own state is refused (mounts.py only says that it is)."""
+    named = Path(os.path.normpath(Path(path).expanduser().absolute()))
+    for place, holds in settings.protected.items():
+        for form in (named, named.resolve()):
+            for known in (place.absolute(), place.resolve()):
+                if form == known or known in form.parents or form in known.parents:
+                    return (
+                        f" ({known} holds {holds}; a task able to write there could change its "
+                        "own grants, so keep it out of every granted folder)"
+                    )
+    return ""

@@ -29,6 +29,9 @@ from sandbox import SandboxSpec, Stream
 from sandbox.fake import FakeSandbox, default_handler
 
 TERMINAL = ("succeeded", "failed", "cancelled", "interrupted")
+# TestClient's default Host, "testserver", is refused like any other name that is not this
+# controller's.
+LOCAL_BASE_URL = "http://127.0.0.1"
 
 
 def wait_until(
@@ -84,7 +87,9 @@ def workspace() -> Iterator[Path]:
 
 
 def write_config(workspace: Path, extra: str = "") -> Path:
-    config = workspace / "config.toml"
+    # In a folder of its own: the config file's folder may be inside no grant.
+    config = workspace / "conf" / "config.toml"
+    config.parent.mkdir(exist_ok=True)
     config.write_text(
         f'[[folders]]\npath = "{workspace / "projects"}"\nmode = "rw"\n\n'
         f'[[folders]]\npath = "{workspace / "readonly"}"\nmode = "ro"\n' + extra
@@ -164,7 +169,9 @@ def make_api(make_settings: Callable[..., Settings]) -> Iterator[Callable[..., A
             else:
                 controller = Controller(settings, factory=factory)
             app = create_app(controller.settings, controller=controller)
-            client = stack.enter_context(TestClient(app, raise_server_exceptions=False))
+            client = stack.enter_context(
+                TestClient(app, base_url=LOCAL_BASE_URL, raise_server_exceptions=False)
+            )
             return Api(app, client, controller, factory)
 
         yield make

@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 import hashlib
+import html
 import re
 import stat
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
 
 import pytest
-from conftest import Api
+from conftest import LOCAL_BASE_URL, Api, FakeFactory
 from fastapi.routing import APIRoute
+from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session
 from starlette.routing import BaseRoute, Route
+
+from controller.api import create_app
+from controller.auth import Auth
+from controller.db import Database
+from controller.errors import Unauthorized
+from controller.service import Controller
+from controller.settings import Settings
 
 PUBLIC = {("GET", "/healthz"), ("POST", "/api/v1/pair"), ("GET", "/pair")}
 
@@ -146,3 +158,101 @@ def test_devices_show_last_seen(api: Api) -> None:
     api.get("/api/v1/tasks")
     owner = api.get("/api/v1/devices").json()[0]
     assert owner["last_seen_at"] is not None and owner["created_at"]
+
+
+def test_the_pairing_url_opens_the_pair_page_with_the_code_filled_in(api: Api) -> None:
+    issued = api.post("/api/v1/pairing-codes").json()
+    response = api.client.get(issued["url"])  # exactly what the QR code holds
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/html")
+    assert f'value="{issued["code"]}"' in response.text
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+def test_the_pair_page_does_not_echo_anything_but_a_code(api: Api) -> None:
+    hostile = '"><script>alert(1)</script>'
+    response = api.client.get("/pair", params={"code": hostile})
+    assert response.status_code == 200
+    assert "<script>alert" not in response.text and html.escape(hostile) not in response.text
+    assert 'value=""' in response.text
+    assert api.client.get("/pair", params={"cod": "x"}).status_code == 422  # still strict
+
+
+def started(settings: Settings) -> TestClient:
+    controller = Controller(settings, factory=FakeFactory())
+    app = create_app(settings, controller=controller)
+    return TestClient(app, base_url=LOCAL_BASE_URL, raise_server_exceptions=False)
+
+
+def status_with(client: TestClient, token: str) -> int:
+    return client.get("/api/v1/tasks", headers={"Authorization": f"Bearer {token}"}).status_code
+
+
+def test_deleting_the_owner_token_file_rotates_it(make_settings: Callable[..., Settings]) -> None:
+    settings = make_settings()
+    token_file = settings.data_dir / "owner-token"
+    with started(settings) as client:
+        token_a = token_file.read_text().strip()
+        assert status_with(client, token_a) == 200
+    token_file.unlink()
+    with started(settings) as client:
+        token_b = token_file.read_text().strip()
+        assert token_b != token_a
+        assert status_with(client, token_a) == 401
+        assert status_with(client, token_b) == 200
+    # Replacing the file by hand rotates it too; a restart that keeps the file keeps the token.
+    token_c = "c" * 43
+    token_file.write_text(token_c + "\n")
+    for _restart in range(2):
+        with started(settings) as client:
+            assert status_with(client, token_b) == 401
+            assert status_with(client, token_c) == 200
+            devices = client.get("/api/v1/devices", headers={"Authorization": f"Bearer {token_c}"})
+    owners = [d for d in devices.json() if d["is_owner"]]
+    assert [d["revoked_at"] is not None for d in owners] == [True, True, False]
+
+
+def test_rotation_on_a_shared_database_leaves_other_controllers_owner_tokens(
+    tmp_path: Path,
+) -> None:
+    db = Database(f"sqlite:///{tmp_path / 'shared.db'}")
+    db.migrate()
+    laptop, server = tmp_path / "laptop", tmp_path / "server"
+    laptop_auth = Auth(db, shared=True, owner_host="laptop")
+    server_auth = Auth(db, shared=True, owner_host="server")
+    old_laptop = laptop_auth.ensure_owner_token(laptop)
+    server_token = server_auth.ensure_owner_token(server)
+    (laptop / "owner-token").unlink()
+    new_laptop = laptop_auth.ensure_owner_token(laptop)
+    with pytest.raises(Unauthorized):
+        laptop_auth.authenticate(old_laptop)
+    assert laptop_auth.authenticate(new_laptop).is_owner
+    assert server_auth.authenticate(server_token).is_owner
+    db.dispose()
+
+
+def test_a_check_racing_a_revocation_never_caches_the_revoked_device(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    auth = api.controller.auth
+    device, token = auth.pair(auth.issue_pairing_code().code, "tablet", "10.0.0.7")
+    real_read = auth.db.read
+    revoked: list[int] = []
+
+    @contextmanager
+    def read_then_revoke() -> Iterator[Session]:
+        # The check has read the device (still valid); the revocation commits before it goes on.
+        with real_read() as session:
+            yield session
+        if not revoked:
+            revoked.append(device.id)
+            auth.revoke(device.id)
+
+    reader: Callable[[], AbstractContextManager[Session]] = read_then_revoke
+    monkeypatch.setattr(auth.db, "read", reader)
+    assert auth.authenticate(token).id == device.id  # it started before the revocation
+    monkeypatch.undo()
+    assert revoked == [device.id]
+    assert auth.cached(token) is None
+    headers = {"Authorization": f"Bearer {token}"}
+    assert api.client.get("/api/v1/tasks", headers=headers).status_code == 401

@@ -93,3 +93,28 @@ def test_an_internal_error_is_a_json_500_without_a_stack_trace(
     found = error(response)
     assert found["code"] == "internal"
     assert "secret" not in response.text and "Traceback" not in response.text
+
+
+@pytest.mark.parametrize(
+    "host", ["evil.example", "evil.example:8420", "127.0.0.1.evil.example", "localhost@evil", "a b"]
+)
+def test_a_host_header_naming_another_site_is_a_400(api: Api, host: str) -> None:
+    # What a page on a DNS-rebinding name sends once its name points at 127.0.0.1.
+    response = api.get("/api/v1/tasks", headers={"Host": host})
+    assert response.status_code == 400
+    found = error(response)
+    assert found["code"] == "bad_host" and "public_url" in found["message"]
+    assert api.client.get("/pair", headers={"Host": host}).status_code == 400
+
+
+@pytest.mark.parametrize(
+    "host", ["127.0.0.1:8420", "localhost", "LOCALHOST:8420", "[::1]:8420", "192.168.1.20:8420"]
+)
+def test_loopback_names_and_ip_addresses_are_accepted_as_host(api: Api, host: str) -> None:
+    assert api.get("/api/v1/tasks", headers={"Host": host}).status_code == 200
+
+
+def test_the_public_url_host_is_accepted(make_api: Callable[..., Api]) -> None:
+    api = make_api(public_url="https://dispatch.example.org")
+    assert api.get("/api/v1/tasks", headers={"Host": "dispatch.example.org"}).status_code == 200
+    assert api.get("/api/v1/tasks", headers={"Host": "other.example.org"}).status_code == 400

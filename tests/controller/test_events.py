@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import httpx
 from conftest import TERMINAL, LiveServer, wait_until
 
-from controller.client import Client, Event
+from controller.client import Client, Event, parse_sse
 
 
 def take(events: Iterator[Event], count: int) -> list[Event]:
@@ -88,3 +88,51 @@ def test_a_bad_last_event_id_is_a_400_and_an_unknown_task_a_404(live_server: Liv
         assert response.status_code == 400
         assert "Last-Event-ID" in response.json()["error"]["message"]
         assert http.get("/api/v1/tasks/999/events").status_code == 404
+
+
+def test_last_event_id_wins_over_after_so_a_reconnect_does_not_replay(
+    live_server: LiveServer,
+) -> None:
+    with Client(live_server.url, live_server.token) as client:
+        task = client.submit(["echo", "hi"])
+        wait_until(lambda: client.task(task["id"])["status"] in TERMINAL, 10, "the task")
+    ids = [e.id for e in live_server.controller.events.after(0, task_id=task["id"])]
+    assert len(ids) >= 4  # queued, running, output, succeeded
+    # An EventSource opened on ...?after=0 reconnects to that same URL, saying how far it got.
+    headers = {**live_server.headers, "Last-Event-ID": str(ids[1])}
+    for path in (f"/api/v1/tasks/{task['id']}/events", "/api/v1/events"):
+        with httpx.stream(
+            "GET", f"{live_server.url}{path}?after=0", headers=headers, timeout=10
+        ) as response:
+            assert response.status_code == 200
+            resumed = take(parse_sse(response.iter_lines()), len(ids) - 2)
+        assert [e.id for e in resumed] == ids[2:], path
+
+
+def test_a_revoked_devices_open_stream_ends_and_gets_no_more_events(
+    live_server: LiveServer,
+) -> None:
+    auth = live_server.controller.auth
+    device, token = auth.pair(auth.issue_pairing_code().code, "tablet", "10.0.0.8")
+    lines: list[str] = []
+    ended = threading.Event()
+
+    def read() -> None:
+        with httpx.stream(
+            "GET",
+            f"{live_server.url}/api/v1/events",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=httpx.Timeout(10, read=60),
+        ) as response:
+            lines.extend(response.iter_lines())
+        ended.set()
+
+    # A daemon: without the fix it would read until the server stops.
+    threading.Thread(target=read, daemon=True).start()
+    wait_until(lambda: live_server.controller.counters.sse_clients == 1, 10, "the stream")
+    with Client(live_server.url, live_server.token) as owner:
+        owner.revoke(device.id)
+        owner.submit(["true"])  # an event the revoked device must not see
+    wait_until(ended.is_set, 10, "the revoked device's stream to end")
+    assert not [line for line in lines if line.startswith(("id:", "data:"))], lines
+    wait_until(lambda: live_server.controller.counters.sse_clients == 0, 10, "no open stream")

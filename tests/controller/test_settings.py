@@ -5,11 +5,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
-from controller.errors import ConfigError
+from controller.cli import main
+from controller.errors import ConfigError, FolderNotGranted
+from controller.folders import check_folder
 from controller.settings import FolderGrant, Settings, load_settings
 
 REPO = Path(__file__).parents[2]
@@ -83,7 +87,8 @@ def test_config_file_mistakes_are_reported_with_the_file(tmp_path: Path) -> None
 def test_folder_grants_are_read_and_checked(tmp_path: Path) -> None:
     project = tmp_path / "p"
     project.mkdir()
-    config = tmp_path / "c.toml"
+    config = tmp_path / "conf" / "c.toml"
+    config.parent.mkdir()
     config.write_text(
         f'[[folders]]\npath = "{project}"\nmode = "rw"\n[[folders]]\npath = "{project}"\n'
     )
@@ -125,3 +130,39 @@ def test_serve_stops_at_start_up_naming_the_setting(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "max_concurrent_tasks (from DISPATCH_MAX_CONCURRENT_TASKS)" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_folders_of_the_config_file_and_database_are_never_granted(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    conf, db_dir = work / "conf", work / "db"
+    conf.mkdir(parents=True)
+    db_dir.mkdir()
+    config = conf / "dispatch.toml"
+    database = f'database_url = "sqlite:///{db_dir / "dispatch.db"}"\n'
+    for granted, holds in [(conf, "config file"), (work, "config file"), (db_dir, "database")]:
+        config.write_text(f'{database}[[folders]]\npath = "{granted}"\nmode = "rw"\n')
+        with pytest.raises(ConfigError) as caught:
+            load_settings({}, env(tmp_path), config=config)
+        assert f"'{granted}'" in str(caught.value) and holds in str(caught.value)
+    # `dispatch serve --config` stops at start-up, naming the folder.
+    config.write_text(f'[[folders]]\npath = "{conf}"\nmode = "rw"\n')
+    result = CliRunner().invoke(main, ["serve", "--config", str(config)], env=env(tmp_path))
+    assert result.exit_code == 2
+    assert str(conf) in result.stderr and "config file" in result.stderr
+
+
+def test_a_task_naming_the_config_or_database_folder_is_refused(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    conf, db_dir = work / "conf", work / "db"
+    conf.mkdir(parents=True)
+    db_dir.mkdir()
+    config = conf / "dispatch.toml"
+    config.write_text(f'database_url = "sqlite:///{db_dir / "dispatch.db"}"\n')
+    settings = load_settings({"sandbox_backend": "fake"}, env(tmp_path), config=config)
+    # Even under a grant wide enough to hold them (start-up refuses that; this is the backstop).
+    settings = replace(settings, folders=(FolderGrant(work, "rw"),))
+    for folder in (conf, db_dir):
+        with pytest.raises(FolderNotGranted, match=str(folder)):
+            check_folder(str(folder), "ro", settings)
+    (work / "project").mkdir()
+    assert check_folder(str(work / "project"), "rw", settings).host == work / "project"
