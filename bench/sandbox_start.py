@@ -3,6 +3,7 @@
 Prints, over N runs of each (interleaved, in one process), the median and p95 of:
   baseline  `docker run --rm --network none IMAGE true`
   api       our Python API: start + exec(["true"]) + stop
+  api+mount the same with one read-only folder granted (adds the mount identity check)
   cli       `dispatch sandbox run -- true`, end to end (a new Python process each time)
 and each one's ratio to the baseline. Usage: python bench/sandbox_start.py [--runs 20]
 """
@@ -14,12 +15,15 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from sandbox import SandboxSpec, create
 from sandbox.base import DEFAULT_IMAGE
 from sandbox.docker import connect
+from sandbox.mounts import validate_mount
 
 
 def timed(action: Callable[[], None]) -> float:
@@ -68,7 +72,15 @@ def main() -> None:
             check=True,
         )
 
-    cases = {"baseline": baseline, "api": api, "cli": cli}
+    folder = Path(tempfile.mkdtemp(prefix="dispatch-bench-"))
+    mount = validate_mount(folder)
+
+    def api_mount() -> None:
+        spec = SandboxSpec(image=args.image, mounts=(mount,))
+        with create("docker", spec, client=client) as box:
+            assert box.exec(["true"]).ok
+
+    cases = {"baseline": baseline, "api": api, "api+mount": api_mount, "cli": cli}
     for action in cases.values():  # warm caches once, untimed
         action()
     samples: dict[str, list[float]] = {name: [] for name in cases}
@@ -76,13 +88,14 @@ def main() -> None:
         for name, action in cases.items():
             samples[name].append(timed(action))
 
+    folder.rmdir()
     base_median = statistics.median(samples["baseline"])
     print(f"sandbox start, {args.runs} runs each, image {args.image}")
-    print(f"{'case':<10}{'median ms':>11}{'p95 ms':>10}{'ratio':>8}")
+    print(f"{'case':<11}{'median ms':>11}{'p95 ms':>10}{'ratio':>8}")
     for name, values in samples.items():
         median = statistics.median(values)
         print(
-            f"{name:<10}{median * 1000:>11.0f}{p95(values) * 1000:>10.0f}"
+            f"{name:<11}{median * 1000:>11.0f}{p95(values) * 1000:>10.0f}"
             f"{median / base_median:>7.2f}x"
         )
 
