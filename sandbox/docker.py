@@ -10,7 +10,6 @@ used every pid), the container is restarted.
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import socket
 import threading
@@ -55,10 +54,9 @@ HOME = Path("/home/sandbox")
 TERM_GRACE_S = 1.0
 KILL_WAIT_S = 3.0
 FILE_CAP_BYTES = 256 * MIB
-# cgroup v2, then v1: the kernel counts OOM kills per cgroup.
-# PID 1: reap orphans, never exit on a signal from inside (the kernel shields a namespace's init).
-# It ignores every catchable signal: PID 1 only receives signals it handles, so a command's
-# `kill 1` cannot end the sandbox; the engine removes it with SIGKILL from outside.
+# PID 1 reaps orphans and ignores every catchable signal: a namespace's init only receives the
+# signals it handles, so a command's `kill 1` cannot end the sandbox. The engine removes it with
+# SIGKILL from outside.
 INIT = """import os, signal, time
 for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
     signal.signal(sig, signal.SIG_IGN)
@@ -68,6 +66,7 @@ while True:
     except ChildProcessError:
         time.sleep(0.2)
 """
+# cgroup v2, then v1: the kernel counts OOM kills per cgroup.
 OOM_COUNTER = (
     "cat /sys/fs/cgroup/memory.events /sys/fs/cgroup/memory/memory.oom_control 2>/dev/null"
     " | awk '$1==\"oom_kill\"{print $2; exit}'"
@@ -92,18 +91,20 @@ def connect() -> docker.DockerClient:
     return client
 
 
-@functools.lru_cache(maxsize=8)
-def _engine_root(base_url: str, api: APIClient) -> Path | None:
-    try:
-        root = api.info().get("DockerRootDir")
-    except docker.errors.DockerException:
-        return None
-    return Path(root) if root else None
+_engine_roots: dict[str, Path] = {}
 
 
 def engine_root(api: APIClient) -> Path | None:
-    """Where the engine keeps images and containers (asked once per engine)."""
-    return _engine_root(api.base_url, api)
+    """Where the engine keeps images and containers (asked once per engine; None if unknown)."""
+    if api.base_url not in _engine_roots:
+        try:
+            root = api.info().get("DockerRootDir")
+        except docker.errors.DockerException:
+            return None  # not remembered: the next sandbox asks again
+        if not root:
+            return None
+        _engine_roots[api.base_url] = Path(root)
+    return _engine_roots[api.base_url]
 
 
 def _short(exc: BaseException) -> str:
