@@ -451,15 +451,20 @@ class DockerSandbox:
             return self.exec(command, output_cap_bytes=FILE_CAP_BYTES)
         cid = self._require_running()
         exec_id = self._exec_create(cid, command, stdin=True)
-        sock = self._api.exec_start(exec_id, socket=True)
+        try:
+            sock = self._api.exec_start(exec_id, socket=True)
+        except docker.errors.DockerException as exc:
+            raise SandboxError(f"could not write to the sandbox ({_short(exc)})") from None
         raw = getattr(sock, "_sock", sock)
+        err = b""
         try:
             raw.sendall(stdin)
             raw.shutdown(socket.SHUT_WR)
-            err = b""
             for kind, chunk in _demux(raw):
                 if kind == 2:
                     err += chunk
+        except OSError as exc:
+            raise SandboxError(f"the sandbox closed the stream while writing ({exc})") from None
         finally:
             sock.close()
         return ExecResult(exit_code=self._exit_code(exec_id), stdout=b"", stderr=err)
