@@ -157,13 +157,18 @@ def prune_orphans(
     """
     removed = []
     labels = [LABEL, *(f"{key}={value}" for key, value in (match or {}).items())]
-    for container in client.containers.list(all=True, filters={"label": labels}):
-        if everything or _is_orphan(container.labels):
+    # The plain list, not `containers.list()`: that inspects each container in turn and fails
+    # when one is removed meanwhile (by its own controller finishing a task, say).
+    for container in client.api.containers(all=True, filters={"label": labels}):
+        if everything or _is_orphan(container.get("Labels") or {}):
             try:
-                container.remove(force=True)
+                client.api.remove_container(container["Id"], force=True)
             except docker.errors.NotFound:
                 continue
-            removed.append(container.name)
+            except docker.errors.APIError as exc:
+                if exc.status_code != 409:  # 409: its removal is already in progress
+                    raise
+            removed.append(container["Names"][0].lstrip("/"))
     return removed
 
 

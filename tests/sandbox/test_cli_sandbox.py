@@ -99,11 +99,11 @@ def test_run_leaves_no_container_behind(docker_client) -> None:  # type: ignore[
     )
     mine = {"label": [LABEL, f"{LABEL_PID}={process.pid}"]}
     deadline = time.monotonic() + 60
-    while not docker_client.containers.list(all=True, filters=mine):
+    while not docker_client.api.containers(all=True, filters=mine):
         assert process.poll() is None and time.monotonic() < deadline, "no sandbox was started"
         time.sleep(0.05)
     assert process.wait(timeout=60) == ExitCode.TIMED_OUT
-    assert docker_client.containers.list(all=True, filters=mine) == []
+    assert docker_client.api.containers(all=True, filters=mine) == []
 
 
 def test_prune_removes_orphans_but_not_live_sandboxes(docker_client) -> None:  # type: ignore[no-untyped-def]

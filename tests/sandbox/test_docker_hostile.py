@@ -254,10 +254,10 @@ def test_symlink_swapped_in_after_validation_is_caught_before_anything_runs(
     (elsewhere / "secret.txt").write_text("not yours")
     grant.rename(workspace / "moved")
     grant.symlink_to(elsewhere)
-    before = {c.id for c in docker_client.containers.list(all=True)}
+    before = {c["Id"] for c in docker_client.api.containers(all=True)}
     with pytest.raises(GrantRefused, match="not the folder that was checked"):
         make_sandbox("docker", SandboxSpec(mounts=(mount,), user=OWNER))
-    assert {c.id for c in docker_client.containers.list(all=True)} <= before
+    assert {c["Id"] for c in docker_client.api.containers(all=True)} <= before
 
 
 def test_identity_walk_refuses_a_path_that_became_a_symlink(
