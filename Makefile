@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := docker.io debootstrap python3-venv ca-certificates tar
+APT_PACKAGES := docker.io debootstrap python3-venv ca-certificates tar postgresql
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
 .PHONY: setup system engine venv images test test-fast run bench lint clean

@@ -1,9 +1,15 @@
 """The database: engine set-up (SQLite in WAL mode, or PostgreSQL), sessions, and migrations.
 
-Writes go through `Database.write()`. On SQLite they are serialised by a lock in this process
-and open with `BEGIN IMMEDIATE`: SQLite allows one writer at a time, and its busy handler backs
-off by sleeping (up to 100 ms a try), so queueing writers here is both faster and fairer. The
-serialisation also makes event ids commit in increasing order, which the event log relies on.
+Writes go through `Database.write()`, and are serialised. On SQLite, by a lock in this process,
+and they open with `BEGIN IMMEDIATE`: SQLite allows one writer at a time, and its busy handler
+backs off by sleeping (up to 100 ms a try), so queueing writers here is both faster and fairer.
+On PostgreSQL, whose database several controllers may share, each write transaction first takes
+a transaction-scoped advisory lock, held until it commits. Serialised writes are what the stores
+rely on: event ids commit in increasing order (so `Last-Event-ID` resumes without a gap), a
+pairing code is claimed once, two submissions naming a new thread create it once, and a task is
+claimed only while no other task of its thread runs. Taken first, before any row lock, the lock
+cannot deadlock with them. Migrations take another advisory lock, so controllers that start
+together on a fresh database do not both create the tables.
 """
 
 from __future__ import annotations
@@ -16,16 +22,28 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import URL, Engine, create_engine, event, make_url, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from controller.errors import ConfigError
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+# PostgreSQL advisory lock keys: any 64-bit numbers no other application sharing the server uses.
+WRITE_LOCK = text("SELECT pg_advisory_xact_lock(84200001)")
+MIGRATE_LOCK = text("SELECT pg_advisory_xact_lock(84200002)")
 
 
-def _sqlite_engine(url: str) -> Engine:
+def engine_url(url: str) -> URL:
+    """`url` with PostgreSQL's driver named: psycopg (the `postgres` extra), where a bare
+    `postgresql://` would mean SQLAlchemy's default, psycopg2, and `postgres://` nothing."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        return parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def _sqlite_engine(url: URL) -> Engine:
     engine = create_engine(
         url,
         connect_args={"check_same_thread": False, "timeout": 30},
@@ -59,10 +77,13 @@ class Database:
     def __init__(self, url: str) -> None:
         self.url = url
         try:
-            if url.startswith("sqlite"):
-                self.engine = _sqlite_engine(url)
+            parsed = engine_url(url)
+            if parsed.get_backend_name() == "sqlite":
+                self.engine = _sqlite_engine(parsed)
             else:
-                self.engine = create_engine(url, pool_size=16, max_overflow=32, pool_pre_ping=True)
+                self.engine = create_engine(
+                    parsed, pool_size=16, max_overflow=32, pool_pre_ping=True
+                )
         except (ImportError, ModuleNotFoundError) as exc:
             raise ConfigError(
                 f"database_url {url!r} needs a driver that is not installed ({exc}); "
@@ -99,6 +120,8 @@ class Database:
         config.set_main_option("script_location", str(MIGRATIONS_DIR))
         try:
             with self._write_lock, self.engine.begin() as connection:
+                if self.is_postgres:
+                    connection.execute(MIGRATE_LOCK)
                 config.attributes["connection"] = connection
                 command.upgrade(config, "head")
         except OperationalError as exc:
@@ -117,6 +140,8 @@ class Database:
     def write(self) -> Iterator[Session]:
         """A session whose changes are committed at the end of the block (or rolled back)."""
         with self._write_lock, self._writers() as session, session.begin():
+            if self.is_postgres:
+                session.execute(WRITE_LOCK)
             yield session
 
     def dispose(self) -> None:

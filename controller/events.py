@@ -3,10 +3,10 @@
 Events are rows with increasing ids written in the same transaction as the change they
 describe, so a stream that resumes after `Last-Event-ID: N` reads `id > N` from the table and
 sees neither a gap nor a repeat. Ids must also *commit* in increasing order for that to hold:
-SQLite writes are serialised (see `controller.db`); on PostgreSQL an advisory lock held to the
-end of the transaction serialises the writers that append events. An in-process signal wakes
-waiting streams as soon as a transaction with events commits; streams also re-read the table
-every second, which covers events written by another controller sharing the database.
+write transactions are serialised, on SQLite and on PostgreSQL (see `controller.db`). An
+in-process signal wakes waiting streams as soon as a transaction with events commits; streams
+also re-read the table every second, which covers events written by another controller sharing
+the database.
 
 A stream is for one device and ends once that device is revoked, before it sends anything more.
 """
@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 import anyio.to_thread
-from sqlalchemy import func, insert, select, text
+from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
 from controller.db import Database
@@ -31,7 +31,6 @@ PAGE_SIZE = 500
 POLL_S = 1.0
 KEEPALIVE_S = 15.0
 RETRY_MS = 2000
-EVENTS_LOCK_KEY = 8420_0001
 INSERT_EVENT = insert(Event)
 
 
@@ -74,12 +73,8 @@ class EventLog:
         task_id: int | None = None,
     ) -> None:
         """Add an event to `session`'s transaction; streams wake when it commits."""
-        connection = session.connection()
-        if self.db.is_postgres and not session.info.get("events_locked"):
-            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": EVENTS_LOCK_KEY})
-            session.info["events_locked"] = True
         session.info["events_added"] = True
-        connection.execute(
+        session.connection().execute(
             INSERT_EVENT,
             {
                 "created_at": time.time(),
@@ -91,7 +86,6 @@ class EventLog:
         )
 
     def _after_commit(self, session: Session) -> None:
-        session.info.pop("events_locked", None)
         if session.info.pop("events_added", False):
             self.published += 1
             self.notify()

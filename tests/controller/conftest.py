@@ -1,4 +1,5 @@
-"""Fixtures for controller tests: settings in a temp dir, the app in process, a live server.
+"""Fixtures for controller tests: settings in a temp dir, the app in process, a live server,
+and a throwaway PostgreSQL server (`postgres_url`: a fresh database on it).
 
 Unit tests use the fake sandbox backend through an injected factory (its handler knows one
 extra command, `stream N DELAY_S`, that prints N lines DELAY_S apart, for streaming tests).
@@ -21,6 +22,7 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from postgres import PostgresCluster, start_cluster
 
 from controller.api import create_app
 from controller.service import Controller
@@ -237,3 +239,21 @@ def make_live_server(make_settings: Callable[..., Settings]) -> Iterator[Callabl
 @pytest.fixture
 def live_server(make_live_server: Callable[..., LiveServer]) -> LiveServer:
     return make_live_server()
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    """A PostgreSQL server for this test session; fails (not skips) when it is not installed."""
+    cluster = start_cluster()
+    print(f"PostgreSQL cluster {cluster.root} on port {cluster.port}")
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_cluster: PostgresCluster) -> Iterator[str]:
+    """A fresh, empty database on the session's PostgreSQL server."""
+    url = postgres_cluster.create_database()
+    yield url
+    # Shown by pytest only when the test failed.
+    print(f"database {url}; server log:\n{postgres_cluster.log_tail(2000)}")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -21,6 +20,7 @@ import docker
 import docker.errors
 import httpx
 import pytest
+import sqlalchemy
 from conftest import TERMINAL, wait_until, write_config
 
 from controller.client import Client
@@ -32,13 +32,16 @@ STREAM = ["sh", "-c", "i=0; while true; do i=$((i+1)); echo line $i; sleep 0.05;
 class ServeProcess:
     """`dispatch serve` in a subprocess, on a free port, with its own data directory."""
 
-    def __init__(self, workspace: Path, backend: str, max_concurrent: int) -> None:
+    def __init__(
+        self, workspace: Path, backend: str, max_concurrent: int, database_url: str | None = None
+    ) -> None:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self.data_dir = workspace / "data"
         self.log = workspace / "serve.log"
+        self.database_url = database_url or f"sqlite:///{self.data_dir / 'dispatch.db'}"
         self.env = {
             **os.environ,
             "PYTHONPATH": str(REPO),
@@ -49,6 +52,8 @@ class ServeProcess:
             "DISPATCH_MAX_CONCURRENT_TASKS": str(max_concurrent),
             "XDG_CONFIG_HOME": str(workspace / "xdg-config"),
         }
+        if database_url is not None:
+            self.env["DISPATCH_DATABASE_URL"] = database_url
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -88,15 +93,19 @@ class ServeProcess:
         return Client.connect(self.url, None, {"DISPATCH_DATA_DIR": str(self.data_dir)})
 
     def rows(self) -> dict[int, tuple[str, int]]:
-        """Straight from the database file: task id -> (status, output events)."""
-        with sqlite3.connect(self.data_dir / "dispatch.db") as db:
-            statuses = dict(db.execute("SELECT id, status FROM tasks"))
-            counts = dict(
-                db.execute(
-                    "SELECT task_id, count(*) FROM events "
-                    "WHERE kind = 'task.output' GROUP BY task_id"
+        """Straight from the database: task id -> (status, output events)."""
+        engine = sqlalchemy.create_engine(self.database_url)
+        try:
+            with engine.connect() as db:
+                statuses = dict(db.exec_driver_sql("SELECT id, status FROM tasks").all())
+                counts = dict(
+                    db.exec_driver_sql(
+                        "SELECT task_id, count(*) FROM events "
+                        "WHERE kind = 'task.output' GROUP BY task_id"
+                    ).all()
                 )
-            )
+        finally:
+            engine.dispose()
         return {i: (s, counts.get(i, 0)) for i, s in statuses.items()}
 
 
@@ -104,8 +113,10 @@ class ServeProcess:
 def serve(workspace: Path) -> Iterator[Any]:
     made: list[ServeProcess] = []
 
-    def make(backend: str = "fake", max_concurrent: int = 1) -> ServeProcess:
-        process = ServeProcess(workspace, backend, max_concurrent)
+    def make(
+        backend: str = "fake", max_concurrent: int = 1, database_url: str | None = None
+    ) -> ServeProcess:
+        process = ServeProcess(workspace, backend, max_concurrent, database_url)
         made.append(process)
         process.start()
         return process
