@@ -25,6 +25,7 @@ from fastapi.testclient import TestClient
 from postgres import PostgresCluster, start_cluster
 
 from controller.api import create_app
+from controller.client import Client, Event
 from controller.service import Controller
 from controller.settings import Settings, load_settings
 from sandbox import SandboxSpec, Stream
@@ -257,3 +258,30 @@ def postgres_url(postgres_cluster: PostgresCluster) -> Iterator[str]:
     yield url
     # Shown by pytest only when the test failed.
     print(f"database {url}; server log:\n{postgres_cluster.log_tail(2000)}")
+
+
+def take(events: Iterator[Event], count: int) -> list[Event]:
+    """The next `count` events of a stream (fewer if it ends)."""
+    taken: list[Event] = []
+    for event in events:
+        taken.append(event)
+        if len(taken) == count:
+            break
+    return taken
+
+
+def reconnect_until_caught_up(
+    client: Client, server: LiveServer, tasks: Sequence[dict[str, Any]], every: int
+) -> list[int]:
+    """Read /api/v1/events in short connections, each resuming after the last id seen, while the
+    tasks still write events; returns every id received, in order."""
+    start = 0
+    collected: list[int] = []
+    while True:
+        done = all(client.task(t["id"])["status"] in TERMINAL for t in tasks)
+        newest = server.controller.events.last_id()
+        if done and start == newest:
+            return collected
+        batch = take(client.events(after=start, reconnect=False), min(every, newest - start) or 1)
+        collected += [e.id for e in batch]
+        start = collected[-1]

@@ -6,18 +6,9 @@ import threading
 from collections.abc import Iterator
 
 import httpx
-from conftest import TERMINAL, LiveServer, wait_until
+from conftest import TERMINAL, LiveServer, reconnect_until_caught_up, take, wait_until
 
 from controller.client import Client, Event, parse_sse
-
-
-def take(events: Iterator[Event], count: int) -> list[Event]:
-    taken: list[Event] = []
-    for event in events:
-        taken.append(event)
-        if len(taken) == count:
-            break
-    return taken
 
 
 def until_finished(events: Iterator[Event]) -> list[Event]:
@@ -61,21 +52,8 @@ def test_the_global_stream_starts_now_and_delivers_new_events(live_server: LiveS
 def test_resuming_with_last_event_id_has_no_gaps_and_no_duplicates(live_server: LiveServer) -> None:
     with Client(live_server.url, live_server.token) as client:
         tasks = [client.submit(["stream", "40", "0.005"], thread=f"t{i}") for i in range(3)]
-        start = 0
-        collected: list[int] = []
-
-        def finished() -> bool:
-            return all(client.task(t["id"])["status"] in TERMINAL for t in tasks)
-
         # Reconnect every 7 events, with the events still being written, until caught up.
-        while True:
-            done = finished()
-            newest = live_server.controller.events.last_id()
-            if done and start == newest:
-                break
-            batch = take(client.events(after=start, reconnect=False), min(7, newest - start) or 1)
-            collected += [e.id for e in batch]
-            start = collected[-1]
+        collected = reconnect_until_caught_up(client, live_server, tasks, every=7)
     expected = [e.id for e in live_server.controller.events.after(0, limit=100_000)]
     assert collected == expected
     assert len(expected) > 30  # many reconnections, while output was still being written

@@ -17,13 +17,13 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from conftest import TERMINAL, Api, LiveServer, wait_until
+from conftest import Api, LiveServer, reconnect_until_caught_up
 from fastapi.testclient import TestClient
 from sqlalchemy import func, inspect, select
-from test_recovery import REPO, ServeProcess, finished
+from test_recovery import REPO, ServeProcess, check_sigkill_with_tasks_running_and_queued
 
 from controller.api import create_app
-from controller.client import Client, Event
+from controller.client import Client
 from controller.db import Database
 from controller.models import Base, Thread
 from controller.models import Event as EventRow
@@ -134,15 +134,6 @@ def test_concurrent_submissions_keep_each_threads_order(
             assert earlier["finished_at"] <= later["started_at"], (thread.name, earlier, later)
 
 
-def take(events: Iterator[Event], count: int) -> list[Event]:
-    taken: list[Event] = []
-    for event in events:
-        taken.append(event)
-        if len(taken) == count:
-            break
-    return taken
-
-
 def test_resuming_with_last_event_id_has_no_gaps_and_no_duplicates(
     postgres_url: str, make_live_server: Callable[..., LiveServer]
 ) -> None:
@@ -151,22 +142,8 @@ def test_resuming_with_last_event_id_has_no_gaps_and_no_duplicates(
         # Four tasks write output at once, while submissions add events of their own.
         tasks = [client.submit(["stream", "30", "0.02"], thread=f"t{i}") for i in range(4)]
         tasks += [client.submit(["echo", str(i)], thread=f"e{i}") for i in range(6)]
-        start = 0
-        collected: list[int] = []
-
-        def all_finished() -> bool:
-            return all(client.task(t["id"])["status"] in TERMINAL for t in tasks)
-
         # Reconnect every few events (`after=` is sent as Last-Event-ID) until caught up.
-        while True:
-            done = all_finished()
-            newest = server.controller.events.last_id()
-            if done and start == newest:
-                break
-            events = client.events(after=start, reconnect=False)
-            batch = take(events, min(5, newest - start) or 1)
-            collected += [e.id for e in batch]
-            start = collected[-1]
+        collected = reconnect_until_caught_up(client, server, tasks, every=5)
     expected = [e.id for e in server.controller.events.after(0, limit=100_000)]
     assert collected == expected
     assert len(set(collected)) == len(collected) > 80
@@ -190,28 +167,7 @@ def serve_postgres(workspace: Path, postgres_url: str) -> Iterator[Callable[...,
 
 
 def test_sigkill_with_tasks_running_and_queued(serve_postgres: Callable[..., ServeProcess]) -> None:
-    server = serve_postgres(max_concurrent=1)
-    with server.client() as client:
-        running = client.submit(["sleep", "60"], thread="one")
-        after_running = client.submit(["echo", "one-2"], thread="one")
-        queued = [client.submit(["echo", f"two-{i}"], thread="two") for i in range(3)]
-        wait_until(lambda: client.task(running["id"])["status"] == "running", 10, "running")
-    server.kill()
-    rows = server.rows()
-    assert rows[running["id"]][0] == "running"  # what a crash leaves behind
-    assert {rows[t["id"]][0] for t in [after_running, *queued]} == {"queued"}
-
-    server.start()
-    with server.client() as client:
-        interrupted = finished(client, running["id"])
-        assert interrupted["status"] == "interrupted"
-        assert f"dispatch retry {running['id']}" in interrupted["reason"]
-        later = [finished(client, t["id"]) for t in [after_running, *queued]]
-        assert [t["status"] for t in later] == ["succeeded"] * 4
-        assert [t["output"][0]["text"] for t in later[1:]] == ["two-0\n", "two-1\n", "two-2\n"]
-        starts = [t["started_at"] for t in later[1:]]
-        assert starts == sorted(starts)
-        assert client.task(running["id"])["started_at"] == interrupted["started_at"]  # not re-run
+    check_sigkill_with_tasks_running_and_queued(serve_postgres(max_concurrent=1))
 
 
 def test_pair_use_and_revoke_a_token_across_two_controllers(

@@ -136,7 +136,13 @@ def finished(client: Client, task_id: int) -> dict[str, Any]:
 
 
 def test_sigkill_with_tasks_running_and_queued(serve: Any) -> None:
-    server = serve("fake", max_concurrent=1)
+    check_sigkill_with_tasks_running_and_queued(serve("fake", max_concurrent=1))
+
+
+def check_sigkill_with_tasks_running_and_queued(server: ServeProcess) -> None:
+    """Kill the controller with a task running and others queued; restart; check the outcome.
+
+    Shared by the SQLite and PostgreSQL suites."""
     with server.client() as client:
         running = client.submit(["sleep", "60"], thread="one")
         after_running = client.submit(["echo", "one-2"], thread="one")
