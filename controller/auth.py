@@ -24,10 +24,10 @@ from pathlib import Path
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from controller.db import Database
 from controller.errors import Conflict, NotFound, RateLimited, Unauthorized
 from controller.local import OWNER_TOKEN_FILE, read_owner_token, write_private
-from controller.models import Device, PairingCode
+from controller.store.db import Database
+from controller.store.models import Device, PairingCode
 
 TOKEN_BYTES = 32
 PAIRING_CODE_TTL_S = 600.0

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import sandbox
 from controller.auth import Auth
-from controller.db import Database
 from controller.errors import ConfigError
-from controller.events import EventLog
 from controller.settings import Settings
-from controller.tasks import TaskStore
-from controller.threads import ThreadStore
+from controller.store.db import Database
+from controller.store.events import EventLog
+from controller.store.tasks import TaskStore
+from controller.store.threads import ThreadStore
 from controller.worker import Runner, SandboxFactory
 
 log = logging.getLogger(__name__)

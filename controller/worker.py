@@ -19,9 +19,9 @@ from pathlib import Path
 import sandbox
 from controller.errors import FolderNotGranted
 from controller.folders import check_folders
-from controller.models import Task, TaskStatus
 from controller.settings import Settings
-from controller.tasks import TaskStore, shutdown_reason
+from controller.store.models import Task, TaskStatus
+from controller.store.tasks import TaskStore, shutdown_reason
 from sandbox import ExecResult, Network, Outcome, Sandbox, SandboxSpec, Stream
 
 log = logging.getLogger(__name__)

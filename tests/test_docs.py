@@ -9,7 +9,7 @@ import click
 from click.testing import CliRunner
 
 from controller.cli import main
-from controller.exit_codes import ExitCode
+from controller.cli.exit_codes import ExitCode
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 

@@ -24,7 +24,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from postgres import PostgresCluster, start_cluster
 
-from controller.api import create_app
+from controller.api.app import create_app
 from controller.client import Client, Event
 from controller.service import Controller
 from controller.settings import Settings, load_settings

@@ -20,7 +20,7 @@ from conftest import FakeFactory, LiveServer, write_config
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from controller.api import create_app, openapi_document
+from controller.api.app import create_app, openapi_document
 from controller.settings import Settings, load_settings
 
 MAX_EXAMPLES = 50

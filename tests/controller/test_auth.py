@@ -18,12 +18,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 from starlette.routing import BaseRoute, Route
 
-from controller.api import create_app
+from controller.api.app import create_app
 from controller.auth import Auth
-from controller.db import Database
 from controller.errors import Unauthorized
 from controller.service import Controller
 from controller.settings import Settings
+from controller.store.db import Database
 
 PUBLIC = {("GET", "/healthz"), ("POST", "/api/v1/pair"), ("GET", "/pair")}
 

@@ -15,8 +15,8 @@ from click.testing import CliRunner, Result
 from conftest import LiveServer, wait_until
 
 from controller.cli import main
+from controller.cli.exit_codes import ExitCode
 from controller.client import Client
-from controller.exit_codes import ExitCode
 from controller.local import write_private
 
 

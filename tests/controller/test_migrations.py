@@ -8,8 +8,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
-from controller.db import Database
-from controller.models import Base
+from controller.store.db import Database
+from controller.store.models import Base
 
 
 def test_migrations_match_the_models_and_are_idempotent(tmp_path: Path) -> None:

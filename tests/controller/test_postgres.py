@@ -22,13 +22,13 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, inspect, select
 from test_recovery import REPO, ServeProcess, check_sigkill_with_tasks_running_and_queued
 
-from controller.api import create_app
+from controller.api.app import create_app
 from controller.client import Client
-from controller.db import Database
-from controller.models import Base, Thread
-from controller.models import Event as EventRow
 from controller.service import Controller
 from controller.settings import Settings
+from controller.store.db import Database
+from controller.store.models import Base, Thread
+from controller.store.models import Event as EventRow
 
 # A lock-up shows as a failure in a minute, not after the suite-wide 300 s.
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(60)]
@@ -57,7 +57,7 @@ def run_together(count: int, work: Callable[[int], None]) -> None:
 
 def test_migrations_build_the_models_schema_and_rerun_safely(postgres_url: str) -> None:
     # Controllers sharing a database may start together: each migrates it, and none fails.
-    migrate = f"from controller.db import Database; Database({postgres_url!r}).migrate()"
+    migrate = f"from controller.store.db import Database; Database({postgres_url!r}).migrate()"
     starting = [
         subprocess.Popen([sys.executable, "-c", migrate], cwd=REPO, stderr=subprocess.PIPE)
         for _ in range(3)

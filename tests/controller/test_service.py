@@ -11,7 +11,7 @@ import pytest
 from conftest import LOCAL_BASE_URL, FakeFactory
 from fastapi.testclient import TestClient
 
-from controller.api import create_app
+from controller.api.app import create_app
 from controller.service import Controller
 from controller.settings import Settings
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import docker.errors
 import pytest
 
-from controller.exit_codes import ExitCode
+from controller.cli.exit_codes import ExitCode
 from sandbox import GrantRefused, Mount, SandboxNotRunning, SandboxSpec
 from sandbox.docker import (
     LABEL,

@@ -1,6 +1,6 @@
 """The FastAPI application: `create_app(settings)`, its error handling, body limit and auth.
 
-Routes live in `controller.routes`. Requests naming another site in Host are refused before
+Routes live in `controller.api.routes`. Requests naming another site in Host are refused before
 routing (a DNS-rebinding defence). Every error leaves as `{"error": {"code", "message"}}`
 with its status; an unexpected exception is logged and answered with a 500 in the same shape,
 never with a stack trace.
@@ -24,7 +24,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import BaseRoute, Route
 
-from controller import routes
+from controller.api import routes
 from controller.errors import ApiError, RateLimited, Unauthorized
 from controller.service import Controller
 from controller.settings import Settings

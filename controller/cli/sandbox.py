@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from controller.exit_codes import ExitCode
+from controller.cli.exit_codes import ExitCode
 from controller.local import local_data_dir
 from controller.paths import default_config_dir, default_data_dir
 from sandbox import (

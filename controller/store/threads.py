@@ -10,10 +10,10 @@ from typing import Any
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
-from controller.db import Database
 from controller.errors import Conflict, NotFound, Unprocessable
-from controller.events import EventLog
-from controller.models import Message, Task, Thread
+from controller.store.db import Database
+from controller.store.events import EventLog
+from controller.store.models import Message, Task, Thread
 
 MAX_NAME_CHARS = 100
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")

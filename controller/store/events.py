@@ -3,7 +3,7 @@
 Events are rows with increasing ids written in the same transaction as the change they
 describe, so a stream that resumes after `Last-Event-ID: N` reads `id > N` from the table and
 sees neither a gap nor a repeat. Ids must also *commit* in increasing order for that to hold:
-write transactions are serialised, on SQLite and on PostgreSQL (see `controller.db`). An
+write transactions are serialised, on SQLite and on PostgreSQL (see `controller.store.db`). An
 in-process signal wakes waiting streams as soon as a transaction with events commits; streams
 also re-read the table every second, which covers events written by another controller sharing
 the database.
@@ -24,8 +24,8 @@ import anyio.to_thread
 from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
-from controller.db import Database
-from controller.models import Event
+from controller.store.db import Database
+from controller.store.models import Event
 
 PAGE_SIZE = 500
 POLL_S = 1.0

@@ -12,17 +12,17 @@ import click
 
 # command name -> "module:attribute"
 COMMANDS = {
-    "sandbox": "controller.cli_sandbox:sandbox",
-    "images": "controller.cli_sandbox:images",
-    "serve": "controller.cli_server:serve",
-    "pair": "controller.cli_server:pair",
-    "devices": "controller.cli_server:devices",
-    "openapi": "controller.cli_server:openapi",
-    "submit": "controller.cli_client:submit",
-    "tasks": "controller.cli_client:tasks",
-    "logs": "controller.cli_client:logs",
-    "cancel": "controller.cli_client:cancel",
-    "retry": "controller.cli_client:retry",
+    "sandbox": "controller.cli.sandbox:sandbox",
+    "images": "controller.cli.sandbox:images",
+    "serve": "controller.cli.server:serve",
+    "pair": "controller.cli.server:pair",
+    "devices": "controller.cli.server:devices",
+    "openapi": "controller.cli.server:openapi",
+    "submit": "controller.cli.tasks:submit",
+    "tasks": "controller.cli.tasks:tasks",
+    "logs": "controller.cli.tasks:logs",
+    "cancel": "controller.cli.tasks:cancel",
+    "retry": "controller.cli.tasks:retry",
 }
 
 

@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any
 import click
 import qrcode
 
-from controller.cli_client import connect, connection_options, fail
+from controller.cli.exit_codes import ExitCode
+from controller.cli.tasks import connect, connection_options, fail
 from controller.client import ClientError
 from controller.errors import ConfigError
-from controller.exit_codes import ExitCode
 from controller.local import SERVER_FILE, write_private
 
 if TYPE_CHECKING:
@@ -73,7 +73,7 @@ def serve(
     # Imported here so that client commands (pair, devices, ...) start quickly.
     import uvicorn
 
-    from controller.api import create_app
+    from controller.api.app import create_app
     from controller.service import Controller
     from controller.settings import load_settings
 
@@ -194,7 +194,7 @@ def revoke(ctx: click.Context, device_id: int) -> None:
 )
 def openapi(output: Path | None) -> None:
     """Print the HTTP API's OpenAPI document."""
-    from controller.api import create_app, openapi_document
+    from controller.api.app import create_app, openapi_document
     from controller.settings import Settings
 
     text = json.dumps(openapi_document(create_app(Settings())), indent=2) + "\n"

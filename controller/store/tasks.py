@@ -20,11 +20,11 @@ from typing import Any
 from sqlalchemy import and_, exists, func, insert, select, update
 from sqlalchemy.orm import Session, aliased
 
-from controller.db import Database
 from controller.errors import Conflict, NotFound
-from controller.events import EventLog
-from controller.models import Event, Task, TaskKind, TaskStatus, Thread
-from controller.threads import ThreadStore, next_position
+from controller.store.db import Database
+from controller.store.events import EventLog
+from controller.store.models import Event, Task, TaskKind, TaskStatus, Thread
+from controller.store.threads import ThreadStore, next_position
 from sandbox import Mount, Network
 
 RUNNER = socket.gethostname()

@@ -16,11 +16,7 @@ from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from controller.auth import Auth
-from controller.errors import BadRequest, Unprocessable
-from controller.folders import check_folders
-from controller.models import Device, TaskStatus
-from controller.schemas import (
+from controller.api.schemas import (
     DeviceOut,
     ErrorResponse,
     FolderOut,
@@ -39,8 +35,12 @@ from controller.schemas import (
     ThreadDetail,
     ThreadOut,
 )
+from controller.auth import Auth
+from controller.errors import BadRequest, Unprocessable
+from controller.folders import check_folders
 from controller.service import Controller
-from controller.tasks import NewTask
+from controller.store.models import Device, TaskStatus
+from controller.store.tasks import NewTask
 from sandbox import Network
 
 MAX_ID = 2**63 - 1
@@ -214,7 +214,7 @@ def pair(body: PairRequest, request: Request, c: Ctl) -> PairResponse:
 
 
 # The page a phone opens from the QR code: a form that posts the code and keeps the token.
-PAIR_PAGE = (Path(__file__).parent / "static" / "pair.html").read_text(encoding="utf-8")
+PAIR_PAGE = (Path(__file__).parent.parent / "static" / "pair.html").read_text(encoding="utf-8")
 # What a pairing code can look like as typed or linked (see `auth.normalise_code`); anything
 # else in `?code=` is left out of the page rather than echoed into it.
 CODE_PREFILL = re.compile(r"[A-Za-z0-9 -]{1,32}")

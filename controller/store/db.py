@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from controller.errors import ConfigError
 
-MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+MIGRATIONS_DIR = Path(__file__).parent.parent / "migrations"
 # PostgreSQL advisory lock keys: any 64-bit numbers no other application sharing the server uses.
 WRITE_LOCK = text("SELECT pg_advisory_xact_lock(84200001)")
 MIGRATE_LOCK = text("SELECT pg_advisory_xact_lock(84200002)")

@@ -7,8 +7,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from controller.models import Device, Message, Task, TaskStatus, Thread
-from controller.tasks import OutputChunk
+from controller.store.models import Device, Message, Task, TaskStatus, Thread
+from controller.store.tasks import OutputChunk
 
 MAX_COMMAND_ARGS = 1000
 MAX_FOLDERS = 32

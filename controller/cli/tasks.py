@@ -17,8 +17,8 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
+from controller.cli.exit_codes import ExitCode
 from controller.client import Client, ClientError
-from controller.exit_codes import ExitCode
 
 F = TypeVar("F", bound=Callable[..., Any])
 
