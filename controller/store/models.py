@@ -17,6 +17,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 class TaskStatus(enum.StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
+    # An agent task whose next action waits for a person's decision; it holds its thread.
+    WAITING_FOR_APPROVAL = "waiting_for_approval"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -24,11 +26,35 @@ class TaskStatus(enum.StrEnum):
 
     @property
     def terminal(self) -> bool:
-        return self not in (TaskStatus.QUEUED, TaskStatus.RUNNING)
+        return self not in (TaskStatus.QUEUED, *ACTIVE)
+
+    @property
+    def active(self) -> bool:
+        """Claimed by a runner and not finished (running, or waiting for a person)."""
+        return self in ACTIVE
+
+
+ACTIVE = (TaskStatus.RUNNING, TaskStatus.WAITING_FOR_APPROVAL)
 
 
 class TaskKind(enum.StrEnum):
     COMMAND = "command"
+    AGENT = "agent"
+
+
+class ApprovalState(enum.StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    DENIED = "denied"
+    # Nobody decided before `expires_at`: counts as denied.
+    EXPIRED = "expired"
+    # The screen changed after it was approved, the task was cancelled, or the controller
+    # restarted before the action ran: it can no longer be decided or acted on.
+    VOID = "void"
+
+    @property
+    def final(self) -> bool:
+        return self is not ApprovalState.PENDING
 
 
 class Base(DeclarativeBase):
@@ -125,6 +151,53 @@ class Task(Base):
     cancel_requested: Mapped[bool] = mapped_column(default=False)
     retry_of: Mapped[int | None] = mapped_column(ForeignKey("tasks.id"))
     submitted_by: Mapped[int | None] = mapped_column(ForeignKey("devices.id"))
+    # Agent tasks: {"prompt", "tools", "display", "max_steps", "model", "policy"}; steps are
+    # `task.step` events.
+    agent: Mapped[dict[str, Any] | None]
+    final_answer: Mapped[str | None] = mapped_column(Text)
+    tokens_in: Mapped[int | None]
+    tokens_out: Mapped[int | None]
+    cost_usd: Mapped[float | None]
+
+
+class Approval(Base):
+    """A request for a person's decision on one action, with the screenshot they judge."""
+
+    __tablename__ = "approvals"
+    __table_args__ = (Index("ix_approvals_state", "state", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id"), index=True)
+    tool: Mapped[str] = mapped_column(String(32))
+    member: Mapped[str] = mapped_column(String(64))
+    # What the model asked for, and the same with coordinates in screen pixels.
+    input: Mapped[dict[str, Any]]
+    screen_input: Mapped[dict[str, Any]]
+    description: Mapped[str] = mapped_column(Text)
+    model_reason: Mapped[str] = mapped_column(Text)
+    policy_rule: Mapped[str | None] = mapped_column(Text)
+    # SHA-256 of the stored PNGs (see `controller.store.blobs`); None for calls off any screen.
+    screenshot: Mapped[str | None] = mapped_column(String(64))
+    annotated: Mapped[str | None] = mapped_column(String(64))
+    state: Mapped[ApprovalState] = mapped_column(_enum(ApprovalState))
+    created_at: Mapped[float]
+    expires_at: Mapped[float]
+    decided_at: Mapped[float | None]
+    decided_by: Mapped[int | None] = mapped_column(ForeignKey("devices.id"))
+    decision_reason: Mapped[str | None] = mapped_column(Text)
+    # Set when this request replaces one voided by a screen change.
+    replaces: Mapped[int | None] = mapped_column(ForeignKey("approvals.id"))
+
+
+class MemoryFile(Base):
+    """One file of the agent's memory (the SDK's memory tool), shared by every thread."""
+
+    __tablename__ = "memory_files"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    path: Mapped[str] = mapped_column(String(512), unique=True)
+    content: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[float]
 
 
 class Event(Base):

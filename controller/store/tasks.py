@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, aliased
 from controller.errors import Conflict, NotFound
 from controller.store.db import Database
 from controller.store.events import EventLog
-from controller.store.models import Event, Task, TaskKind, TaskStatus, Thread
+from controller.store.models import ACTIVE, Event, Task, TaskKind, TaskStatus, Thread
 from controller.store.threads import ThreadStore, next_position
 from sandbox import Mount, Network
 
@@ -210,7 +210,7 @@ class TaskStore:
                 task.finished_at = now
                 task.reason = "cancelled before it started"
                 self._state_event(session, task)
-            elif task.status is TaskStatus.RUNNING:
+            elif task.status.active:
                 task.cancel_requested = True
             else:
                 raise Conflict(
@@ -228,7 +228,7 @@ class TaskStore:
             .where(Task.status == TaskStatus.QUEUED)
             .where(
                 ~exists().where(
-                    and_(running.thread_id == Task.thread_id, running.status == TaskStatus.RUNNING)
+                    and_(running.thread_id == Task.thread_id, running.status.in_(ACTIVE))
                 )
             )
             .where(
@@ -303,7 +303,7 @@ class TaskStore:
         An SQLite database has one controller, so every running task was its own (even if the
         host was renamed since); a shared PostgreSQL one only gives up this host's tasks.
         """
-        query = select(Task).where(Task.status == TaskStatus.RUNNING)
+        query = select(Task).where(Task.status.in_(ACTIVE))
         if not self.db.is_sqlite:
             query = query.where((Task.runner == self.runner) | Task.runner.is_(None))
         with self.db.write() as session:
@@ -337,6 +337,10 @@ class TaskStore:
                     thread_id=task.thread_id,
                     task_id=task.id,
                 )
+
+    def state_event(self, session: Session, task: Task) -> None:
+        """Append `task`'s `task.state` event to `session`'s transaction."""
+        self._state_event(session, task)
 
     def _state_event(self, session: Session, task: Task) -> None:
         data: dict[str, Any] = {

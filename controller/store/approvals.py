@@ -1,0 +1,283 @@
+"""Approval requests: an action a person must approve, the screenshot they judge, their decision.
+
+    pending ──decide──▶ approved | denied
+       ├──expires_at──▶ expired     (counts as denied)
+       └──void────────▶ void        (screen changed, task cancelled, controller restarted)
+
+A request is stored, with its task moved to `waiting_for_approval` and an `approval.requested`
+event, in one transaction; a decision likewise moves the task back to `running` and publishes
+`approval.decided`. Only a pending request that has not expired can be decided, exactly once:
+a second decision, a late one, or one for a voided request is refused and changes nothing.
+
+The agent's thread blocks in `wait()` until the request is final. Decisions made in this
+process wake it at once; the database is also re-read twice a second, which covers decisions
+made by another controller sharing the database and cancellations.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select, update
+
+from controller.errors import Conflict, NotFound
+from controller.store.blobs import BlobStore
+from controller.store.db import Database
+from controller.store.events import EventLog
+from controller.store.models import Approval, ApprovalState, Task, TaskStatus
+
+POLL_S = 0.5
+
+
+@dataclass(frozen=True)
+class NewApproval:
+    """What the agent asks a person to decide."""
+
+    task_id: int
+    tool: str
+    member: str
+    input: dict[str, Any]
+    screen_input: dict[str, Any]
+    description: str
+    model_reason: str
+    policy_rule: str | None
+    screenshot_png: bytes | None
+    annotated_png: bytes | None
+    replaces: int | None = None
+
+
+def approval_event(approval: Approval) -> dict[str, Any]:
+    return {
+        "approval_id": approval.id,
+        "state": approval.state.value,
+        "tool": approval.tool,
+        "member": approval.member,
+        "description": approval.description,
+        "expires_at": approval.expires_at,
+        "decided_by": approval.decided_by,
+        "reason": approval.decision_reason,
+    }
+
+
+class ApprovalStore:
+    """Creates, decides, expires and waits for approval requests."""
+
+    def __init__(
+        self,
+        db: Database,
+        events: EventLog,
+        blobs: BlobStore,
+        *,
+        timeout_s: float,
+        on_task_state: Callable[[Any, Task], None],
+    ) -> None:
+        """Args:
+        timeout_s: how long a request waits for a decision before it expires.
+        on_task_state: appends a task's `task.state` event inside a transaction.
+        """
+        self.db = db
+        self.events = events
+        self.blobs = blobs
+        self.timeout_s = timeout_s
+        self._on_task_state = on_task_state
+        self._changed = threading.Condition()
+
+    # --- reading -------------------------------------------------------------------------
+
+    def get(self, approval_id: int) -> Approval:
+        """Raises: NotFound."""
+        with self.db.read() as session:
+            approval = session.get(Approval, approval_id)
+        if approval is None:
+            raise NotFound(
+                f"no approval request {approval_id}; list them with `dispatch approvals`"
+            )
+        return approval
+
+    def search(
+        self, *, state: ApprovalState | None = None, task_id: int | None = None, limit: int = 100
+    ) -> list[Approval]:
+        """Newest first."""
+        query = select(Approval)
+        if state is not None:
+            query = query.where(Approval.state == state)
+        if task_id is not None:
+            query = query.where(Approval.task_id == task_id)
+        with self.db.read() as session:
+            return list(session.scalars(query.order_by(Approval.id.desc()).limit(limit)))
+
+    # --- changing ------------------------------------------------------------------------
+
+    def request(self, new: NewApproval, now: float | None = None) -> Approval:
+        """Store a pending request (its images first) and mark its task waiting.
+
+        Raises:
+            Conflict: the task is no longer active (it was cancelled meanwhile).
+        """
+        now = time.time() if now is None else now
+        screenshot = self.blobs.put(new.screenshot_png) if new.screenshot_png else None
+        annotated = self.blobs.put(new.annotated_png) if new.annotated_png else None
+        with self.db.write() as session:
+            task = session.get(Task, new.task_id)
+            if task is None or not task.status.active or task.cancel_requested:
+                raise Conflict(
+                    f"task {new.task_id} is no longer running; nothing to approve",
+                    code="task_not_running",
+                )
+            approval = Approval(
+                task_id=new.task_id,
+                tool=new.tool,
+                member=new.member,
+                input=new.input,
+                screen_input=new.screen_input,
+                description=new.description,
+                model_reason=new.model_reason,
+                policy_rule=new.policy_rule,
+                screenshot=screenshot,
+                annotated=annotated,
+                state=ApprovalState.PENDING,
+                created_at=now,
+                expires_at=now + self.timeout_s,
+                replaces=new.replaces,
+            )
+            session.add(approval)
+            session.flush()
+            self._set_task(session, task, TaskStatus.WAITING_FOR_APPROVAL)
+            self._event(session, "approval.requested", approval, task)
+        return approval
+
+    def decide(
+        self,
+        approval_id: int,
+        *,
+        approve: bool,
+        device_id: int | None,
+        reason: str | None = None,
+        now: float | None = None,
+    ) -> Approval:
+        """Approve or deny a pending request, once.
+
+        Raises:
+            NotFound: no such request.
+            Conflict: it was already decided, expired or voided (nothing changes).
+        """
+        now = time.time() if now is None else now
+        with self.db.write() as session:
+            approval = session.get(Approval, approval_id)
+            if approval is None:
+                raise NotFound(
+                    f"no approval request {approval_id}; list them with `dispatch approvals`"
+                )
+            if approval.state is ApprovalState.PENDING and now >= approval.expires_at:
+                self._finish(session, approval, ApprovalState.EXPIRED, now, None, None)
+            if approval.state is not ApprovalState.PENDING:
+                raise Conflict(
+                    f"approval request {approval_id} is already {approval.state.value}; it can "
+                    "no longer be decided",
+                    code=f"approval_{approval.state.value}",
+                )
+            state = ApprovalState.APPROVED if approve else ApprovalState.DENIED
+            self._finish(session, approval, state, now, device_id, reason)
+        self._wake()
+        return approval
+
+    def void(self, approval_id: int, why: str) -> None:
+        """End a pending request that may no longer be acted on (e.g. the screen changed)."""
+        with self.db.write() as session:
+            approval = session.get(Approval, approval_id)
+            if approval is not None and approval.state is ApprovalState.PENDING:
+                self._finish(session, approval, ApprovalState.VOID, time.time(), None, why)
+        self._wake()
+
+    def void_for_task(self, task_id: int, why: str) -> int:
+        """Void a task's pending requests (it was cancelled); returns how many."""
+        with self.db.write() as session:
+            pending = list(
+                session.scalars(
+                    select(Approval).where(
+                        Approval.task_id == task_id, Approval.state == ApprovalState.PENDING
+                    )
+                )
+            )
+            for approval in pending:
+                self._finish(session, approval, ApprovalState.VOID, time.time(), None, why)
+        self._wake()
+        return len(pending)
+
+    def recover(self) -> int:
+        """At start-up: expire every request a dead controller left pending."""
+        with self.db.write() as session:
+            result = session.execute(
+                update(Approval)
+                .where(Approval.state == ApprovalState.PENDING)
+                .values(
+                    state=ApprovalState.EXPIRED,
+                    decided_at=time.time(),
+                    decision_reason="the controller stopped before a decision; the task was "
+                    "interrupted and the action never ran",
+                )
+            )
+            return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+    def wait(self, approval_id: int, *, cancelled: Callable[[], bool]) -> Approval:
+        """Block until the request is final: decided, expired (marked here), or voided.
+
+        A `cancelled()` task voids its request and returns it voided.
+        """
+        while True:
+            approval = self.get(approval_id)
+            if approval.state.final:
+                return approval
+            now = time.time()
+            if now >= approval.expires_at:
+                with self.db.write() as session:
+                    row = session.get(Approval, approval_id)
+                    if row is not None and row.state is ApprovalState.PENDING:
+                        self._finish(session, row, ApprovalState.EXPIRED, now, None, None)
+                continue
+            if cancelled():
+                self.void(approval_id, "the task was cancelled")
+                continue
+            with self._changed:
+                self._changed.wait(min(POLL_S, max(approval.expires_at - now, 0.01)))
+
+    # --- inside transactions -------------------------------------------------------------
+
+    def _finish(
+        self,
+        session: Any,
+        approval: Approval,
+        state: ApprovalState,
+        now: float,
+        device_id: int | None,
+        reason: str | None,
+    ) -> None:
+        approval.state = state
+        approval.decided_at = now
+        approval.decided_by = device_id
+        approval.decision_reason = reason
+        task = session.get(Task, approval.task_id)
+        if task is not None and task.status is TaskStatus.WAITING_FOR_APPROVAL:
+            self._set_task(session, task, TaskStatus.RUNNING)
+        self._event(session, "approval.decided", approval, task)
+
+    def _set_task(self, session: Any, task: Task, status: TaskStatus) -> None:
+        task.status = status
+        self._on_task_state(session, task)
+
+    def _event(self, session: Any, kind: str, approval: Approval, task: Task | None) -> None:
+        self.events.append(
+            session,
+            kind,
+            approval_event(approval),
+            thread_id=task.thread_id if task is not None else None,
+            task_id=approval.task_id,
+        )
+
+    def _wake(self) -> None:
+        with self._changed:
+            self._changed.notify_all()

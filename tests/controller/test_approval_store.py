@@ -1,0 +1,186 @@
+"""The approval state machine on a real SQLite database: request, decide once, expire, void."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from conftest import wait_until
+
+from controller.errors import Conflict
+from controller.store.approvals import ApprovalStore, NewApproval
+from controller.store.blobs import BlobStore, digest
+from controller.store.db import Database
+from controller.store.events import EventLog
+from controller.store.models import ApprovalState, Task, TaskKind, TaskStatus
+from controller.store.tasks import NewTask, TaskStore
+from controller.store.threads import ThreadStore
+from sandbox import Network
+
+PNG = b"\x89PNG\r\n\x1a\nnot really an image, but bytes all the same"
+
+
+@dataclass
+class Stores:
+    db: Database
+    events: EventLog
+    tasks: TaskStore
+    approvals: ApprovalStore
+    blobs: BlobStore
+
+
+@pytest.fixture
+def stores(tmp_path: Path) -> Iterator[Stores]:
+    db = Database(f"sqlite:///{tmp_path / 'dispatch.db'}")
+    db.migrate()
+    events = EventLog(db)
+    tasks = TaskStore(db, events, ThreadStore(db, events))
+    blobs = BlobStore(tmp_path / "blobs")
+    approvals = ApprovalStore(db, events, blobs, timeout_s=30, on_task_state=tasks.state_event)
+    yield Stores(db, events, tasks, approvals, blobs)
+    db.dispose()
+
+
+def running_task(stores: Stores) -> Task:
+    stores.tasks.submit(
+        NewTask(
+            thread="t",
+            command=[],
+            mounts=(),
+            network=Network.NONE,
+            timeout_s=60,
+            kind=TaskKind.AGENT,
+        )
+    )
+    task = stores.tasks.claim_next()
+    assert task is not None
+    return task
+
+
+def ask(stores: Stores, task: Task, **overrides: object) -> int:
+    values: dict[str, object] = {
+        "task_id": task.id,
+        "tool": "computer",
+        "member": "left_click",
+        "input": {"coordinate": [10, 20]},
+        "screen_input": {"coordinate": [20, 40]},
+        "description": "Click at (20, 40)",
+        "model_reason": "The Send button is there.",
+        "policy_rule": None,
+        "screenshot_png": PNG,
+        "annotated_png": PNG + b"annotated",
+    }
+    values.update(overrides)
+    return stores.approvals.request(NewApproval(**values)).id  # type: ignore[arg-type]
+
+
+def kinds(stores: Stores, task_id: int) -> list[tuple[str, str]]:
+    found = []
+    for event in stores.events.after(0, task_id=task_id, limit=1000):
+        state = event.data.get("state") or event.data.get("status")
+        found.append((event.kind, state))
+    return found
+
+
+def test_a_request_holds_the_task_and_a_decision_releases_it_once(stores: Stores) -> None:
+    task = running_task(stores)
+    approval_id = ask(stores, task)
+    approval = stores.approvals.get(approval_id)
+    assert approval.state is ApprovalState.PENDING
+    assert approval.screenshot == digest(PNG)
+    assert stores.blobs.get(approval.screenshot) == PNG
+    assert stores.tasks.get(task.id).status is TaskStatus.WAITING_FOR_APPROVAL
+
+    decided = stores.approvals.decide(approval_id, approve=True, device_id=None, reason="ok")
+    assert decided.state is ApprovalState.APPROVED
+    assert stores.tasks.get(task.id).status is TaskStatus.RUNNING
+    with pytest.raises(Conflict, match="already approved"):
+        stores.approvals.decide(approval_id, approve=False, device_id=None)
+    assert stores.approvals.get(approval_id).state is ApprovalState.APPROVED
+    assert kinds(stores, task.id)[-4:] == [
+        ("task.state", "waiting_for_approval"),
+        ("approval.requested", "pending"),
+        ("task.state", "running"),
+        ("approval.decided", "approved"),
+    ]
+
+
+def test_a_waiting_task_still_holds_its_thread(stores: Stores) -> None:
+    task = running_task(stores)
+    ask(stores, task)
+    stores.tasks.submit(
+        NewTask(thread="t", command=["true"], mounts=(), network=Network.NONE, timeout_s=5)
+    )
+    assert stores.tasks.claim_next() is None
+
+
+def test_a_late_decision_is_refused_and_the_request_expires(stores: Stores) -> None:
+    task = running_task(stores)
+    approval_id = ask(stores, task)
+    later = time.time() + 31
+    with pytest.raises(Conflict, match="already expired"):
+        stores.approvals.decide(approval_id, approve=True, device_id=None, now=later)
+
+
+def test_wait_returns_the_decision_made_on_another_thread(stores: Stores) -> None:
+    task = running_task(stores)
+    approval_id = ask(stores, task)
+    timer = threading.Timer(
+        0.2,
+        lambda: stores.approvals.decide(approval_id, approve=False, device_id=None, reason="no"),
+    )
+    timer.start()
+    started = time.monotonic()
+    final = stores.approvals.wait(approval_id, cancelled=lambda: False)
+    assert final.state is ApprovalState.DENIED and final.decision_reason == "no"
+    assert time.monotonic() - started < 5
+
+
+def test_wait_expires_an_unanswered_request(stores: Stores) -> None:
+    stores.approvals.timeout_s = 0.3
+    task = running_task(stores)
+    approval_id = ask(stores, task)
+    final = stores.approvals.wait(approval_id, cancelled=lambda: False)
+    assert final.state is ApprovalState.EXPIRED
+    assert stores.tasks.get(task.id).status is TaskStatus.RUNNING
+    with pytest.raises(Conflict, match="already expired"):
+        stores.approvals.decide(approval_id, approve=True, device_id=None)
+
+
+def test_cancelling_voids_the_pending_request(stores: Stores) -> None:
+    task = running_task(stores)
+    approval_id = ask(stores, task)
+    cancelled = threading.Event()
+    result: list[ApprovalState] = []
+    waiter = threading.Thread(
+        target=lambda: result.append(
+            stores.approvals.wait(approval_id, cancelled=cancelled.is_set).state
+        )
+    )
+    waiter.start()
+    cancelled.set()
+    wait_until(lambda: result, 5, "the wait to end")
+    assert result == [ApprovalState.VOID]
+    with pytest.raises(Conflict, match="already void"):
+        stores.approvals.decide(approval_id, approve=True, device_id=None)
+
+
+def test_a_request_for_a_cancelled_task_is_refused(stores: Stores) -> None:
+    task = running_task(stores)
+    stores.tasks.cancel_queued(task.id)  # marks the running task for cancellation
+    with pytest.raises(Conflict, match="no longer running"):
+        ask(stores, task)
+
+
+def test_recovery_expires_what_a_dead_controller_left_pending(stores: Stores) -> None:
+    task = running_task(stores)
+    approval_id = ask(stores, task)
+    assert stores.approvals.recover() == 1
+    assert stores.approvals.get(approval_id).state is ApprovalState.EXPIRED
+    interrupted = stores.tasks.recover()
+    assert [t.id for t in interrupted] == [task.id]
+    assert stores.tasks.get(task.id).status is TaskStatus.INTERRUPTED
