@@ -21,8 +21,10 @@ from sandbox.base import (
     Mount,
     Network,
     Outcome,
+    Process,
     Sandbox,
     SandboxSpec,
+    Spawner,
     Stream,
 )
 from sandbox.errors import (
@@ -83,10 +85,12 @@ __all__ = [
     "Mount",
     "Network",
     "Outcome",
+    "Process",
     "Sandbox",
     "SandboxError",
     "SandboxNotRunning",
     "SandboxSpec",
+    "Spawner",
     "Stream",
     "create",
 ]

@@ -149,6 +149,34 @@ class Sandbox(Protocol):
     ) -> None: ...
 
 
+@runtime_checkable
+class Process(Protocol):
+    """A long-running command in a sandbox, its stdin and stdout as byte streams."""
+
+    def write(self, data: bytes) -> None:
+        """Send bytes to the command's stdin. Raises SandboxError when it is gone."""
+
+    def read_exactly(self, size: int) -> bytes:
+        """Read exactly `size` bytes of stdout. Raises SandboxError at end of stream."""
+
+    def read_line(self, limit: int = 65536) -> bytes:
+        """Read stdout up to and including a newline (at most `limit` bytes)."""
+
+    def close(self) -> None:
+        """Close the streams; the command sees end of input."""
+
+
+@runtime_checkable
+class Spawner(Protocol):
+    """A sandbox that can keep a command running and talk to it (the Docker backend can)."""
+
+    def spawn(self, command: Sequence[str], *, user: tuple[int, int] | None = None) -> Process:
+        """Start `command` with its stdin and stdout connected to the returned `Process`.
+
+        `user` (uid, gid) runs it as someone other than the sandbox user (never root).
+        """
+
+
 TRUNCATION_MARKER = "\n[dispatch: {stream} truncated after {cap} bytes; {dropped} bytes dropped]\n"
 
 

@@ -411,9 +411,15 @@ class DockerSandbox:
         return self._container_id
 
     def _exec_create(
-        self, cid: str, command: list[str], *, workdir: Path | None = None, stdin: bool = False
+        self,
+        cid: str,
+        command: list[str],
+        *,
+        workdir: Path | None = None,
+        stdin: bool = False,
+        user: tuple[int, int] | None = None,
     ) -> str:
-        uid, gid = self._user
+        uid, gid = user or self._user
         try:
             created = self._api.exec_create(
                 cid,
@@ -474,6 +480,23 @@ class DockerSandbox:
             sock.close()
         return ExecResult(exit_code=self._exit_code(exec_id), stdout=b"", stderr=err)
 
+    def spawn(
+        self, command: Sequence[str], *, user: tuple[int, int] | None = None
+    ) -> DockerProcess:
+        """Start a long-running command whose stdin and stdout stay connected.
+
+        Args:
+            user: uid:gid to run it as instead of the sandbox user, so the task's commands
+                cannot signal it (a timeout's `kill -1` reaches only the sandbox user's).
+        """
+        cid = self._require_running()
+        exec_id = self._exec_create(cid, list(command), stdin=True, user=user)
+        try:
+            sock = self._api.exec_start(exec_id, socket=True)
+        except docker.errors.DockerException as exc:
+            raise SandboxError(f"could not start {command[0]!r} ({_short(exc)})") from None
+        return DockerProcess(sock, name=str(command[0]))
+
     def _on_timeout(self, exec_id: str, timed_out: threading.Event) -> None:
         timed_out.set()
         if self._signal_all("TERM") and self._wait_exec(exec_id, TERM_GRACE_S):
@@ -531,6 +554,61 @@ class DockerSandbox:
         self.stop()
 
 
+class DockerProcess:
+    """The streams of a command started by `DockerSandbox.spawn` (Docker's multiplexed socket)."""
+
+    def __init__(self, sock: Any, *, name: str) -> None:
+        self._sock = sock
+        self._raw = getattr(sock, "_sock", sock)
+        self._frames = _demux(self._raw)
+        self._buffer = bytearray()
+        self._lock = threading.Lock()
+        self.name = name
+        self.stderr = bytearray()
+
+    def write(self, data: bytes) -> None:
+        try:
+            self._raw.sendall(data)
+        except OSError as exc:
+            raise SandboxError(f"{self.name} in the sandbox is gone ({exc})") from None
+
+    def _fill(self) -> None:
+        for kind, chunk in self._frames:
+            if kind == 2:
+                # Kept (bounded) for error messages; never mixed into stdout.
+                self.stderr = (self.stderr + chunk)[-8192:]
+                continue
+            self._buffer += chunk
+            return
+        tail = self.stderr.decode(errors="replace").strip()[-500:]
+        raise SandboxError(f"{self.name} in the sandbox ended" + (f": {tail}" if tail else ""))
+
+    def read_exactly(self, size: int) -> bytes:
+        with self._lock:
+            while len(self._buffer) < size:
+                self._fill()
+            data = bytes(self._buffer[:size])
+            del self._buffer[:size]
+            return data
+
+    def read_line(self, limit: int = 65536) -> bytes:
+        with self._lock:
+            while b"\n" not in self._buffer[:limit]:
+                if len(self._buffer) >= limit:
+                    raise SandboxError(f"{self.name} sent a line longer than {limit} bytes")
+                self._fill()
+            end = self._buffer.index(b"\n") + 1
+            line = bytes(self._buffer[:end])
+            del self._buffer[:end]
+            return line
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._raw.shutdown(socket.SHUT_WR)
+        with contextlib.suppress(OSError):
+            self._sock.close()
+
+
 def _demux(raw: Any) -> Iterator[tuple[int, bytes]]:
     """Read Docker's multiplexed stream: 8-byte header (stream, size) then the payload."""
 
@@ -557,4 +635,4 @@ def _file_error(path: Path, result: ExecResult) -> str:
     return f"{path}: {detail}"
 
 
-__all__ = ["DockerSandbox", "connect", "owner_labels", "prune_orphans"]
+__all__ = ["DockerProcess", "DockerSandbox", "connect", "owner_labels", "prune_orphans"]

@@ -42,7 +42,8 @@ class ImageDef:
         return IMAGES_DIR / self.name
 
 
-IMAGES = (ImageDef("sandbox", DEFAULT_IMAGE),)
+DESKTOP_IMAGE = "dispatch/desktop:latest"
+IMAGES = (ImageDef("sandbox", DEFAULT_IMAGE), ImageDef("desktop", DESKTOP_IMAGE))
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,141 @@
+"""The screen of a desktop sandbox: Xvfb and a window manager in the container, driven from here.
+
+`SandboxDesktop` starts the virtual screen inside a sandbox built from the desktop image and
+attaches to its screen agent (`images/desktop/screen-agent`) over an exec stream. Capturing
+and input go through that agent, so the controller never speaks the X protocol to a server
+the sandbox controls: what comes back is a small JSON header and raw pixels.
+
+The screen runs as the image's `desktop` user (uid 1001), not as the task's user, so a task's
+timeout (which signals every process of the task's user) leaves it standing.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from PIL import Image
+
+from sandbox import Process, Sandbox, SandboxError, Spawner
+
+DESKTOP_USER = (1001, 1001)
+DISPLAY = ":0"
+START_TIMEOUT_S = 30.0
+MAX_PIXELS = 8192 * 8192
+
+
+class DesktopFailed(SandboxError):
+    """The desktop sandbox's screen could not be started or stopped answering."""
+
+
+@dataclass(frozen=True)
+class ScreenSize:
+    width: int
+    height: int
+
+
+class SandboxDesktop:
+    """A virtual screen in a running desktop sandbox."""
+
+    def __init__(self, box: Sandbox, *, width: int = 1280, height: int = 800) -> None:
+        if not isinstance(box, Spawner):
+            raise DesktopFailed(
+                f"the {type(box).__name__} backend cannot run a desktop; use the docker backend"
+            )
+        self.box = box
+        self.spawner: Spawner = box
+        self.requested = ScreenSize(width, height)
+        self._processes: list[Process] = []
+        self._agent: Process | None = None
+        self._lock = threading.Lock()
+        self.size = self.requested
+
+    def start(self, timeout_s: float = START_TIMEOUT_S) -> ScreenSize:
+        """Start Xvfb and openbox as the desktop user and attach to the screen agent.
+
+        Raises:
+            DesktopFailed: the screen did not come up in time (the message has Xvfb's words).
+        """
+        width, height = self.requested.width, self.requested.height
+        xvfb = self.spawner.spawn(
+            ["Xvfb", DISPLAY, "-screen", "0", f"{width}x{height}x24", "-nolisten", "tcp", "-ac"],
+            user=DESKTOP_USER,
+        )
+        self._processes.append(xvfb)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            probe = self.box.exec(["xdpyinfo", "-display", DISPLAY], timeout_s=10)
+            if probe.ok:
+                break
+            if time.monotonic() > deadline:
+                detail = bytes(getattr(xvfb, "stderr", b"")).decode(errors="replace")[-300:]
+                raise DesktopFailed(
+                    f"the desktop's X server did not start within {timeout_s:g} s"
+                    + (f": {detail.strip()}" if detail.strip() else "")
+                )
+            time.sleep(0.1)
+        self._processes.append(
+            self.spawner.spawn(["env", f"DISPLAY={DISPLAY}", "openbox"], user=DESKTOP_USER)
+        )
+        self._agent = self.spawner.spawn(
+            ["env", f"DISPLAY={DISPLAY}", "dispatch-screen-agent"], user=DESKTOP_USER
+        )
+        header, _ = self._ask({"op": "size"})
+        self.size = ScreenSize(int(header["width"]), int(header["height"]))
+        return self.size
+
+    def _ask(self, request: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
+        agent = self._agent
+        if agent is None:
+            raise DesktopFailed("the desktop is not started; call start() first")
+        with self._lock:
+            agent.write(json.dumps(request).encode() + b"\n")
+            try:
+                header = json.loads(agent.read_line())
+            except ValueError as exc:
+                raise DesktopFailed(f"the screen agent answered nonsense ({exc})") from None
+            size = header.get("bytes", 0)
+            if not isinstance(size, int) or not 0 <= size <= MAX_PIXELS * 4:
+                raise DesktopFailed(f"the screen agent announced {size!r} bytes")
+            payload = agent.read_exactly(size) if size else b""
+        if not header.get("ok") and "error" in header:
+            raise DesktopFailed(f"the screen agent failed: {header['error']}")
+        return header, payload
+
+    def capture(self) -> Image.Image:
+        """The whole screen at full resolution (RGB)."""
+        header, pixels = self._ask({"op": "capture"})
+        width, height = int(header["width"]), int(header["height"])
+        if header.get("format") != "BGRX" or len(pixels) != width * height * 4:
+            raise DesktopFailed("the screen agent sent an image of the wrong size")
+        return Image.frombuffer("RGB", (width, height), pixels, "raw", "BGRX", 0, 1)
+
+    def xdotool(self, args: Sequence[str | int]) -> str:
+        """Run xdotool against the desktop; its stdout.
+
+        Raises:
+            DesktopFailed: xdotool failed (its message included).
+        """
+        header, _ = self._ask({"op": "xdotool", "args": [str(a) for a in args]})
+        if header.get("code") != 0:
+            raise DesktopFailed(
+                f"xdotool {' '.join(map(str, args))} failed: {header.get('stderr')}"
+            )
+        return str(header.get("stdout", ""))
+
+    def close(self) -> None:
+        """Detach; the screen itself ends with its sandbox."""
+        agent, self._agent = self._agent, None
+        if agent is not None:
+            try:
+                agent.write(b'{"op": "exit"}\n')
+            except SandboxError:
+                pass
+            agent.close()
+        for process in self._processes:
+            process.close()
+        self._processes.clear()
