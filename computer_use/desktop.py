@@ -11,6 +11,7 @@ timeout (which signals every process of the task's user) leaves it standing.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -131,10 +132,8 @@ class SandboxDesktop:
         """Detach; the screen itself ends with its sandbox."""
         agent, self._agent = self._agent, None
         if agent is not None:
-            try:
+            with contextlib.suppress(SandboxError):
                 agent.write(b'{"op": "exit"}\n')
-            except SandboxError:
-                pass
             agent.close()
         for process in self._processes:
             process.close()
