@@ -19,8 +19,11 @@ import sandbox
 from controller.auth import Auth
 from controller.errors import ConfigError
 from controller.settings import Settings
+from controller.store.approvals import ApprovalStore
+from controller.store.blobs import BlobStore
 from controller.store.db import Database
 from controller.store.events import EventLog
+from controller.store.memory import MemoryStore
 from controller.store.tasks import TaskStore
 from controller.store.threads import ThreadStore
 from controller.worker import Runner, SandboxFactory
@@ -84,6 +87,15 @@ class Controller:
         self.auth.on_revoke(self.events.notify)
         self.threads = ThreadStore(self.db, self.events)
         self.tasks = TaskStore(self.db, self.events, self.threads)
+        self.blobs = BlobStore(settings.data_dir / "blobs")
+        self.approvals = ApprovalStore(
+            self.db,
+            self.events,
+            self.blobs,
+            timeout_s=settings.approval_timeout_s,
+            on_task_state=self.tasks.state_event,
+        )
+        self.memory = MemoryStore(self.db)
         self.runner = Runner(settings, self.tasks, factory)
         self.tasks.on_queued = self.runner.wake
         self.counters = Counters()
@@ -101,6 +113,9 @@ class Controller:
         make_private(self.settings.data_dir, self.settings.sqlite_path)
         self.db.migrate()
         self.owner_token = self.auth.ensure_owner_token(self.settings.data_dir)
+        # Before the tasks: a request left pending is expired, so its action can never run
+        # later without a fresh approval.
+        self.approvals.recover()
         interrupted = self.tasks.recover()
         self.counters.interrupted_at_start = len(interrupted)
         for task in interrupted:

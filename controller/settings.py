@@ -14,6 +14,7 @@ A wrong value raises `ConfigError` naming the setting, where it came from, and t
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -30,6 +31,7 @@ from controller.paths import default_config_dir, default_data_dir
 from sandbox.mounts import validate_mount
 
 ENV_PREFIX = "DISPATCH_"
+DEFAULT_MODEL = "claude-sonnet-4-5"
 MIB = 1024 * 1024
 MODES = ("ro", "rw")
 
@@ -65,6 +67,15 @@ class Settings:
     default_task_timeout_s: float = 600.0
     max_task_timeout_s: float = 24 * 3600.0
     log_level: str = "info"
+    # The agent (see computer_use): the model, the screen, and how long a person has to decide.
+    model: str = DEFAULT_MODEL
+    host_display: str | None = None
+    desktop_image: str = "dispatch/desktop:latest"
+    approval_timeout_s: float = 300.0
+    max_agent_steps: int = 200
+    # From ANTHROPIC_API_KEY / ANTHROPIC_BASE_URL, as the official client reads them.
+    anthropic_api_key: str | None = field(default=None, repr=False)
+    anthropic_base_url: str | None = None
 
     @property
     def effective_database_url(self) -> str:
@@ -133,6 +144,11 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "default_task_timeout_s": float,
     "max_task_timeout_s": float,
     "log_level": _text,
+    "model": _text,
+    "host_display": _text,
+    "desktop_image": _text,
+    "approval_timeout_s": float,
+    "max_agent_steps": int,
 }
 FILE_ONLY = ("folders",)
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
@@ -185,6 +201,8 @@ def load_settings(
     data_dir = values.get("data_dir") or default_data_dir(environ)
     values["data_dir"] = Path(os.path.abspath(data_dir))
     settings = Settings(
+        anthropic_api_key=environ.get("ANTHROPIC_API_KEY") or None,
+        anthropic_base_url=environ.get("ANTHROPIC_BASE_URL") or None,
         config_dir=config_dir,
         config_file=Path(os.path.abspath(file_path)) if file_path.exists() else None,
         **values,
@@ -286,6 +304,22 @@ def _validate(settings: Settings, raw: Mapping[str, tuple[Any, str]]) -> None:
         raise ConfigError(
             f"{where('default_task_timeout_s')} = {settings.default_task_timeout_s:g} must be "
             f"more than 0 and at most max_task_timeout_s ({settings.max_task_timeout_s:g})"
+        )
+    if not 1 <= settings.approval_timeout_s <= 24 * 3600:
+        raise ConfigError(
+            f"{where('approval_timeout_s')} = {settings.approval_timeout_s:g} must be between 1 "
+            "and 86400 seconds"
+        )
+    if not 1 <= settings.max_agent_steps <= 10_000:
+        raise ConfigError(
+            f"{where('max_agent_steps')} = {settings.max_agent_steps} must be between 1 and 10000"
+        )
+    if settings.host_display is not None and not re.fullmatch(
+        r":\d+(\.\d+)?", settings.host_display
+    ):
+        raise ConfigError(
+            f"{where('host_display')} = {settings.host_display!r} is not an X display; write it "
+            'like ":0"'
         )
     if settings.log_level not in LOG_LEVELS:
         raise ConfigError(

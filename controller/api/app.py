@@ -24,7 +24,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import BaseRoute, Route
 
-from controller.api import routes
+from controller.api import approvals, memory, routes
 from controller.errors import ApiError, RateLimited, Unauthorized
 from controller.service import Controller
 from controller.settings import Settings
@@ -292,6 +292,8 @@ def create_app(settings: Settings, *, controller: Controller | None = None) -> F
     install_error_handlers(app)
     app.include_router(routes.public)
     app.include_router(routes.private)
+    app.include_router(approvals.router)
+    app.include_router(memory.router)
     return app
 
 

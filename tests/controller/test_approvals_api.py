@@ -1,0 +1,137 @@
+"""Approval requests and the agent's memory through the HTTP API (the app in process)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from conftest import Api, wait_until
+
+from controller.store.approvals import NewApproval
+
+PNG = b"\x89PNG\r\n\x1a\n-screenshot-"
+ANNOTATED = b"\x89PNG\r\n\x1a\n-annotated-"
+
+
+def device_headers(api: Api, name: str = "phone") -> dict[str, str]:
+    code = api.post("/api/v1/pairing-codes").json()["code"]
+    paired = api.client.post("/api/v1/pair", json={"code": code, "device_name": name}).json()
+    return {"Authorization": f"Bearer {paired['token']}"}
+
+
+def pending_request(api: Api) -> tuple[int, int]:
+    """A running task with one pending approval request: (task id, approval id)."""
+    task = api.submit(["sleep", "30"])
+    api.wait_task(task["id"], ("running",))
+    approval = api.controller.approvals.request(
+        NewApproval(
+            task_id=task["id"],
+            tool="computer",
+            member="left_click",
+            input={"coordinate": [400, 300]},
+            screen_input={"coordinate": [800, 600]},
+            description="Click at (800, 600)",
+            model_reason="Pressing Send.",
+            policy_rule="default: computer.left_click asks",
+            screenshot_png=PNG,
+            annotated_png=ANNOTATED,
+        )
+    )
+    return task["id"], approval.id
+
+
+def test_a_request_is_listed_shown_and_decided_once_by_a_device(api: Api) -> None:
+    task_id, approval_id = pending_request(api)
+    assert api.task(task_id)["status"] == "waiting_for_approval"
+    phone = device_headers(api)
+    pending = api.get("/api/v1/approvals?state=pending", headers=phone).json()
+    assert [a["id"] for a in pending] == [approval_id]
+    shown = api.get(f"/api/v1/approvals/{approval_id}", headers=phone).json()
+    assert shown["description"] == "Click at (800, 600)"
+    assert shown["model_reason"] == "Pressing Send."
+    screenshot = api.get(shown["screenshot_url"], headers=phone)
+    assert screenshot.headers["content-type"] == "image/png" and screenshot.content == PNG
+    assert api.get(shown["annotated_url"], headers=phone).content == ANNOTATED
+
+    decided = api.post(
+        f"/api/v1/approvals/{approval_id}/decision", json={"decision": "approve"}, headers=phone
+    )
+    assert decided.status_code == 200, decided.text
+    assert decided.json()["state"] == "approved"
+    assert api.task(task_id)["status"] == "running"
+    again = api.post(
+        f"/api/v1/approvals/{approval_id}/decision", json={"decision": "deny"}, headers=phone
+    )
+    assert again.status_code == 409
+    assert again.json()["error"]["code"] == "approval_approved"
+    assert api.get(f"/api/v1/approvals/{approval_id}").json()["state"] == "approved"
+    api.post(f"/api/v1/tasks/{task_id}/cancel")
+
+
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"decision": "yes"}, "decision"),
+        ({}, "decision"),
+        ({"decision": "deny", "reason": "x" * 2001}, "reason"),
+        ({"decision": "approve", "extra": 1}, "extra"),
+    ],
+)
+def test_a_malformed_decision_is_a_422_naming_the_field_and_changes_nothing(
+    api: Api, body: dict[str, Any], field: str
+) -> None:
+    task_id, approval_id = pending_request(api)
+    response = api.post(f"/api/v1/approvals/{approval_id}/decision", json=body)
+    assert response.status_code == 422
+    assert field in response.json()["error"]["message"]
+    assert api.get(f"/api/v1/approvals/{approval_id}").json()["state"] == "pending"
+    api.post(f"/api/v1/tasks/{task_id}/cancel")
+
+
+def test_a_revoked_device_cannot_decide(api: Api) -> None:
+    task_id, approval_id = pending_request(api)
+    phone = device_headers(api)
+    device_id = next(d["id"] for d in api.get("/api/v1/devices").json() if d["name"] == "phone")
+    assert api.delete(f"/api/v1/devices/{device_id}").status_code == 200
+    response = api.post(
+        f"/api/v1/approvals/{approval_id}/decision", json={"decision": "approve"}, headers=phone
+    )
+    assert response.status_code == 401
+    assert api.get(f"/api/v1/approvals/{approval_id}").json()["state"] == "pending"
+    api.post(f"/api/v1/tasks/{task_id}/cancel")
+
+
+def test_cancelling_the_task_voids_its_pending_request(api: Api) -> None:
+    task_id, approval_id = pending_request(api)
+    api.controller.approvals.void_for_task(task_id, "the task was cancelled")
+    api.post(f"/api/v1/tasks/{task_id}/cancel")
+    assert api.get(f"/api/v1/approvals/{approval_id}").json()["state"] == "void"
+    late = api.post(f"/api/v1/approvals/{approval_id}/decision", json={"decision": "approve"})
+    assert late.status_code == 409
+
+
+def test_unknown_requests_and_images_are_404(api: Api) -> None:
+    assert api.get("/api/v1/approvals/999").status_code == 404
+    assert api.get("/api/v1/approvals/999/screenshot").status_code == 404
+    response = api.post("/api/v1/approvals/999/decision", json={"decision": "approve"})
+    assert response.status_code == 404
+
+
+def test_memory_is_listed_read_written_and_deleted(api: Api) -> None:
+    assert api.get("/api/v1/memory").json() == []
+    written = api.request(
+        "PUT", "/api/v1/memory/people/me.md", json={"content": "likes tea"}
+    ).json()
+    assert written["path"] == "/memories/people/me.md" and written["content"] == "likes tea"
+    assert [f["path"] for f in api.get("/api/v1/memory").json()] == ["/memories/people/me.md"]
+    assert api.get("/api/v1/memory/people/me.md").json()["content"] == "likes tea"
+    assert api.delete("/api/v1/memory/people").status_code == 204
+    assert api.get("/api/v1/memory/people/me.md").status_code == 404
+    wait_until(lambda: api.get("/api/v1/memory").json() == [], 2, "the memory to be empty")
+
+
+@pytest.mark.parametrize("path", ["..%2Fetc%2Fpasswd", "a/%2E%2E/%2E%2E/b", "%2E/x", "a%01b"])
+def test_memory_paths_that_escape_are_refused(api: Api, path: str) -> None:
+    response = api.request("PUT", f"/api/v1/memory/{path}", json={"content": "x"})
+    assert response.status_code in (404, 422)
+    assert api.get("/api/v1/memory").json() == []
