@@ -23,6 +23,10 @@ COMMANDS = {
     "logs": "controller.cli.tasks:logs",
     "cancel": "controller.cli.tasks:cancel",
     "retry": "controller.cli.tasks:retry",
+    "approvals": "controller.cli.approvals:approvals",
+    "approve": "controller.cli.approvals:approve",
+    "deny": "controller.cli.approvals:deny",
+    "memory": "controller.cli.approvals:memory",
 }
 
 
