@@ -9,9 +9,9 @@ The server replays a *script*: one entry per model reply, consumed in order. An 
 - a callable `(ModelRequest) -> Reply` that sees the whole conversation the model would see (the
   newest `tool_result` screenshots included) — `click_largest_region` computes a click target from
   the newest screenshot this way, or
-- a `Fault`: HTTP 429 with `retry-after`, 529 overloaded, 500, 401, or a connection reset (mid-stream
-  when the request streams, before any response otherwise). A fault consumes its entry, so
-  `[Fault.overloaded(), Reply(...)]` makes the client's retry get the reply.
+- a `Fault`: HTTP 429 with `retry-after`, 529 overloaded, 500, 401, or a connection reset
+  (mid-stream when the request streams, before any response otherwise). A fault consumes its
+  entry, so `[Fault.overloaded(), Reply(...)]` makes the client's retry get the reply.
 
 What it speaks, as the SDK (checked against `anthropic` 2.14.0) expects it: `POST /v1/messages`
 answered with one JSON message or, with `"stream": true`, the server-sent events `message_start`,
@@ -33,6 +33,7 @@ fixture at teardown) fails the test even if the agent swallowed the error — it
 from __future__ import annotations
 
 import base64
+import contextlib
 import copy
 import io
 import itertools
@@ -40,7 +41,6 @@ import json
 import socket
 import struct
 import threading
-import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -52,9 +52,9 @@ from PIL import Image, ImageChops
 
 __all__ = [
     "MESSAGE_THREADS_BETA",
-    "Fault",
     "FakeModel",
     "FakeModelError",
+    "Fault",
     "ModelRequest",
     "RecordedRequest",
     "Reply",
@@ -105,7 +105,11 @@ FaultKind = Literal["rate_limited", "overloaded", "server_error", "unauthorized"
 
 # status, error type, message: the API's own wording where it has one.
 _FAULTS: dict[str, tuple[int, str, str]] = {
-    "rate_limited": (429, "rate_limit_error", "Number of request tokens has exceeded your rate limit."),
+    "rate_limited": (
+        429,
+        "rate_limit_error",
+        "Number of request tokens has exceeded your rate limit.",
+    ),
     "overloaded": (529, "overloaded_error", "Overloaded"),
     "server_error": (500, "api_error", "Internal server error"),
     "unauthorized": (401, "authentication_error", "invalid x-api-key"),
@@ -191,7 +195,7 @@ class _Abort(Exception):
 
 
 class FakeModel:
-    """The server. `with FakeModel(script) as model:` or `start()`/`stop()`; `model.url` is the base URL."""
+    """The server: `with FakeModel(script) as model:` or `start()`/`stop()`; `url` to connect."""
 
     def __init__(
         self,
@@ -215,6 +219,7 @@ class FakeModel:
         self._ids = itertools.count(1)
         self._server: ThreadingHTTPServer | None = None
         self._serve_thread: threading.Thread | None = None
+        self._stopping = threading.Event()
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -226,6 +231,9 @@ class FakeModel:
 
         server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         server.daemon_threads = True
+        # A handler sleeping through a slow reply must not hold stop() up; `_stopping` wakes it.
+        server.block_on_close = False
+        self._stopping.clear()
         self._server = server
         self._serve_thread = threading.Thread(
             target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
@@ -234,6 +242,7 @@ class FakeModel:
         return self
 
     def stop(self) -> None:
+        self._stopping.set()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -246,7 +255,10 @@ class FakeModel:
         return self.start()
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.stop()
 
@@ -325,14 +337,12 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "FakeModel/1"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
+    def log_message(self, format: str, *args: Any) -> None:
         pass  # quiet: the requests are recorded instead
 
     def finish(self) -> None:
-        try:
+        with contextlib.suppress(OSError):  # the connection was reset on purpose
             super().finish()
-        except OSError:
-            pass  # the connection was reset on purpose
 
     def do_GET(self) -> None:
         self._send_error(404, "not_found_error", f"Not found: GET {self.path}", body=None)
@@ -373,7 +383,7 @@ class _Handler(BaseHTTPRequestHandler):
                 f"({len(fake.message_requests())} replies given)"
             )
             fake.failures.append(message)
-            # x-should-retry: false, so the client fails now rather than retrying into the same wall.
+            # x-should-retry: false, so the client fails now instead of retrying into the same wall.
             self._send_error(500, "api_error", message, body=body, retry=False, messages=messages)
             return
         if isinstance(turn, Fault):
@@ -388,12 +398,14 @@ class _Handler(BaseHTTPRequestHandler):
         )
         reply = turn if isinstance(turn, Reply) else turn(request)
         if not isinstance(reply, Reply):
-            message = f"FakeModel script {fake.name!r}: turn #{index + 1} returned {reply!r}, not a Reply"
+            message = (
+                f"FakeModel script {fake.name!r}: turn #{index + 1} returned {reply!r}, not a Reply"
+            )
             fake.failures.append(message)
             self._send_error(500, "api_error", message, body=body, retry=False, messages=messages)
             return
         if reply.delay_s:
-            time.sleep(reply.delay_s)
+            fake._stopping.wait(reply.delay_s)
         message_json = self._message_json(reply)
         if thread_source is not None:
             self._store_thread(thread_source, messages, system, tools, message_json)
@@ -405,8 +417,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- threads ---------------------------------------------------------------------------------
 
-    def _conversation(self, body: dict[str, Any]) -> tuple[str | None, list[Any], Any, list[Any]] | None:
-        """(thread key to store the reply under, full messages, system, tools), or None after an error."""
+    def _conversation(
+        self, body: dict[str, Any]
+    ) -> tuple[str | None, list[Any], Any, list[Any]] | None:
+        """(where to store the reply, full messages, system, tools), or None after an error."""
         fake = self.model
         thread = body.get("thread")
         messages = list(body["messages"])
@@ -434,7 +448,9 @@ class _Handler(BaseHTTPRequestHandler):
         if thread.get("type") == "create":
             return "create", messages, body.get("system"), list(body.get("tools") or [])
         if thread.get("type") != "continue":
-            self._send_error(400, "invalid_request_error", "thread.type: use create or continue", body=body)
+            self._send_error(
+                400, "invalid_request_error", "thread.type: use create or continue", body=body
+            )
             return None
         previous = str(thread.get("previous_message_id"))
         repeated = [f for f in _CREATE_ONLY_FIELDS if f in body]
@@ -527,11 +543,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send_fault(self, fault: Fault, body: dict[str, Any], messages: list[Any]) -> None:
         if fault.delay_s:
-            time.sleep(fault.delay_s)
+            self.model._stopping.wait(fault.delay_s)
         if fault.kind == "reset":
             self.model._record(self, body, messages, 0)
             if body.get("stream"):
-                self._stream(self._message_json(Reply(text="This reply is cut off mid")), reset=True)
+                self._stream(
+                    self._message_json(Reply(text="This reply is cut off mid")), reset=True
+                )
             self._reset()
         status, error_type, message = _FAULTS[fault.kind]
         headers = {}
@@ -556,7 +574,9 @@ class _Handler(BaseHTTPRequestHandler):
         extra = dict(headers or {})
         if retry is not None:
             extra["x-should-retry"] = "true" if retry else "false"
-        self._send_json(status, _error_body(error_type, message, request_id, **details), extra, request_id)
+        self._send_json(
+            status, _error_body(error_type, message, request_id, **details), extra, request_id
+        )
 
     def _send_json(
         self,
@@ -613,13 +633,21 @@ def _events(message: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
     yield {"type": "message_start", "message": start}
     for index, block in enumerate(message["content"]):
         if block["type"] == "text":
-            yield {"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}}
+            yield {
+                "type": "content_block_start",
+                "index": index,
+                "content_block": {"type": "text", "text": ""},
+            }
             text = block["text"]
             for part in (text[: len(text) // 2], text[len(text) // 2 :]):
                 delta = {"type": "text_delta", "text": part}
                 yield {"type": "content_block_delta", "index": index, "delta": delta}
         else:
-            yield {"type": "content_block_start", "index": index, "content_block": {**block, "input": {}}}
+            yield {
+                "type": "content_block_start",
+                "index": index,
+                "content_block": {**block, "input": {}},
+            }
             partial = json.dumps(block["input"])
             for part in (partial[: len(partial) // 2], partial[len(partial) // 2 :]):
                 delta = {"type": "input_json_delta", "partial_json": part}
@@ -633,7 +661,7 @@ def _events(message: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
     yield {"type": "message_stop"}
 
 
-# -- computing a click from the screenshot the model received ---------------------------------------
+# -- computing a click from the screenshot the model received -------------------------------------
 
 
 def newest_screenshot(messages: Sequence[Mapping[str, Any]]) -> Image.Image:
@@ -641,7 +669,9 @@ def newest_screenshot(messages: Sequence[Mapping[str, Any]]) -> Image.Image:
     for message in reversed(messages):
         for block in reversed(_blocks(message)):
             for image in reversed(_images(block)):
-                return Image.open(io.BytesIO(base64.b64decode(image["source"]["data"]))).convert("RGB")
+                return Image.open(io.BytesIO(base64.b64decode(image["source"]["data"]))).convert(
+                    "RGB"
+                )
     raise FakeModelError("the conversation holds no image: did the agent send a screenshot?")
 
 
@@ -649,7 +679,9 @@ def _images(block: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     if block.get("type") == "image" and block.get("source", {}).get("type") == "base64":
         return [block]
     if block.get("type") == "tool_result" and isinstance(block.get("content"), list):
-        return [b for inner in block["content"] if isinstance(inner, Mapping) for b in _images(inner)]
+        return [
+            b for inner in block["content"] if isinstance(inner, Mapping) for b in _images(inner)
+        ]
     return []
 
 
@@ -696,12 +728,18 @@ def centre_of_largest_region(
 
 
 def click_largest_region(
-    rgb: tuple[int, int, int], *, member: str = "left_click", toolset: str = "computer", text: str | None = None
+    rgb: tuple[int, int, int],
+    *,
+    member: str = "left_click",
+    toolset: str = "computer",
+    text: str | None = None,
 ) -> Callable[[ModelRequest], Reply]:
-    """A scripted turn that clicks the centre of the largest `rgb` region of the newest screenshot."""
+    """A scripted turn clicking the centre of the largest `rgb` region of the newest screenshot."""
 
     def turn(request: ModelRequest) -> Reply:
         x, y = centre_of_largest_region(newest_screenshot(request.messages), rgb)
-        return Reply(text=text, tool_calls=[ToolCall(member, {"coordinate": [x, y]}, toolset=toolset)])
+        return Reply(
+            text=text, tool_calls=[ToolCall(member, {"coordinate": [x, y]}, toolset=toolset)]
+        )
 
     return turn
