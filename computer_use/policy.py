@@ -64,6 +64,7 @@ __all__ = [
     "Call",
     "CombinedPolicy",
     "Decision",
+    "FolderMode",
     "Policy",
     "Verdict",
     "combine",
