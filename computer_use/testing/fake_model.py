@@ -169,7 +169,7 @@ Turn = Reply | Fault | Callable[[ModelRequest], Reply]
 
 @dataclass(frozen=True)
 class RecordedRequest:
-    """One HTTP request as received, and what it was answered with."""
+    """One HTTP request as received (header names lower-cased), and the status it got."""
 
     method: str
     path: str
@@ -310,7 +310,7 @@ class FakeModel:
                 RecordedRequest(
                     method=handler.command,
                     path=handler.path,
-                    headers=dict(handler.headers.items()),
+                    headers={k.lower(): v for k, v in handler.headers.items()},
                     body=body if isinstance(body, dict) else None,
                     messages=list(messages),
                     status=status,
@@ -323,6 +323,38 @@ def _blocks(message: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     if isinstance(content, str):
         return [{"type": "text", "text": content}]
     return [b for b in content or [] if isinstance(b, Mapping)]
+
+
+def _unpaired_tool_use(messages: Sequence[Mapping[str, Any]]) -> str | None:
+    """The API's 400 for a conversation whose tool calls and results do not pair up, or None."""
+    for index, message in enumerate(messages):
+        if message.get("role") != "assistant":
+            continue
+        calls = [b["id"] for b in _blocks(message) if b.get("type") == "tool_use"]
+        if not calls or index + 1 == len(messages):
+            continue  # the newest reply may end with calls (a resumed `pause_turn`)
+        results = {
+            b.get("tool_use_id")
+            for b in _blocks(messages[index + 1])
+            if b.get("type") == "tool_result"
+        }
+        missing = [c for c in calls if c not in results]
+        if missing:
+            return (
+                f"messages.{index + 1}: `tool_use` ids were found without `tool_result` blocks "
+                f"immediately after: {', '.join(missing)}. Each `tool_use` block must have a "
+                "corresponding `tool_result` block in the next message."
+            )
+    known = {b.get("id") for m in messages for b in _blocks(m) if b.get("type") == "tool_use"}
+    for index, message in enumerate(messages):
+        for block in _blocks(message):
+            if block.get("type") == "tool_result" and block.get("tool_use_id") not in known:
+                return (
+                    f"messages.{index}: unexpected `tool_use_id` found in `tool_result` blocks: "
+                    f"{block.get('tool_use_id')}. Each `tool_result` block must have a "
+                    "corresponding `tool_use` block in the previous message."
+                )
+    return None
 
 
 def _error_body(error_type: str, message: str, request_id: str, **details: Any) -> dict[str, Any]:
@@ -370,10 +402,20 @@ class _Handler(BaseHTTPRequestHandler):
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
             self._send_error(400, "invalid_request_error", "messages: Field required", body=body)
             return
+        for required in ("model", "max_tokens"):
+            if required not in body:
+                self._send_error(
+                    400, "invalid_request_error", f"{required}: Field required", body=body
+                )
+                return
         conversation = self._conversation(body)
         if conversation is None:
             return  # an error was sent
         thread_source, messages, system, tools = conversation
+        problem = _unpaired_tool_use(messages)
+        if problem is not None:
+            self._send_error(400, "invalid_request_error", problem, body=body, messages=messages)
+            return
 
         index = len(fake.requests)
         turn = fake._take_turn()

@@ -170,7 +170,7 @@ def test_requests_carry_the_key_and_the_toolset_definition(fake_model: FakeModel
     with RecordingComputer(confirm=lambda ctx: True) as toolset:
         run_agent(client_for(fake_model), toolset, stream=False)
     (request,) = fake_model.message_requests()
-    assert request.headers["Authorization"] == f"Bearer {KEY}"
+    assert request.headers["authorization"] == f"Bearer {KEY}"
     (tool,) = request.body["tools"] if request.body else []
     assert tool["type"] == "computer_toolset_20260801"
     # Members the toolset does not implement are switched off on the wire.
@@ -429,3 +429,28 @@ def test_centre_of_largest_region_ignores_smaller_regions() -> None:
         centre_of_largest_region(image, (1, 2, 3))
     with pytest.raises(FakeModelError, match="no image"):
         newest_screenshot([{"role": "user", "content": "no pictures"}])
+
+
+def test_a_tool_call_without_its_result_is_refused_like_the_api_does(
+    fake_model: FakeModel,
+) -> None:
+    """An agent that drops a tool result must fail in tests as it would against the API."""
+    client = client_for(fake_model, max_retries=0)
+    history: list[Any] = [
+        {"role": "user", "content": "click"},
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "tool_use", "id": "toolu_1", "name": "left_click", "input": {}},
+            ],
+        },
+        {"role": "user", "content": "I forgot the result"},
+    ]
+    with pytest.raises(anthropic.BadRequestError, match="toolu_1"):
+        client.messages.create(model="m", max_tokens=5, messages=history)
+    stray: list[Any] = [
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_x"}]}
+    ]
+    with pytest.raises(anthropic.BadRequestError, match="unexpected `tool_use_id`"):
+        client.messages.create(model="m", max_tokens=5, messages=stray)
+    assert fake_model.remaining == 0 and [r.status for r in fake_model.requests] == [400, 400]
