@@ -148,6 +148,58 @@ class TaskCreate(Strict):
         return command
 
 
+MAX_PROMPT_CHARS = 20_000
+AgentTool = Literal["bash", "edit", "computer", "browser", "memory"]
+
+
+class AgentTaskCreate(Strict):
+    """An agent task: the model works with tools until it answers (see computer_use)."""
+
+    thread: Name = Field(
+        default="default", description="Thread name; a thread of that name is created if new."
+    )
+    kind: Literal["agent"]
+    prompt: str = Field(
+        min_length=1, max_length=MAX_PROMPT_CHARS, description="What the agent should do."
+    )
+    tools: list[AgentTool] = Field(
+        min_length=1, max_length=5, description="bash, edit, computer, browser, memory."
+    )
+    folders: list[FolderRequest] = Field(default_factory=list, max_length=MAX_FOLDERS)
+    network: Literal["none", "open"] = "none"
+    display: Literal["sandbox", "host"] = Field(
+        default="sandbox",
+        description="sandbox: a desktop container; host: the host_display setting's screen.",
+    )
+    max_steps: int = Field(default=30, ge=1, description="Model turns before it is stopped.")
+    model: str | None = Field(
+        default=None, min_length=1, max_length=100, description="The `model` setting if omitted."
+    )
+    timeout_s: float | None = Field(
+        default=None, gt=0, description="Seconds; the controller's default when omitted."
+    )
+    policy: dict[str, Any] | None = Field(
+        default=None, description="Approval rules; can only tighten the configured policy."
+    )
+    allowed_domains: list[Annotated[str, Field(min_length=1, max_length=253)]] = Field(
+        default_factory=list, max_length=100, description="Where the browser may go."
+    )
+
+    @field_validator("tools")
+    @classmethod
+    def _unique(cls, tools: list[str]) -> list[str]:
+        if len(set(tools)) != len(tools):
+            raise ValueError("a tool is named twice; name each tool once")
+        return tools
+
+    @field_validator("prompt")
+    @classmethod
+    def _no_nul_prompt(cls, prompt: str) -> str:
+        if "\x00" in prompt:
+            raise ValueError("the prompt contains a NUL character")
+        return prompt
+
+
 class TaskOut(BaseModel):
     id: int
     thread_id: int

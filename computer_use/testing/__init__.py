@@ -1,0 +1,1 @@
+"""Test doubles shipped with the package: the scripted fake Messages API (`fake_model`)."""
