@@ -338,6 +338,45 @@ class TaskStore:
                     task_id=task.id,
                 )
 
+    def append_step(self, task: Task, data: dict[str, Any]) -> None:
+        """Persist one agent step as a `task.step` event."""
+        with self.db.write() as session:
+            self.events.append(
+                session, "task.step", data, thread_id=task.thread_id, task_id=task.id
+            )
+
+    def steps(self, task_id: int) -> list[dict[str, Any]]:
+        """An agent task's steps, in order."""
+        query = (
+            select(Event.data)
+            .where(Event.task_id == task_id, Event.kind == "task.step")
+            .order_by(Event.id)
+        )
+        with self.db.read() as session:
+            return [dict(data) for data in session.scalars(query)]
+
+    def record_agent_result(
+        self,
+        task_id: int,
+        *,
+        final_answer: str | None,
+        tokens_in: int,
+        tokens_out: int,
+        cost_usd: float | None,
+    ) -> None:
+        """Store what an agent task produced, before its end is recorded."""
+        with self.db.write() as session:
+            session.execute(
+                update(Task)
+                .where(Task.id == task_id)
+                .values(
+                    final_answer=final_answer,
+                    tokens_in=tokens_in,
+                    tokens_out=tokens_out,
+                    cost_usd=cost_usd,
+                )
+            )
+
     def state_event(self, session: Session, task: Task) -> None:
         """Append `task`'s `task.state` event to `session`'s transaction."""
         self._state_event(session, task)
