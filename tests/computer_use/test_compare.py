@@ -55,7 +55,9 @@ def test_differences_below_the_tolerance_do_not_matter() -> None:
 
 
 def test_a_window_moved_over_the_target_matters() -> None:
-    after = changed(lambda d: d.rectangle((500, 380, 900, 680), fill=(250, 250, 200), outline="red"))
+    after = changed(
+        lambda d: d.rectangle((500, 380, 900, 680), fill=(250, 250, 200), outline="red")
+    )
     result = compare(screen(), after, [OK_BUTTON])
     assert result.matters
     assert result.reason.startswith("something new covers the target at (620, 460)")
@@ -133,7 +135,9 @@ def test_a_clock_updating_in_a_corner_is_ignored() -> None:
 
 
 def test_a_dialog_away_from_the_target_matters() -> None:
-    after = changed(lambda d: d.rectangle((150, 150, 450, 350), fill=(200, 200, 230), outline="black"))
+    after = changed(
+        lambda d: d.rectangle((150, 150, 450, 350), fill=(200, 200, 230), outline="black")
+    )
     result = compare(screen(), after, [OK_BUTTON])
     assert result.matters
     assert result.reason == "the screen changed in 1 place (largest 301x201, 7.7% of the screen)"
@@ -212,5 +216,7 @@ def test_images_in_other_modes_are_compared_as_rgb() -> None:
         ("type", {"text": "hello"}, []),
     ],
 )
-def test_action_targets(member: str, input: dict[str, object], expected: list[tuple[int, int]]) -> None:
+def test_action_targets(
+    member: str, input: dict[str, object], expected: list[tuple[int, int]]
+) -> None:
     assert action_targets(member, input) == expected
