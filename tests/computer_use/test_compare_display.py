@@ -6,7 +6,11 @@ import pytest
 from PIL import Image, ImageChops
 
 from computer_use.compare import compare
-from tests.computer_use.gate_xvfb import XDisplay, desktop, xvfb  # noqa: F401 (fixtures)
+from tests.computer_use import gate_xvfb
+from tests.computer_use.gate_xvfb import XDisplay
+
+xvfb = gate_xvfb.xvfb
+desktop = gate_xvfb.desktop
 
 pytestmark = pytest.mark.display
 
