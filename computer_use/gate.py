@@ -39,7 +39,7 @@ from typing import Any, Protocol
 from anthropic.tools import ToolError
 from PIL import Image
 
-from computer_use.annotate import annotate, describe
+from computer_use.annotate import annotate, describe, escape
 from computer_use.compare import DEFAULT_RULES, CompareRules, Point, action_targets, compare
 
 DEFAULT_TIMEOUT_S = 300.0
@@ -202,8 +202,9 @@ def reason_before(content: Sequence[Any], tool_use_id: str | None) -> str:
 
 
 def _decision(verdict: PolicyVerdict) -> str:
+    # Exactly "allow" runs: a misspelt or unexpected answer falls through to a refusal.
     value = verdict.decision
-    return str(getattr(value, "value", value)).lower()
+    return str(getattr(value, "value", value))
 
 
 def _rule(verdict: PolicyVerdict) -> str:
@@ -296,7 +297,10 @@ class Confirmer:
         rule: str,
         tool_use_id: str | None,
     ) -> None:
-        model_reason = _clip(self.stated_reason(tool_use_id) or "", MODEL_REASON_CHARS)
+        # The model's words reach the person escaped (no bidi overrides, no terminal escapes),
+        # its paragraphs kept.
+        stated = _clip(self.stated_reason(tool_use_id) or "", MODEL_REASON_CHARS)
+        model_reason = "\n".join(escape(line) for line in stated.split("\n"))
         description = describe(tool, member, screen_input)
         targets = action_targets(member, screen_input)
         capture = self.capture
@@ -344,6 +348,13 @@ class Confirmer:
                 return
             # Bound to what was seen: the screen must still look as it did when approved.
             current = capture()
+            if current.size != frame.size:
+                # The model's coordinates were mapped for the old size: it must look again.
+                raise ToolError(
+                    f"The screen size changed from {frame.width}x{frame.height} to "
+                    f"{current.width}x{current.height} after approval; the action was not "
+                    "performed. Take a new screenshot."
+                )
             pointers = [p for p in (pointer_then, self.pointer() if self.pointer else None) if p]
             change = compare(frame, current, targets, pointers=pointers, rules=self.rules)
             if not change.matters:

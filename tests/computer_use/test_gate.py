@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import io
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -40,7 +41,7 @@ def screen(*, dialog: bool = False, caret: bool = False) -> Image.Image:
 
 @dataclass(frozen=True)
 class Verdict:
-    decision: str
+    decision: Any
     rule_index: int | None = None
     explanation: str = ""
 
@@ -114,9 +115,39 @@ def test_deny_names_the_rule_and_asks_nobody() -> None:
     assert gate.requests == []
 
 
-def test_an_unknown_policy_answer_fails_closed() -> None:
+@pytest.mark.parametrize("answer", ["maybe", "ALLOW", "allow ", ""])
+def test_an_unknown_policy_answer_fails_closed(answer: str) -> None:
+    gate = FakeGate([])
     with pytest.raises(ToolError, match="treated as denied"):
-        confirmer(FakePolicy(Verdict("maybe")), FakeGate([])).check("bash", "command", {})
+        confirmer(FakePolicy(Verdict(answer)), gate).check("bash", "command", {})
+    assert gate.requests == []
+
+
+def test_a_policy_answering_with_an_enum_is_understood() -> None:
+    class Decision(enum.StrEnum):
+        ALLOW = "allow"
+
+    confirmer(FakePolicy(Verdict(Decision.ALLOW)), FakeGate([])).check("bash", "command", {})
+
+
+def test_a_screen_resized_after_approval_is_refused_not_re_asked() -> None:
+    gate = FakeGate([approved()])
+    screens = Screens(screen(), screen().resize((1024, 768)))
+    with pytest.raises(ToolError, match="screen size changed from 800x600 to 1024x768"):
+        confirmer(FakePolicy(Verdict("ask")), gate, screens).check("computer", "left_click", CLICK)
+    assert len(gate.requests) == 1
+
+
+def test_the_models_reason_reaches_the_person_escaped() -> None:
+    gate = FakeGate([approved()])
+    Confirmer(
+        7,
+        "bash",
+        FakePolicy(Verdict("ask")),
+        gate,
+        stated_reason=lambda _id: "Cleaning up.\nharmless \u202eexe.txt\x1b[8m",
+    ).guard("bash", "command", {"command": "ls"})
+    assert gate.requests[0].model_reason == "Cleaning up.\nharmless \\u202eexe.txt\\x1b[8m"
 
 
 def test_ask_sends_what_the_person_needs_and_runs_once_approved() -> None:
