@@ -83,6 +83,7 @@ class ApprovalRequest:
     `input` is what the model sent (screenshot pixels); `screen_input` the same with coordinates
     in screen pixels, the ones the action will use and the annotation shows. `replaces` names the
     approved request this one replaces because the screen changed after it (`replaced_because`).
+    Both inputs are read-only copies; `thaw()` gives plain dicts to store as JSON.
     """
 
     task_id: int
@@ -127,11 +128,13 @@ class ApprovalGate(Protocol):
 
 @dataclass(frozen=True)
 class ToolCall:
-    """What the policy judges: the call with its coordinates in screen pixels."""
+    """What the policy judges: the call with its coordinates in screen pixels, and for the
+    browser the URL of the tab it acts on (as the SDK last reported it)."""
 
     tool: str
     member: str
     input: Mapping[str, Any]
+    tab_url: str | None = None
 
 
 class PolicyVerdict(Protocol):
@@ -253,13 +256,18 @@ class Confirmer:
     clock: Callable[[], float] = field(default=time.time)
 
     def __call__(self, ctx: Any) -> bool:
-        """The SDK's hook: True runs the call; a ToolError tells the model why it did not."""
+        """The SDK's hook: True runs the call; a ToolError tells the model why it did not.
+
+        It blocks until a decision: give it to synchronous toolsets (or wrap it with
+        `asyncio.to_thread` for async ones) so no event loop stalls while a person decides.
+        """
         tool_use = getattr(ctx, "tool_use", None)
         self.check(
             self.tool,
             str(ctx.member),
             _plain_input(ctx.input),
             tool_use_id=getattr(tool_use, "id", None),
+            tab_url=getattr(ctx, "tab_url", None),
         )
         return True
 
@@ -268,12 +276,19 @@ class Confirmer:
         self.check(tool, member, input)
 
     def check(
-        self, tool: str, member: str, input: Mapping[str, Any], *, tool_use_id: str | None = None
+        self,
+        tool: str,
+        member: str,
+        input: Mapping[str, Any],
+        *,
+        tool_use_id: str | None = None,
+        tab_url: str | None = None,
     ) -> None:
         """Return when the call may run; raise ToolError (the model reads it) when not."""
         screen_input = dict(self.to_screen(member, input)) if self.capture else dict(input)
         # The policy gets its own copy: nothing it does can alter what is approved or run.
-        verdict = self.policy.decide(ToolCall(tool, member, copy.deepcopy(screen_input)))
+        call = ToolCall(tool, member, copy.deepcopy(screen_input), tab_url)
+        verdict = self.policy.decide(call)
         decision = _decision(verdict)
         if decision == "allow":
             return

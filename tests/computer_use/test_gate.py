@@ -367,6 +367,24 @@ def test_the_sdk_runs_the_call_only_when_the_confirmer_says_so(
         assert thaw(gate.requests[0].input) == {"coordinate": [400, 300]}
 
 
+def test_the_browser_tab_url_reaches_the_policy() -> None:
+    from anthropic.tools import BetaConfirmContext
+
+    policy = FakePolicy(Verdict("allow"))
+    hook = Confirmer(7, "browser", policy, FakeGate([]))
+    ctx = BetaConfirmContext.model_validate(
+        {
+            "member": "left_click",
+            "input": {"target": {"type": "coordinate", "x": 5, "y": 6}},
+            "tab_url": "https://bank.example/transfer",
+        }
+    )
+    assert hook(ctx) is True
+    (call,) = policy.calls
+    assert call.tab_url == "https://bank.example/transfer"
+    assert call.input == {"target": {"type": "coordinate", "x": 5, "y": 6}}
+
+
 def test_reason_before_takes_the_text_since_the_previous_call() -> None:
     content: list[Any] = [
         {"type": "text", "text": "First I look."},
