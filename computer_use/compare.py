@@ -19,16 +19,19 @@ holds. The rule, in the order it is applied:
    of a point the action acts on (a click, both ends of a drag, a scroll position) voids the
    approval: what is under the pointer is what the person approved. A checkbox ticked, a button
    greyed out, a window moved over it: all void.
-5. **Away from the target, small things are ignored.** A region whose box fits in
-   `small_region_px` (160x48) - a clock, a spinner, a status label, an unknown pointer - is
-   ignored, as long as there are at most `max_small_regions` (3) of them.
-6. **The whole screen matters.** Any region larger than that (a dialog, a moved window, a page
-   that scrolled), more than `max_small_regions` small ones (the screen re-rendered), or more
-   than `max_changed_fraction` (1 %) of all pixels changed, voids the approval.
+5. **Small things in the panels are ignored.** A region whose box fits in `small_region_px`
+   (160x48) and lies within `panel_px` (64) of a screen edge - where panels put clocks, tray
+   icons and status text - is ignored, as long as there are at most `max_small_regions` (3).
+6. **Everything else matters.** A small change in the body of the screen (a label, an amount,
+   a price: what the person may have based the decision on), any region larger than a small
+   one (a dialog, a moved window, a page that scrolled), more than `max_small_regions` small
+   ones (the screen re-rendered), or more than `max_changed_fraction` (1 %) of all pixels
+   changed, voids the approval.
 
-Actions with no point on the screen (typing, keys) are judged by rules 5 and 6 only. Screens of
+Actions with no point on the screen (typing, keys) are judged by rules 3, 5 and 6. Screens of
 different sizes always differ. The rule errs towards asking again: a void approval costs the
-person one more tap, a wrong click costs more.
+person one more tap (an animation in the body of the screen costs re-asks until the gate gives
+up), a wrong click costs more.
 
 The comparison runs on the path from a decision to the action: unchanged screens (the common
 case) are recognised in Pillow's C code alone; only changed ones reach numpy/scipy.
@@ -107,6 +110,7 @@ class CompareRules:
     block_caret_px: tuple[int, int] = (16, 32)
     block_caret_fill: float = 0.9
     small_region_px: tuple[int, int] = (160, 48)
+    panel_px: int = 64
     max_small_regions: int = 3
     max_changed_fraction: float = 0.01
     # A region this large that covers a target is described as covering it.
@@ -291,6 +295,7 @@ def _judge(
     at_target: list[str] = []
     large: list[_Region] = []
     small: list[_Region] = []
+    body: list[_Region] = []
     ignored: list[_Region] = []
     mattering: list[_Region] = []
     for region in regions:
@@ -307,7 +312,11 @@ def _judge(
             mattering.append(region)
             at_target.append(_at_target(region, target, distance, rules))
         elif region.box.width <= small_w and region.box.height <= small_h:
-            small.append(region)
+            if _in_panel(region.box, screen, rules.panel_px):
+                small.append(region)
+            else:
+                body.append(region)
+                mattering.append(region)
         else:
             large.append(region)
             mattering.append(region)
@@ -323,7 +332,7 @@ def _judge(
     ignored_boxes = tuple(r.box for r in ignored)
 
     reasons = list(dict.fromkeys(at_target))
-    if large or too_many_small or (fraction > rules.max_changed_fraction and not at_target):
+    if large or body or too_many_small or (fraction > rules.max_changed_fraction and not at_target):
         changed = [r for r in regions if r not in ignored] or regions
         largest = max(changed, key=lambda r: r.box.width * r.box.height).box
         places = "1 place" if len(changed) == 1 else f"{len(changed)} places"
@@ -335,6 +344,16 @@ def _judge(
     if reasons:
         return Change(True, "; ".join(reasons), mattering_boxes, ignored_boxes)
     return Change(False, _ignored_summary(ignored, pointers, rules), (), ignored_boxes)
+
+
+def _in_panel(box: Box, screen: tuple[int, int], panel_px: int) -> bool:
+    width, height = screen
+    return (
+        box.bottom <= panel_px
+        or box.top >= height - panel_px
+        or box.right <= panel_px
+        or box.left >= width - panel_px
+    )
 
 
 def _at_target(region: _Region, target: Point, distance: float, rules: CompareRules) -> str:
@@ -363,9 +382,9 @@ def _ignored_summary(ignored: list[_Region], pointers: list[Point], rules: Compa
         kinds.append("a caret" if caret == 1 else f"{caret} carets")
     if small:
         kinds.append(
-            "a small area away from the target"
+            "a small area at the screen's edge"
             if small == 1
-            else f"{small} small areas away from the target"
+            else f"{small} small areas at the screen's edge"
         )
     listed = kinds[0] if len(kinds) == 1 else ", ".join(kinds[:-1]) + " and " + kinds[-1]
     return f"only {listed} changed; ignored"

@@ -75,13 +75,25 @@ def test_a_small_change_near_the_target_matters() -> None:
     assert len(result.boxes) == 1
 
 
-def test_the_same_small_change_far_from_the_target_is_ignored() -> None:
-    def tick(draw: ImageDraw.ImageDraw) -> None:
-        draw.line((580, 455, 584, 462, 592, 448), fill="black", width=2)
+def test_a_small_change_in_the_body_of_the_screen_matters() -> None:
+    # "$10" becoming "$10,000" beside the button the person approved: what they judged changed.
+    def amount(text: str) -> Image.Image:
+        image = screen()
+        ImageDraw.Draw(image).text((150, 440), text, fill="black")
+        return image
 
-    result = compare(screen(), changed(tick), [(150, 300)])
+    result = compare(amount("Transfer $10"), amount("Transfer $10,000"), [OK_BUTTON])
+    assert result.matters
+    assert result.reason.startswith("the screen changed in 1 place (largest ")
+
+
+def test_a_small_change_in_a_panel_at_the_screens_edge_is_ignored() -> None:
+    def tray(draw: ImageDraw.ImageDraw) -> None:
+        draw.rectangle((980, 8, 1000, 28), fill="green")  # a tray icon lighting up
+
+    result = compare(screen(), changed(tray), [OK_BUTTON])
     assert not result.matters
-    assert "a small area away from the target" in result.reason
+    assert result.reason == "only a small area at the screen's edge changed; ignored"
     assert len(result.ignored) == 1
 
 
@@ -113,12 +125,14 @@ def test_the_pointer_at_the_target_is_ignored_when_its_position_is_known() -> No
     assert compare(screen(), after, [OK_BUTTON]).matters
 
 
-def test_a_pointer_that_moved_far_from_the_target_is_ignored() -> None:
+def test_a_pointer_that_moved_far_from_the_target_is_ignored_when_known() -> None:
     before = changed(lambda d: pointer_at(d, 300, 300))
     after = changed(lambda d: pointer_at(d, 800, 600))
-    result = compare(before, after, [(150, 150)])
+    result = compare(before, after, [(150, 150)], pointers=[(300, 300), (800, 600)])
     assert not result.matters
     assert len(result.ignored) == 2
+    # Unexplained, two small shapes changing in the body of the screen matter.
+    assert compare(before, after, [(150, 150)]).matters
 
 
 def test_a_clock_updating_in_a_corner_is_ignored() -> None:
@@ -148,7 +162,7 @@ def test_many_small_changes_matter_as_a_re_rendered_screen() -> None:
         image = screen()
         draw = ImageDraw.Draw(image)
         for i in range(count):
-            draw.text((760, 40 + i * 120), f"new {i}", fill="yellow")
+            draw.text((60 + i * 200, 20), f"new {i}", fill="yellow")  # the top panel
         return image
 
     assert not compare(screen(), spots(3), [(150, 600)]).matters
@@ -159,10 +173,10 @@ def test_many_small_changes_matter_as_a_re_rendered_screen() -> None:
 
 
 def test_more_than_one_percent_of_the_screen_changed_matters() -> None:
-    # Three solid strips, each small enough to be ignored on its own.
+    # Three solid strips in the top panel, each small enough to be ignored on its own.
     def strips(draw: ImageDraw.ImageDraw) -> None:
         for i in range(3):
-            draw.rectangle((720, 20 + i * 200, 879, 67 + i * 200), fill="orange")
+            draw.rectangle((100 + i * 300, 0, 259 + i * 300, 47), fill="orange")  # the top panel
 
     result = compare(screen(), changed(strips), [(150, 600)])
     assert result.matters
@@ -171,7 +185,7 @@ def test_more_than_one_percent_of_the_screen_changed_matters() -> None:
 
 def test_both_ends_of_a_drag_are_targets() -> None:
     after = changed(lambda d: d.rectangle((880, 600, 890, 610), fill="red"))
-    assert not compare(screen(), after, [(200, 200)]).matters
+    assert "target" not in compare(screen(), after, [(200, 200)]).reason
     result = compare(screen(), after, [(200, 200), (900, 620)])
     assert result.matters and "from the target (900, 620)" in result.reason
 
@@ -183,10 +197,13 @@ def test_changes_a_few_pixels_apart_form_one_region() -> None:
 
 
 def test_the_thresholds_are_settings() -> None:
-    after = changed(lambda d: d.rectangle((650, 490, 660, 500), fill="red"))
-    assert compare(screen(), after, [OK_BUTTON]).matters
+    near = changed(lambda d: d.rectangle((650, 490, 660, 500), fill="red"))
+    assert "from the target" in compare(screen(), near, [OK_BUTTON]).reason
     narrow = CompareRules(target_radius_px=20)
-    assert not compare(screen(), after, [OK_BUTTON], rules=narrow).matters
+    assert "from the target" not in compare(screen(), near, [OK_BUTTON], rules=narrow).reason
+    tray = changed(lambda d: d.rectangle((980, 8, 1000, 28), fill="green"))
+    assert not compare(screen(), tray, [OK_BUTTON]).matters
+    assert compare(screen(), tray, [OK_BUTTON], rules=CompareRules(panel_px=0)).matters
 
 
 def test_images_in_other_modes_are_compared_as_rgb() -> None:
