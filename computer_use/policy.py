@@ -38,6 +38,7 @@ policy can only tighten. `headless(policy)` turns every ask into deny, default d
 
 from __future__ import annotations
 
+import copy
 import enum
 import fnmatch
 import ipaddress
@@ -139,7 +140,10 @@ class Call:
     folders: tuple[FolderMode, ...] | None = ()
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "input", MappingProxyType(dict(self.input)))
+        # A deep, read-only copy: the call that was judged is the call that runs.
+        object.__setattr__(self, "input", MappingProxyType(copy.deepcopy(dict(self.input))))
+        if self.folders is not None and any(m not in ("ro", "rw") for m in self.folders):
+            raise ValueError(f"folders: {self.folders!r}; each mode is 'ro' or 'rw'")
 
 
 @dataclass(frozen=True)

@@ -269,6 +269,10 @@ class FakeModel:
         host, port = self._server.server_address[:2]
         return f"http://{host!s}:{port}"
 
+    def environ(self) -> dict[str, str]:
+        """The variables that point a real client (or a `dispatch serve` process) at this server."""
+        return {"ANTHROPIC_BASE_URL": self.url, "ANTHROPIC_API_KEY": self.api_key}
+
     # -- the script ------------------------------------------------------------------------------
 
     def add(self, *turns: Turn) -> None:
@@ -438,7 +442,15 @@ class _Handler(BaseHTTPRequestHandler):
             system=system,
             tools=tools,
         )
-        reply = turn if isinstance(turn, Reply) else turn(request)
+        try:
+            reply = turn if isinstance(turn, Reply) else turn(request)
+        except (
+            Exception
+        ) as exc:  # a scripted callable failed: say so, never leave the client hanging
+            message = f"FakeModel script {fake.name!r}: turn #{index + 1} raised {exc!r}"
+            fake.failures.append(message)
+            self._send_error(500, "api_error", message, body=body, retry=False, messages=messages)
+            return
         if not isinstance(reply, Reply):
             message = (
                 f"FakeModel script {fake.name!r}: turn #{index + 1} returned {reply!r}, not a Reply"

@@ -181,8 +181,8 @@ def test_requests_carry_the_key_and_the_toolset_definition(fake_model: FakeModel
 def test_base_url_and_key_from_the_environment(
     fake_model: FakeModel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("ANTHROPIC_BASE_URL", fake_model.url)
-    monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
+    for name, value in fake_model.environ().items():
+        monkeypatch.setenv(name, value)
     fake_model.add(Reply(text="from the environment"))
     message = anthropic.Anthropic().messages.create(
         model="claude-fake", max_tokens=10, messages=[{"role": "user", "content": "hi"}]
@@ -454,3 +454,15 @@ def test_a_tool_call_without_its_result_is_refused_like_the_api_does(
     with pytest.raises(anthropic.BadRequestError, match="unexpected `tool_use_id`"):
         client.messages.create(model="m", max_tokens=5, messages=stray)
     assert fake_model.remaining == 0 and [r.status for r in fake_model.requests] == [400, 400]
+
+
+def test_a_failing_scripted_turn_is_a_loud_500_not_a_hang() -> None:
+    """A click computed from a conversation without a screenshot: the test's bug, named."""
+    with FakeModel([click_largest_region(GREEN)], name="no_screenshot") as model:
+        with pytest.raises(anthropic.InternalServerError, match=r"no_screenshot.*no image"):
+            client_for(model, max_retries=2).messages.create(
+                model="m", max_tokens=5, messages=[{"role": "user", "content": "hi"}]
+            )
+        assert len(model.requests) == 1
+        with pytest.raises(FakeModelError, match="raised"):
+            model.assert_script_done()

@@ -572,15 +572,27 @@ def test_an_uncertain_match_is_explained() -> None:
     assert "cannot be judged safely: a compound shell command" in verdict.explanation
 
 
+def test_call_refuses_an_unknown_folder_mode() -> None:
+    with pytest.raises(ValueError, match="'ro' or 'rw'"):
+        Call("bash", input={"command": "ls"}, folders=("read-write",))  # type: ignore[arg-type]
+
+
+def test_errors_without_a_prefix_name_the_bare_field() -> None:
+    with pytest.raises(
+        PolicyError, match=r'^rules\[0\]\.decision: "yes" is not one of allow, ask, deny$'
+    ):
+        Policy.parse({"rules": [{"tool": "bash", "decision": "yes"}]}, where="")
+
+
 def test_call_input_cannot_be_changed_after_the_decision() -> None:
     command = {"command": "git status"}
     call = bash(command["command"])
     with pytest.raises(TypeError):
         call.input["command"] = "rm -rf ~"  # type: ignore[index]
-    source = {"command": "git status"}
-    copied = Call("bash", input=source)
-    source["command"] = "rm -rf ~"
-    assert copied.input["command"] == "git status"
+    source: dict[str, Any] = {"coordinate": [1, 1]}
+    copied = Call("computer", "left_click", input=source)
+    source["coordinate"][0] = 900
+    assert copied.input["coordinate"] == [1, 1]
 
 
 # -- combine and headless ------------------------------------------------------------------------
