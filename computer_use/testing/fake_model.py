@@ -273,6 +273,11 @@ class FakeModel:
         """The variables that point a real client (or a `dispatch serve` process) at this server."""
         return {"ANTHROPIC_BASE_URL": self.url, "ANTHROPIC_API_KEY": self.api_key}
 
+    def forget_threads(self) -> None:
+        """Lose every stored thread, as when threads expire: a continue gets `thread_not_found`."""
+        with self._lock:
+            self._threads.clear()
+
     # -- the script ------------------------------------------------------------------------------
 
     def add(self, *turns: Turn) -> None:

@@ -413,8 +413,7 @@ def test_unknown_thread_makes_the_sdk_replay_the_whole_history(fake_model: FakeM
         model="m", max_tokens=5
     )
     thread.send({"role": "user", "content": "first"})
-    with fake_model._lock:
-        fake_model._threads.clear()  # the server forgets every thread
+    fake_model.forget_threads()
     reply = thread.send({"role": "user", "content": "second"})
     assert reply.content[0].type == "text" and reply.content[0].text == "two"
     statuses = [(r.status, r.thread and r.thread["type"]) for r in fake_model.requests]
