@@ -24,6 +24,7 @@ from anthropic.tools import (
 from anthropic.types.beta import BetaComputerLeftClickInput, BetaComputerTypeInput
 from PIL import Image, ImageDraw
 
+from computer_use.policy import Call, Decision, Policy, headless
 from computer_use.testing.fake_model import (
     MESSAGE_THREADS_BETA,
     FakeModel,
@@ -465,3 +466,36 @@ def test_a_failing_scripted_turn_is_a_loud_500_not_a_hang() -> None:
         assert len(model.requests) == 1
         with pytest.raises(FakeModelError, match="raised"):
             model.assert_script_done()
+
+
+def test_policy_verdicts_through_the_confirm_hook_reach_the_model(fake_model: FakeModel) -> None:
+    """The two building blocks together: a headless region policy as the confirm hook."""
+    policy = headless(
+        Policy.parse(
+            {
+                "rules": [
+                    {"tool": "computer", "member": "screenshot", "decision": "allow"},
+                    {"tool": "*", "match": {"region": [0, 0, 100, 100]}, "decision": "allow"},
+                ]
+            }
+        )
+    )
+
+    def confirm(ctx: BetaComputerConfirmContext) -> bool:
+        call = Call("computer", ctx.member, ctx.input.model_dump(exclude_none=True))
+        verdict = policy.decide(call)
+        if verdict.decision is Decision.ALLOW:
+            return True
+        raise ToolError(f"Refused by policy: {verdict.explanation}")
+
+    fake_model.add(
+        Reply(tool_calls=[ToolCall("left_click", {"coordinate": [5, 5]})]),
+        Reply(tool_calls=[ToolCall("left_click", {"coordinate": [500, 500]})]),
+        Reply(text="The second click was refused."),
+    )
+    with RecordingComputer(confirm=confirm) as toolset:
+        run_agent(client_for(fake_model), toolset, stream=True)
+    assert toolset.calls == [("left_click", {"coordinate": [5, 5]})]
+    (refused,) = tool_results(fake_model.message_requests()[-1].messages)
+    assert refused["is_error"] is True
+    assert result_text(refused) == "Refused by policy: no rule matched: default deny"
