@@ -14,11 +14,11 @@ from typing import Any
 import anthropic
 import httpx2
 import pytest
-from anthropic.lib.tools._toolsets._runnable import BetaToolsetCallContext
 from anthropic.tools import (
     BetaAbstractComputerToolset20260801,
     BetaComputerConfirmContext,
     BetaScreenshotResult,
+    BetaToolsetCallContext,
     ToolError,
 )
 from anthropic.types.beta import BetaComputerLeftClickInput, BetaComputerTypeInput

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any, cast
 
 import pytest
-from anthropic.lib.tools._toolsets._computer_registry import COMPUTER_MEMBERS
-from anthropic.lib.tools._toolsets._registry import BROWSER_MEMBERS
+from anthropic.lib.tools._toolsets._computer_registry import COMPUTER_MEMBERS as SDK_COMPUTER
+from anthropic.lib.tools._toolsets._registry import BROWSER_MEMBERS as SDK_BROWSER
 
 from computer_use.errors import ComputerUseError, PolicyError
 from computer_use.policy import (
@@ -676,13 +676,16 @@ READ_ONLY = {
 
 
 def test_member_lists_are_the_sdk_toolsets_classified_by_hand() -> None:
-    """A member the SDK adds or renames fails here, so a person classifies it (until then: ask)."""
+    """A member the SDK adds or renames fails here, so a person classifies it (until then: ask).
+
+    Checked against the registries the toolsets dispatch from (private), not only the public types.
+    """
     assert set(EFFECTS["computer"]) == COMPUTER_EFFECT_MEMBERS
     assert set(READ_ONLY["computer"]) == COMPUTER_READ_ONLY_MEMBERS
-    assert set(COMPUTER_MEMBERS) == COMPUTER_EFFECT_MEMBERS | COMPUTER_READ_ONLY_MEMBERS
+    assert set(SDK_COMPUTER) == COMPUTER_EFFECT_MEMBERS | COMPUTER_READ_ONLY_MEMBERS
     assert set(EFFECTS["browser"]) == BROWSER_EFFECT_MEMBERS
     assert set(READ_ONLY["browser"]) == BROWSER_READ_ONLY_MEMBERS
-    assert set(BROWSER_MEMBERS) == BROWSER_EFFECT_MEMBERS | BROWSER_READ_ONLY_MEMBERS
+    assert set(SDK_BROWSER) == BROWSER_EFFECT_MEMBERS | BROWSER_READ_ONLY_MEMBERS
 
 
 @pytest.mark.parametrize(
@@ -691,7 +694,7 @@ def test_member_lists_are_the_sdk_toolsets_classified_by_hand() -> None:
     + [(t, m, Decision.ALLOW) for t, ms in READ_ONLY.items() for m in ms],
 )
 def test_default_policy_members(tool: str, member: str, want: Decision) -> None:
-    assert member in (COMPUTER_MEMBERS if tool == "computer" else BROWSER_MEMBERS)
+    assert member in (SDK_COMPUTER if tool == "computer" else SDK_BROWSER)
     assert default_policy().decide(Call(tool, member, folders=("ro",))).decision is want
 
 
