@@ -316,10 +316,12 @@ def test_connection_reset_mid_stream_reaches_the_caller() -> None:
     assert len(model.requests) == 1
 
 
+@pytest.mark.slow
 def test_slow_reply_times_out_and_the_retry_gets_the_next_turn() -> None:
-    script = [Reply(text="too late", delay_s=30), Reply(text="in time")]
+    # 3 s leaves a loaded machine room for the fast reply; the slow one is woken by stop().
+    script = [Reply(text="too late", delay_s=120), Reply(text="in time")]
     with FakeModel(script) as model:
-        client = client_for(model, max_retries=1, timeout=1.0)
+        client = client_for(model, max_retries=1, timeout=3.0)
         message = client.messages.create(
             model="m", max_tokens=5, messages=[{"role": "user", "content": "hi"}]
         )
@@ -327,10 +329,10 @@ def test_slow_reply_times_out_and_the_retry_gets_the_next_turn() -> None:
     assert message.content[0].type == "text" and message.content[0].text == "in time"
 
     with (
-        FakeModel([Reply(text="too late", delay_s=30)]) as model,
+        FakeModel([Reply(text="too late", delay_s=120)]) as model,
         pytest.raises(anthropic.APITimeoutError),
     ):
-        client_for(model, max_retries=0, timeout=1.0).messages.create(
+        client_for(model, max_retries=0, timeout=3.0).messages.create(
             model="m", max_tokens=5, messages=[{"role": "user", "content": "hi"}]
         )
 
