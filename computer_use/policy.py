@@ -38,6 +38,7 @@ policy can only tighten. `headless(policy)` turns every ask into deny, default d
 
 from __future__ import annotations
 
+import copy
 import enum
 import fnmatch
 import ipaddress
@@ -46,19 +47,20 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 from urllib.parse import urlsplit
 
 import idna
-from anthropic.lib.tools._toolsets._computer_registry import COMPUTER_MEMBERS
-from anthropic.lib.tools._toolsets._registry import BROWSER_MEMBERS
+from anthropic.types.beta import BetaBrowserMemberName, BetaComputerMemberName
 
 from computer_use.errors import PolicyError
 
 __all__ = [
     "BROWSER_EFFECT_MEMBERS",
+    "BROWSER_MEMBERS",
     "BROWSER_READ_ONLY_MEMBERS",
     "COMPUTER_EFFECT_MEMBERS",
+    "COMPUTER_MEMBERS",
     "COMPUTER_READ_ONLY_MEMBERS",
     "TOOLS",
     "Call",
@@ -74,20 +76,22 @@ __all__ = [
 
 TOOLS = ("bash", "edit", "computer", "browser", "memory")
 
+COMPUTER_MEMBERS = frozenset(get_args(BetaComputerMemberName))
+BROWSER_MEMBERS = frozenset(get_args(BetaBrowserMemberName))
 # Member lists from the SDK's toolsets (`anthropic` 2.14). A member with an effect on the screen,
 # the page or the outside world asks; reading what is already on screen does not. A member the SDK
 # adds later is in neither list and falls to the default (ask) until it is classified here.
 COMPUTER_READ_ONLY_MEMBERS = frozenset({"screenshot", "zoom", "cursor_position", "wait"})
-COMPUTER_EFFECT_MEMBERS = frozenset(COMPUTER_MEMBERS) - COMPUTER_READ_ONLY_MEMBERS
+COMPUTER_EFFECT_MEMBERS = COMPUTER_MEMBERS - COMPUTER_READ_ONLY_MEMBERS
 BROWSER_READ_ONLY_MEMBERS = frozenset(
     {"screenshot", "zoom", "read_page", "find", "get_page_text", "list_tabs", "wait"}
 )
 # read_console and read_network ask: they show the model what the page does not (tokens in
 # requests, logged secrets). new_tab/switch_tab/close_tab change what later actions act on.
-BROWSER_EFFECT_MEMBERS = frozenset(BROWSER_MEMBERS) - BROWSER_READ_ONLY_MEMBERS
+BROWSER_EFFECT_MEMBERS = BROWSER_MEMBERS - BROWSER_READ_ONLY_MEMBERS
 _KNOWN_MEMBERS: Mapping[str, frozenset[str]] = {
-    "computer": frozenset(COMPUTER_MEMBERS),
-    "browser": frozenset(BROWSER_MEMBERS),
+    "computer": COMPUTER_MEMBERS,
+    "browser": BROWSER_MEMBERS,
 }
 # Members that act at a screen point: a region rule judges their point; for others it is silent.
 _POINTER_MEMBERS = frozenset(
@@ -139,7 +143,10 @@ class Call:
     folders: tuple[FolderMode, ...] | None = ()
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "input", MappingProxyType(dict(self.input)))
+        # A deep, read-only copy: the call that was judged is the call that runs.
+        object.__setattr__(self, "input", MappingProxyType(copy.deepcopy(dict(self.input))))
+        if self.folders is not None and any(m not in ("ro", "rw") for m in self.folders):
+            raise ValueError(f"folders: {self.folders!r}; each mode is 'ro' or 'rw'")
 
 
 @dataclass(frozen=True)

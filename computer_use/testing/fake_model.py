@@ -269,6 +269,15 @@ class FakeModel:
         host, port = self._server.server_address[:2]
         return f"http://{host!s}:{port}"
 
+    def environ(self) -> dict[str, str]:
+        """The variables that point a real client (or a `dispatch serve` process) at this server."""
+        return {"ANTHROPIC_BASE_URL": self.url, "ANTHROPIC_API_KEY": self.api_key}
+
+    def forget_threads(self) -> None:
+        """Lose every stored thread, as when threads expire: a continue gets `thread_not_found`."""
+        with self._lock:
+            self._threads.clear()
+
     # -- the script ------------------------------------------------------------------------------
 
     def add(self, *turns: Turn) -> None:
@@ -367,6 +376,8 @@ def _error_body(error_type: str, message: str, request_id: str, **details: Any) 
 class _Handler(BaseHTTPRequestHandler):
     model: FakeModel
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes; with Nagle on, delayed ACKs add ~40 ms a reply.
+    disable_nagle_algorithm = True
     server_version = "FakeModel/1"
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -438,7 +449,15 @@ class _Handler(BaseHTTPRequestHandler):
             system=system,
             tools=tools,
         )
-        reply = turn if isinstance(turn, Reply) else turn(request)
+        try:
+            reply = turn if isinstance(turn, Reply) else turn(request)
+        except (
+            Exception
+        ) as exc:  # a scripted callable failed: say so, never leave the client hanging
+            message = f"FakeModel script {fake.name!r}: turn #{index + 1} raised {exc!r}"
+            fake.failures.append(message)
+            self._send_error(500, "api_error", message, body=body, retry=False, messages=messages)
+            return
         if not isinstance(reply, Reply):
             message = (
                 f"FakeModel script {fake.name!r}: turn #{index + 1} returned {reply!r}, not a Reply"

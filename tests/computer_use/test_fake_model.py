@@ -14,16 +14,17 @@ from typing import Any
 import anthropic
 import httpx2
 import pytest
-from anthropic.lib.tools._toolsets._runnable import BetaToolsetCallContext
 from anthropic.tools import (
     BetaAbstractComputerToolset20260801,
     BetaComputerConfirmContext,
     BetaScreenshotResult,
+    BetaToolsetCallContext,
     ToolError,
 )
 from anthropic.types.beta import BetaComputerLeftClickInput, BetaComputerTypeInput
 from PIL import Image, ImageDraw
 
+from computer_use.policy import Call, Decision, Policy, headless
 from computer_use.testing.fake_model import (
     MESSAGE_THREADS_BETA,
     FakeModel,
@@ -181,8 +182,8 @@ def test_requests_carry_the_key_and_the_toolset_definition(fake_model: FakeModel
 def test_base_url_and_key_from_the_environment(
     fake_model: FakeModel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("ANTHROPIC_BASE_URL", fake_model.url)
-    monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
+    for name, value in fake_model.environ().items():
+        monkeypatch.setenv(name, value)
     fake_model.add(Reply(text="from the environment"))
     message = anthropic.Anthropic().messages.create(
         model="claude-fake", max_tokens=10, messages=[{"role": "user", "content": "hi"}]
@@ -315,10 +316,12 @@ def test_connection_reset_mid_stream_reaches_the_caller() -> None:
     assert len(model.requests) == 1
 
 
+@pytest.mark.slow
 def test_slow_reply_times_out_and_the_retry_gets_the_next_turn() -> None:
-    script = [Reply(text="too late", delay_s=30), Reply(text="in time")]
+    # 3 s leaves a loaded machine room for the fast reply; the slow one is woken by stop().
+    script = [Reply(text="too late", delay_s=120), Reply(text="in time")]
     with FakeModel(script) as model:
-        client = client_for(model, max_retries=1, timeout=1.0)
+        client = client_for(model, max_retries=1, timeout=3.0)
         message = client.messages.create(
             model="m", max_tokens=5, messages=[{"role": "user", "content": "hi"}]
         )
@@ -326,10 +329,10 @@ def test_slow_reply_times_out_and_the_retry_gets_the_next_turn() -> None:
     assert message.content[0].type == "text" and message.content[0].text == "in time"
 
     with (
-        FakeModel([Reply(text="too late", delay_s=30)]) as model,
+        FakeModel([Reply(text="too late", delay_s=120)]) as model,
         pytest.raises(anthropic.APITimeoutError),
     ):
-        client_for(model, max_retries=0, timeout=1.0).messages.create(
+        client_for(model, max_retries=0, timeout=3.0).messages.create(
             model="m", max_tokens=5, messages=[{"role": "user", "content": "hi"}]
         )
 
@@ -413,8 +416,7 @@ def test_unknown_thread_makes_the_sdk_replay_the_whole_history(fake_model: FakeM
         model="m", max_tokens=5
     )
     thread.send({"role": "user", "content": "first"})
-    with fake_model._lock:
-        fake_model._threads.clear()  # the server forgets every thread
+    fake_model.forget_threads()
     reply = thread.send({"role": "user", "content": "second"})
     assert reply.content[0].type == "text" and reply.content[0].text == "two"
     statuses = [(r.status, r.thread and r.thread["type"]) for r in fake_model.requests]
@@ -454,3 +456,48 @@ def test_a_tool_call_without_its_result_is_refused_like_the_api_does(
     with pytest.raises(anthropic.BadRequestError, match="unexpected `tool_use_id`"):
         client.messages.create(model="m", max_tokens=5, messages=stray)
     assert fake_model.remaining == 0 and [r.status for r in fake_model.requests] == [400, 400]
+
+
+def test_a_failing_scripted_turn_is_a_loud_500_not_a_hang() -> None:
+    """A click computed from a conversation without a screenshot: the test's bug, named."""
+    with FakeModel([click_largest_region(GREEN)], name="no_screenshot") as model:
+        with pytest.raises(anthropic.InternalServerError, match=r"no_screenshot.*no image"):
+            client_for(model, max_retries=2).messages.create(
+                model="m", max_tokens=5, messages=[{"role": "user", "content": "hi"}]
+            )
+        assert len(model.requests) == 1
+        with pytest.raises(FakeModelError, match="raised"):
+            model.assert_script_done()
+
+
+def test_policy_verdicts_through_the_confirm_hook_reach_the_model(fake_model: FakeModel) -> None:
+    """The two building blocks together: a headless region policy as the confirm hook."""
+    policy = headless(
+        Policy.parse(
+            {
+                "rules": [
+                    {"tool": "computer", "member": "screenshot", "decision": "allow"},
+                    {"tool": "*", "match": {"region": [0, 0, 100, 100]}, "decision": "allow"},
+                ]
+            }
+        )
+    )
+
+    def confirm(ctx: BetaComputerConfirmContext) -> bool:
+        call = Call("computer", ctx.member, ctx.input.model_dump(exclude_none=True))
+        verdict = policy.decide(call)
+        if verdict.decision is Decision.ALLOW:
+            return True
+        raise ToolError(f"Refused by policy: {verdict.explanation}")
+
+    fake_model.add(
+        Reply(tool_calls=[ToolCall("left_click", {"coordinate": [5, 5]})]),
+        Reply(tool_calls=[ToolCall("left_click", {"coordinate": [500, 500]})]),
+        Reply(text="The second click was refused."),
+    )
+    with RecordingComputer(confirm=confirm) as toolset:
+        run_agent(client_for(fake_model), toolset, stream=True)
+    assert toolset.calls == [("left_click", {"coordinate": [5, 5]})]
+    (refused,) = tool_results(fake_model.message_requests()[-1].messages)
+    assert refused["is_error"] is True
+    assert result_text(refused) == "Refused by policy: no rule matched: default deny"

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any, cast
 
 import pytest
-from anthropic.lib.tools._toolsets._computer_registry import COMPUTER_MEMBERS
-from anthropic.lib.tools._toolsets._registry import BROWSER_MEMBERS
+from anthropic.lib.tools._toolsets._computer_registry import COMPUTER_MEMBERS as SDK_COMPUTER
+from anthropic.lib.tools._toolsets._registry import BROWSER_MEMBERS as SDK_BROWSER
 
 from computer_use.errors import ComputerUseError, PolicyError
 from computer_use.policy import (
@@ -572,15 +572,27 @@ def test_an_uncertain_match_is_explained() -> None:
     assert "cannot be judged safely: a compound shell command" in verdict.explanation
 
 
+def test_call_refuses_an_unknown_folder_mode() -> None:
+    with pytest.raises(ValueError, match="'ro' or 'rw'"):
+        Call("bash", input={"command": "ls"}, folders=("read-write",))  # type: ignore[arg-type]
+
+
+def test_errors_without_a_prefix_name_the_bare_field() -> None:
+    with pytest.raises(
+        PolicyError, match=r'^rules\[0\]\.decision: "yes" is not one of allow, ask, deny$'
+    ):
+        Policy.parse({"rules": [{"tool": "bash", "decision": "yes"}]}, where="")
+
+
 def test_call_input_cannot_be_changed_after_the_decision() -> None:
     command = {"command": "git status"}
     call = bash(command["command"])
     with pytest.raises(TypeError):
         call.input["command"] = "rm -rf ~"  # type: ignore[index]
-    source = {"command": "git status"}
-    copied = Call("bash", input=source)
-    source["command"] = "rm -rf ~"
-    assert copied.input["command"] == "git status"
+    source: dict[str, Any] = {"coordinate": [1, 1]}
+    copied = Call("computer", "left_click", input=source)
+    source["coordinate"][0] = 900
+    assert copied.input["coordinate"] == [1, 1]
 
 
 # -- combine and headless ------------------------------------------------------------------------
@@ -664,13 +676,16 @@ READ_ONLY = {
 
 
 def test_member_lists_are_the_sdk_toolsets_classified_by_hand() -> None:
-    """A member the SDK adds or renames fails here, so a person classifies it (until then: ask)."""
+    """A member the SDK adds or renames fails here, so a person classifies it (until then: ask).
+
+    Checked against the registries the toolsets dispatch from (private), not only the public types.
+    """
     assert set(EFFECTS["computer"]) == COMPUTER_EFFECT_MEMBERS
     assert set(READ_ONLY["computer"]) == COMPUTER_READ_ONLY_MEMBERS
-    assert set(COMPUTER_MEMBERS) == COMPUTER_EFFECT_MEMBERS | COMPUTER_READ_ONLY_MEMBERS
+    assert set(SDK_COMPUTER) == COMPUTER_EFFECT_MEMBERS | COMPUTER_READ_ONLY_MEMBERS
     assert set(EFFECTS["browser"]) == BROWSER_EFFECT_MEMBERS
     assert set(READ_ONLY["browser"]) == BROWSER_READ_ONLY_MEMBERS
-    assert set(BROWSER_MEMBERS) == BROWSER_EFFECT_MEMBERS | BROWSER_READ_ONLY_MEMBERS
+    assert set(SDK_BROWSER) == BROWSER_EFFECT_MEMBERS | BROWSER_READ_ONLY_MEMBERS
 
 
 @pytest.mark.parametrize(
@@ -679,7 +694,7 @@ def test_member_lists_are_the_sdk_toolsets_classified_by_hand() -> None:
     + [(t, m, Decision.ALLOW) for t, ms in READ_ONLY.items() for m in ms],
 )
 def test_default_policy_members(tool: str, member: str, want: Decision) -> None:
-    assert member in (COMPUTER_MEMBERS if tool == "computer" else BROWSER_MEMBERS)
+    assert member in (SDK_COMPUTER if tool == "computer" else SDK_BROWSER)
     assert default_policy().decide(Call(tool, member, folders=("ro",))).decision is want
 
 
