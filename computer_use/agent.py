@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import anthropic
+import httpx2
 from anthropic import Middleware
 from anthropic._request import APIRequest
 from anthropic.types.beta import BetaMessageParam
@@ -314,6 +315,14 @@ def run_agent(
                 return finish(AgentOutcome.CANCELLED, "cancelled", None)
     except anthropic.APIError as exc:
         return finish(AgentOutcome.FAILED, api_error_reason(exc, str(client.base_url)), None)
+    except httpx2.TransportError as exc:
+        # A reset in the middle of a streamed reply reaches here unwrapped by the SDK.
+        return finish(
+            AgentOutcome.FAILED,
+            f"the connection to the model API at {client.base_url} broke ({type(exc).__name__}: "
+            f"{exc}); retry the task",
+            None,
+        )
     finally:
         runner.close()
     denials = [r for r in last_results if _is_denial(r)]
