@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, exists, func, insert, select, update
+from sqlalchemy import and_, bindparam, exists, func, insert, select, update
 from sqlalchemy.orm import Session, aliased
 
 from controller.errors import Conflict, NotFound, Unauthorized
@@ -30,6 +30,7 @@ from sandbox import Mount, Network
 RUNNER = socket.gethostname()
 # Built once: SQLAlchemy then reuses the compiled form instead of rebuilding it per call.
 INSERT_TASK = insert(Task).returning(Task.id)
+DEVICE_REVOKED_AT = select(Device.revoked_at).where(Device.id == bindparam("device_id"))
 
 
 def interrupted_reason(task_id: int) -> str:
@@ -386,8 +387,9 @@ def _still_valid(session: Session, device_id: int) -> None:
     Checked in the write transaction, which revocations are serialised with: a task is either
     queued before the revocation (which then cancels it) or refused here, never left behind.
     """
-    revoked = session.execute(select(Device.revoked_at).where(Device.id == device_id)).one_or_none()
-    if revoked is None or revoked.revoked_at is not None:
+    found = session.connection().execute(DEVICE_REVOKED_AT, {"device_id": device_id})
+    row = found.one_or_none()
+    if row is None or row.revoked_at is not None:
         raise Unauthorized(
             "the token is unknown or was revoked; pair this device again with `dispatch pair`"
         )
