@@ -8,6 +8,7 @@ the work it queued; every task says who submitted it; network "open" is the owne
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -378,3 +379,47 @@ def test_a_stolen_phone_is_locked_out_by_the_owner_through_dispatch_serve(
     owner.cancel(blocker["id"])
     owner.close()
     thief.close()
+
+
+@pytest.mark.parametrize(
+    "database", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def test_submissions_racing_a_revocation_leave_nothing_of_the_device_queued(
+    database: str, make_api: Callable[..., Api], request: pytest.FixtureRequest
+) -> None:
+    flags = (
+        {"database_url": request.getfixturevalue("postgres_url")} if database == "postgres" else {}
+    )
+    api = make_api(**flags)
+    thief_id, thief = pair_device(api)
+    blocker = stalled_thread(api, "work")
+    accepted: list[int] = []
+    refused: list[int] = []
+    stop = threading.Event()
+
+    def flood() -> None:
+        while not stop.is_set():
+            response = api.client.post(
+                "/api/v1/tasks", headers=thief, json={"command": ["true"], "thread": "work"}
+            )
+            if response.status_code == 401:
+                refused.append(401)
+                return
+            assert response.status_code == 202, response.text
+            accepted.append(response.json()["id"])
+
+    flooders = [threading.Thread(target=flood) for _ in range(4)]
+    for flooder in flooders:
+        flooder.start()
+    wait_until(lambda: len(accepted) >= 8, 30, "the thief's first submissions")
+    cancelled = api.delete(f"/api/v1/devices/{thief_id}").json()["cancelled_task_ids"]
+    for flooder in flooders:
+        flooder.join(30)
+    stop.set()
+    assert refused == [401] * 4  # every flooder was shut out
+    # Whatever got in is cancelled with the device, and nothing of its work is left queued.
+    assert sorted(cancelled) == sorted(accepted)
+    statuses = {t.id: t.status.value for t in api.controller.tasks.search(limit=1000)}
+    assert {statuses[i] for i in accepted} == {"cancelled"}
+    assert statuses[blocker["id"]] == "running"
+    api.post(f"/api/v1/tasks/{blocker['id']}/cancel")
