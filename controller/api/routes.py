@@ -1,8 +1,9 @@
 """The HTTP routes. `public` needs no token (health, pairing); everything in `private` does.
 
-A private route is open to every paired device unless it depends on `OwnerOnly`: the owner's
-powers (issuing pairing codes, revoking other devices, settings) are refused to a device token
-with a 403 that names the role. tests/controller/test_auth.py classifies every route.
+A private route is open to every paired device unless it depends on `OwnerOnly` (or, like
+revocation, which a device may do to itself, calls `require_owner`): the owner's powers
+(issuing pairing codes, revoking other devices, settings) are refused to a device token with a
+403 that names the role. tests/controller/test_auth.py classifies every route.
 """
 
 from __future__ import annotations
@@ -127,6 +128,17 @@ def json_errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 Ctl = Annotated[Controller, Depends(get_controller)]
 Authed = Annotated[Device, Depends(current_device)]
+TaskId = Annotated[int, PathParam(ge=1, le=MAX_ID)]
+ThreadId = Annotated[int, PathParam(ge=1, le=MAX_ID)]
+DeviceId = Annotated[int, PathParam(ge=1, le=MAX_ID)]
+SSE_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "Server-Sent Events: `task.state`, `task.output`, `thread.created`, "
+        "`thread.message`; each `data` is a JSON event. Resume with `Last-Event-ID`. The "
+        "stream ends when the device's token is revoked.",
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    }
+}
 
 
 class OwnerOnly:
@@ -171,20 +183,11 @@ def tasks_out(c: Controller, tasks: list[Task]) -> list[TaskOut]:
 
 
 def submitter(c: Controller, task: Task) -> Device | None:
-    return c.auth.devices_by_id([task.submitted_by]).get(task.submitted_by or 0)
+    """The device that submitted `task`, if recorded."""
+    if task.submitted_by is None:
+        return None
+    return c.auth.devices_by_id([task.submitted_by]).get(task.submitted_by)
 
-
-TaskId = Annotated[int, PathParam(ge=1, le=MAX_ID)]
-ThreadId = Annotated[int, PathParam(ge=1, le=MAX_ID)]
-DeviceId = Annotated[int, PathParam(ge=1, le=MAX_ID)]
-SSE_RESPONSE: dict[int | str, dict[str, Any]] = {
-    200: {
-        "description": "Server-Sent Events: `task.state`, `task.output`, `thread.created`, "
-        "`thread.message`; each `data` is a JSON event. Resume with `Last-Event-ID`. The "
-        "stream ends when the device's token is revoked.",
-        "content": {"text/event-stream": {"schema": {"type": "string"}}},
-    }
-}
 
 public = APIRouter(dependencies=[Depends(known_query_only)])
 private = APIRouter(
