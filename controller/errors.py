@@ -5,6 +5,8 @@
     └── ApiError                 a request is refused; carries an HTTP status and a stable code
         ├── BadRequest           400 the body is not valid JSON, or the request is malformed
         ├── Unauthorized         401 no token, an unknown token, or a revoked one
+        ├── Forbidden            403 the token's role may not do this (a device asking for an
+        │                            owner's power, or for a network the owner did not allow)
         ├── NotFound             404 no such thread, task, device or route
         ├── Conflict             409 the request does not fit the state (cancel a finished task)
         ├── PayloadTooLarge      413 the body is larger than `max_body_bytes`
@@ -49,6 +51,11 @@ class BadRequest(ApiError):
 class Unauthorized(ApiError):
     status = 401
     code = "unauthorized"
+
+
+class Forbidden(ApiError):
+    status = 403
+    code = "forbidden"
 
 
 class NotFound(ApiError):

@@ -65,6 +65,8 @@ class Settings:
     default_task_timeout_s: float = 600.0
     max_task_timeout_s: float = 24 * 3600.0
     log_level: str = "info"
+    # The owner's decision: whether a device (not only the owner) may ask for network "open".
+    allow_open_network: bool = False
 
     @property
     def effective_database_url(self) -> str:
@@ -120,6 +122,13 @@ def _path(value: str) -> Path:
     return Path(value).expanduser()
 
 
+BOOL_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
+def _bool(value: str) -> bool:
+    return BOOL_WORDS[value.strip().lower()]
+
+
 PARSERS: dict[str, Callable[[str], Any]] = {
     "host": _text,
     "port": int,
@@ -133,6 +142,7 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "default_task_timeout_s": float,
     "max_task_timeout_s": float,
     "log_level": _text,
+    "allow_open_network": _bool,
 }
 FILE_ONLY = ("folders",)
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
@@ -219,6 +229,12 @@ def _read_config_file(path: Path, explicit: bool) -> dict[str, Any]:
 
 def _parse(key: str, value: Any, source: str) -> Any:
     parser = PARSERS[key]
+    if parser is _bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in BOOL_WORDS:
+            return _bool(value)
+        raise ConfigError(f"setting {key} (from {source}) = {value!r} must be true or false")
     expected = "a whole number" if parser is int else "a number" if parser is float else "text"
     if isinstance(value, bool) or (
         parser in (int, float) and not isinstance(value, (str, int, float))
