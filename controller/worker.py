@@ -340,13 +340,13 @@ class Runner:
         box: Sandbox | None = None
         result: ExecResult | None = None
         error: str | None = None
-        unreachable: sandbox.EngineUnavailable | None = None
+        unreachable: Exception | None = None
         try:
             box = self.factory(self.settings.sandbox_backend, spec)
             if handle.attach(box):
                 try:
                     box.start()
-                except sandbox.EngineUnavailable as exc:
+                except (sandbox.EngineUnavailable, OSError) as exc:
                     unreachable = exc  # it never ran: it waits in the queue for the engine
                     raise
                 self._engine_answered()
@@ -360,6 +360,9 @@ class Runner:
                 )
         except sandbox.SandboxError as exc:
             error = f"the sandbox failed: {exc}"
+        except OSError as exc:
+            # docker-py lets some lost connections through as requests' errors (OSErrors).
+            error = f"the sandbox failed: lost the connection to {self.engine} ({exc})"
         finally:
             if recorder is not None:
                 recorder.close()
@@ -368,7 +371,7 @@ class Runner:
             if box is not None:
                 try:
                     box.stop()
-                except sandbox.SandboxError:
+                except Exception:  # docker-py lets a lost connection through unwrapped
                     log.exception("could not remove the sandbox of task %s", task.id)
         if unreachable is not None and not handle.cancelled:
             self._wait_for_engine(handle, unreachable)
@@ -389,7 +392,7 @@ class Runner:
             self._engine_retry_s = 0.0
             self._engine_retry_at = 0.0
 
-    def _wait_for_engine(self, handle: Handle, exc: sandbox.EngineUnavailable) -> None:
+    def _wait_for_engine(self, handle: Handle, exc: Exception) -> None:
         """Queue the task again and claim nothing for a while (1 s, doubling up to 30 s)."""
         with self._cond:
             delay = min(max(self._engine_retry_s * 2, ENGINE_RETRY_FIRST_S), ENGINE_RETRY_MAX_S)
