@@ -5,6 +5,8 @@ The disk tests run the controller on a 64 MiB tmpfs of its own (`small_disk`) an
 
 from __future__ import annotations
 
+import errno
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
@@ -14,10 +16,12 @@ from typing import Any
 import pytest
 from conftest import LOCAL_BASE_URL, Api, FakeFactory, fill_disk, test_handler, wait_until
 from fastapi.testclient import TestClient
+from sqlalchemy.exc import OperationalError
 
 import sandbox
 from controller.api.app import create_app
 from controller.disk import is_disk_full
+from controller.errors import ConfigError
 from controller.service import Controller
 from controller.settings import Settings
 from sandbox import SandboxSpec, Stream
@@ -240,13 +244,18 @@ def test_a_full_database_disk_answers_507_and_a_task_end_is_stored_once_space_re
 
 
 def test_is_disk_full_recognises_the_drivers_errors() -> None:
-    import errno
-    import sqlite3
-
-    from sqlalchemy.exc import OperationalError
 
     full = sqlite3.OperationalError("database or disk is full")
     assert is_disk_full(OperationalError("INSERT", {}, full))
     assert is_disk_full(OSError(errno.ENOSPC, "No space left on device"))
     assert not is_disk_full(OperationalError("INSERT", {}, sqlite3.OperationalError("locked")))
     assert not is_disk_full(OSError(errno.EACCES, "Permission denied"))
+
+
+def test_min_free_mb_is_a_setting_with_a_checked_range(
+    make_settings: Callable[..., Settings],
+) -> None:
+    assert make_settings().min_free_mb == 512
+    assert make_settings(min_free_mb="0").min_free_mb == 0
+    with pytest.raises(ConfigError, match=r"min_free_mb \(from --min-free-mb\) = -1 must be"):
+        make_settings(min_free_mb="-1")
