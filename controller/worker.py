@@ -187,6 +187,7 @@ class Runner:
         )
         # Why nothing is claimed now (the disk, the engine), for the log and for tests.
         self.paused: str | None = None
+        self._disk_low = False
         self._engine_retry_s = 0.0
         self._engine_retry_at = 0.0
         self._running: dict[int, Handle] = {}
@@ -253,6 +254,8 @@ class Runner:
             if free > 0 and self._may_claim():
                 try:
                     claimed = self.store.claim_next()
+                except (OperationalError, OSError) as exc:  # the database is away or full
+                    log.warning("could not claim the next task (%s); trying again shortly", exc)
                 except Exception:
                     log.exception("could not claim the next task; trying again shortly")
             if claimed is not None:
@@ -274,16 +277,18 @@ class Runner:
     def _may_claim(self) -> bool:
         """False while the data directory's disk is nearly full or the engine is awaited."""
         low = self.disk.data_dir_low()
-        disk = f"the data directory's disk is nearly full: {low.describe()}" if low else None
-        was_low = self.paused is not None and self.paused.startswith("the data directory")
-        if disk is not None and not was_low:
-            log.warning("not starting tasks: %s", disk)
-        elif disk is None and was_low:
-            log.warning("the data directory's disk has space again: starting tasks")
-        if disk is None and time.monotonic() < self._engine_retry_at:
+        if (low is not None) != self._disk_low:  # logged when it changes, not every second
+            self._disk_low = low is not None
+            if low is not None:
+                log.warning("not starting tasks: the data directory %s", low.describe())
+            else:
+                log.warning("the data directory's disk has space again: starting tasks")
+        if low is not None:
+            self.paused = f"the data directory's disk is nearly full: {low.describe()}"
+        elif time.monotonic() < self._engine_retry_at:
             self.paused = f"waiting for {self.engine}"  # `_wait_for_engine` logged why
         else:
-            self.paused = disk
+            self.paused = None
         return self.paused is None
 
     def _stop_where_disk_low(self) -> None:
