@@ -20,6 +20,7 @@ from sqlalchemy.exc import OperationalError
 
 import sandbox
 from controller.api.app import create_app
+from controller.disk import free_mb as disk_free_mb
 from controller.disk import is_disk_full
 from controller.errors import ConfigError
 from controller.service import Controller
@@ -33,14 +34,17 @@ CHUNK = b"x" * (256 * 1024)
 def fault_handler(
     box: FakeSandbox, command: Sequence[str], emit: Callable[[Stream, bytes], None]
 ) -> int:
-    """`fill PATH`: write into PATH (on the host: the fake mounts nothing) until stopped;
+    """`fill PATH`: write into PATH (on the host: the fake mounts nothing) until 4 MiB are left,
+    then wait to be stopped;
     `gate NAME`: print 'before', wait for the test to open the gate, print 'after';
     `lose-engine`: the engine vanishes under the running command."""
     if command[0] == "fill":
-        with Path(command[1]).open("ab") as out:
+        path = Path(command[1])
+        with path.open("ab") as out:
             while True:
-                out.write(CHUNK)
-                out.flush()
+                if disk_free_mb(path.parent) > 4:
+                    out.write(CHUNK)
+                    out.flush()
                 box.wait(0.05)
     if command[0] == "gate":
         emit(Stream.STDOUT, b"before\n")
@@ -173,6 +177,7 @@ def test_a_cancelled_task_waiting_for_the_engine_is_not_queued_again(
 # --- the disk --------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_below_the_floor_submissions_get_507_tasks_wait_and_resume_when_space_returns(
     small_disk: Path, make_app: Callable[..., Api]
 ) -> None:
@@ -208,6 +213,7 @@ def test_below_the_floor_submissions_get_507_tasks_wait_and_resume_when_space_re
     assert api.controller.runner.paused is None
 
 
+@pytest.mark.slow
 def test_a_full_database_disk_answers_507_and_a_task_end_is_stored_once_space_returns(
     small_disk: Path, make_app: Callable[..., Api]
 ) -> None:
