@@ -346,6 +346,10 @@ class Runner:
         result: ExecResult | None = None
         error: str | None = None
         unreachable: Exception | None = None
+        # Not started at all on a disk it would be stopped for a second later.
+        low = self.disk.first_low(m.host for m in mounts if not m.read_only)
+        if low is not None:
+            handle.kill(disk_low=low)
         try:
             box = self.factory(self.settings.sandbox_backend, spec)
             if handle.attach(box):

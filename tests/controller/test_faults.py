@@ -213,6 +213,22 @@ def test_below_the_floor_submissions_get_507_tasks_wait_and_resume_when_space_re
     assert api.controller.runner.paused is None
 
 
+def test_a_task_is_not_started_when_its_read_write_folder_is_below_the_floor(
+    small_disk: Path, make_app: Callable[..., Api], tmp_path: Path
+) -> None:
+    api = make_app(min_free_mb=16, data_dir=tmp_path / "data")  # the data dir has space
+    filler = fill_disk(small_disk / "elsewhere", leave_mb=8)
+    app_dir = small_disk / "projects" / "app"
+    task = api.submit(["echo", "x"], folders=[{"path": str(app_dir), "mode": "rw"}])
+    done = api.wait_task(task["id"])
+    assert done["status"] == "failed"
+    assert done["reason"].startswith(f"stopped: disk nearly full ({app_dir} has ")
+    assert api.factory.created[0].commands == []  # its command never ran
+    filler.unlink()
+    again = api.post(f"/api/v1/tasks/{task['id']}/retry").json()
+    assert api.wait_task(again["id"])["status"] == "succeeded"
+
+
 @pytest.mark.slow
 def test_a_full_database_disk_answers_507_and_a_task_end_is_stored_once_space_returns(
     small_disk: Path, make_app: Callable[..., Api]
