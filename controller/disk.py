@@ -102,10 +102,10 @@ class DiskGuard:
             free = f"{free_mb(self.data_dir):.0f} MiB free"
         except OSError:
             free = "its free space cannot be measured"
+        floor = f" (Dispatch needs at least {self.min_free_mb} MiB, min_free_mb)"
         return InsufficientStorage(
             f"the database's disk is full ({self.data_dir}: {free}); nothing was changed. "
-            f"Free some space (Dispatch needs at least {self.min_free_mb} MiB, min_free_mb) "
-            "and try again"
+            f"Free some space{floor if self.min_free_mb else ''} and try again"
         )
 
 

@@ -389,10 +389,11 @@ def cancel_task(task_id: TaskId, c: Ctl) -> TaskOut:
     "/api/v1/tasks/{task_id}/retry",
     tags=["tasks"],
     status_code=202,
-    responses=errors(404, 409, 422),
+    responses=errors(404, 409, 422, 507),
 )
 def retry_task(task_id: TaskId, c: Ctl, device: Authed) -> TaskOut:
     """Queue a finished task again, as a new task at the end of its thread."""
+    c.disk.refuse_if_low()
     return TaskOut.of(c.tasks.retry(task_id, device_id=device.id))
 
 

@@ -194,6 +194,8 @@ def test_below_the_floor_submissions_get_507_tasks_wait_and_resume_when_space_re
     assert api.factory.created[0].spec.mounts[0].host == app_dir  # the sandbox stopped:
     assert api.factory.created[0]._stopped or not api.factory.created[0]._running
 
+    retry = api.post(f"/api/v1/tasks/{stopped['id']}/retry")
+    assert retry.status_code == 507, retry.text
     refused = api.post("/api/v1/tasks", json={"command": ["echo", "x"]})
     assert refused.status_code == 507, refused.text
     error = refused.json()["error"]
