@@ -12,7 +12,8 @@
         ├── PayloadTooLarge      413 the body is larger than `max_body_bytes`
         ├── Unprocessable        422 the body is well-formed but a value is refused
         │   └── FolderNotGranted 422 a task names a folder (or mode) that is not granted
-        └── RateLimited          429 too many wrong pairing codes from one client
+        ├── RateLimited          429 too many wrong pairing codes from one client
+        └── InsufficientStorage  507 the data directory's disk is (nearly) full
 
 Every `ApiError` becomes `{"error": {"code", "message"}}` with its status; the message says what
 was wrong and how to fix it. A command that fails inside its sandbox is not an error here: it is
@@ -89,3 +90,8 @@ class RateLimited(ApiError):
     def __init__(self, message: str, *, retry_after_s: int) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class InsufficientStorage(ApiError):
+    status = 507
+    code = "insufficient_storage"

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import sandbox
 from controller.auth import Auth
+from controller.disk import DiskGuard
 from controller.errors import ConfigError
 from controller.settings import Settings
 from controller.store.db import Database
@@ -84,7 +85,8 @@ class Controller:
         self.auth.on_revoke(self.events.notify)
         self.threads = ThreadStore(self.db, self.events)
         self.tasks = TaskStore(self.db, self.events, self.threads)
-        self.runner = Runner(settings, self.tasks, factory)
+        self.disk = DiskGuard(settings)
+        self.runner = Runner(settings, self.tasks, factory, self.disk)
         self.tasks.on_queued = self.runner.wake
         self.counters = Counters()
         self.owner_token = ""

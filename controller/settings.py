@@ -67,6 +67,7 @@ class Settings:
     log_level: str = "info"
     # The owner's decision: whether a device (not only the owner) may ask for network "open".
     allow_open_network: bool = False
+    min_free_mb: int = 512
 
     @property
     def effective_database_url(self) -> str:
@@ -143,6 +144,7 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "max_task_timeout_s": float,
     "log_level": _text,
     "allow_open_network": _bool,
+    "min_free_mb": int,
 }
 FILE_ONLY = ("folders",)
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
@@ -302,6 +304,11 @@ def _validate(settings: Settings, raw: Mapping[str, tuple[Any, str]]) -> None:
         raise ConfigError(
             f"{where('default_task_timeout_s')} = {settings.default_task_timeout_s:g} must be "
             f"more than 0 and at most max_task_timeout_s ({settings.max_task_timeout_s:g})"
+        )
+    if not 0 <= settings.min_free_mb <= 1024 * 1024:
+        raise ConfigError(
+            f"{where('min_free_mb')} = {settings.min_free_mb} must be between 0 (no check) and "
+            "1048576 (1 TiB)"
         )
     if settings.log_level not in LOG_LEVELS:
         raise ConfigError(

@@ -21,6 +21,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.exc import OperationalError
 
 from controller.api.schemas import (
     DeviceOut,
@@ -43,7 +44,8 @@ from controller.api.schemas import (
     ThreadOut,
 )
 from controller.auth import Auth, require_owner
-from controller.errors import BadRequest, Forbidden, Unprocessable
+from controller.disk import is_disk_full
+from controller.errors import BadRequest, Forbidden, InsufficientStorage, Unprocessable
 from controller.folders import check_folders
 from controller.service import Controller
 from controller.settings import Settings
@@ -378,7 +380,7 @@ def add_message(thread_id: ThreadId, body: MessageCreate, c: Ctl, device: Authed
     tags=["tasks"],
     status_code=202,
     response_model=TaskOut,
-    responses=errors(400, 403, 413, 422),
+    responses=errors(400, 403, 413, 422, 507),
 )
 def submit_task(body: TaskCreate, c: Ctl, device: Authed) -> Response:
     """Queue a task at the end of its thread; answers at once with its id. Network `open` needs
@@ -393,6 +395,7 @@ def submit_task(body: TaskCreate, c: Ctl, device: Authed) -> Response:
             code="timeout_too_long",
         )
     mounts = check_folders(((f.path, f.mode) for f in body.folders), settings)
+    c.disk.refuse_if_low()
     new = NewTask(
         thread=body.thread,
         command=body.command,
@@ -427,16 +430,30 @@ def get_task(task_id: TaskId, c: Ctl) -> TaskDetail:
     return TaskDetail.with_output(task, submitter(c, task), c.tasks.output(task_id))
 
 
-@private.post("/api/v1/tasks/{task_id}/cancel", tags=["tasks"], responses=errors(404, 409, 422))
+@private.post(
+    "/api/v1/tasks/{task_id}/cancel", tags=["tasks"], responses=errors(404, 409, 422, 507)
+)
 def cancel_task(task_id: TaskId, c: Ctl) -> TaskOut:
     """Cancel a queued task, or kill a running one's sandbox; answers once it has ended."""
-    task = c.tasks.cancel_queued(task_id)
+    try:
+        task = c.tasks.cancel_queued(task_id)
+    except (OperationalError, OSError) as exc:
+        # A full disk must not keep a runaway task alive: one running here is killed anyway,
+        # and its end is recorded once the database takes writes again.
+        if not (is_disk_full(exc) and c.runner.cancel(task_id)):
+            raise
+        task = c.tasks.get(task_id)
     if task.status is TaskStatus.RUNNING:
         c.runner.cancel(task_id)
         deadline = time.monotonic() + CANCEL_WAIT_S
         while task.status is TaskStatus.RUNNING and time.monotonic() < deadline:
             time.sleep(0.02)
             task = c.tasks.get(task_id)
+    if task.status is TaskStatus.RUNNING and c.runner.unstored(task_id):
+        raise InsufficientStorage(
+            f"task {task_id} was stopped and its sandbox removed, but the database's disk is "
+            "full, so it is recorded as cancelled only once some space is freed"
+        )
     return TaskOut.of(task, submitter(c, task))
 
 
@@ -444,12 +461,13 @@ def cancel_task(task_id: TaskId, c: Ctl) -> TaskOut:
     "/api/v1/tasks/{task_id}/retry",
     tags=["tasks"],
     status_code=202,
-    responses=errors(403, 404, 409, 422),
+    responses=errors(403, 404, 409, 422, 507),
 )
 def retry_task(task_id: TaskId, c: Ctl, device: Authed) -> TaskOut:
     """Queue a finished task again, as a new task at the end of its thread (network `open` as
     for a submission)."""
     check_network(device, Network(c.tasks.get(task_id).network), c.settings)
+    c.disk.refuse_if_low()
     return TaskOut.of(c.tasks.retry(task_id, device_id=device.id), device)
 
 

@@ -287,7 +287,13 @@ class TaskStore:
             claimed = session.execute(
                 update(Task)
                 .where(Task.id == task.id, Task.status == TaskStatus.QUEUED)
-                .values(status=TaskStatus.RUNNING, started_at=time.time(), runner=self.runner)
+                # A reason left by `unclaim` ("waiting for ...") no longer holds.
+                .values(
+                    status=TaskStatus.RUNNING,
+                    started_at=time.time(),
+                    runner=self.runner,
+                    reason=None,
+                )
             )
             if claimed.rowcount != 1:  # type: ignore[attr-defined]
                 return None  # another controller took it; the caller asks again
@@ -295,15 +301,27 @@ class TaskStore:
             self._state_event(session, task)
             return task
 
-    def unclaim(self, task_id: int) -> None:
-        """Put a claimed task that never started back in the queue."""
+    def unclaim(self, task_id: int, *, reason: str | None = None) -> Task | None:
+        """Put a claimed task that never started back in the queue, saying why it waits.
+
+        It keeps its id, so it is still the first of its thread to be claimed again. A task
+        asked to stop meanwhile (`cancel_requested`) is cancelled instead.
+        """
         with self.db.write() as session:
             task = session.get(Task, task_id)
-            if task is not None and task.status is TaskStatus.RUNNING:
+            if task is None or task.status is not TaskStatus.RUNNING:
+                return task
+            if task.cancel_requested:
+                task.status = TaskStatus.CANCELLED
+                task.finished_at = time.time()
+                task.reason = "cancelled before it started"
+            else:
                 task.status = TaskStatus.QUEUED
-                task.started_at = None
-                task.runner = None
-                self._state_event(session, task)
+                task.reason = reason
+            task.started_at = None
+            task.runner = None
+            self._state_event(session, task)
+            return task
 
     def set_sandbox(self, task_id: int, sandbox_id: str) -> None:
         with self.db.write() as session:
