@@ -14,6 +14,9 @@ MIB = 1024 * 1024
 SCRATCH_PATHS = (Path("/tmp"), Path("/home/sandbox"))
 DEFAULT_IMAGE = "dispatch/sandbox:latest"
 DEFAULT_OUTPUT_CAP_BYTES = 1 * MIB
+# How long after a task's timeout its sandbox's own deadline falls: room for a slow start, and
+# for the controller's timeout (which reports what happened) to act first.
+DEADLINE_GRACE_S = 30.0
 
 
 class Stream(enum.Enum):
