@@ -210,6 +210,7 @@ class DockerSandbox:
         self._name = f"dispatch-{uuid.uuid4().hex[:12]}"
         self._user = spec.user or sandbox_user(spec.mounts)
         self._oom_kills = 0
+        self._deadline_at: float | None = None  # epoch seconds, once the container is configured
         self._stopping = threading.Event()
         # start() and stop() may race (a task cancelled while its sandbox starts): the lock
         # makes stop() either prevent the container or remove it, and return only once it is gone.
@@ -259,7 +260,8 @@ class DockerSandbox:
         workdir = spec.workdir or (spec.mounts[0].host if spec.mounts else HOME)
         command = ["python3", "-c", INIT]
         if spec.deadline_s is not None:
-            command.append(repr(time.time() + spec.deadline_s))
+            self._deadline_at = time.time() + spec.deadline_s
+            command.append(repr(self._deadline_at))
         return {
             "image": spec.image,
             "command": command,
@@ -578,15 +580,8 @@ class DockerSandbox:
         return False
 
     def _deadline_passed(self) -> bool:
-        """Whether the container stopped because its init ended it at the deadline."""
-        cid = self._container_id
-        if self.spec.deadline_s is None or cid is None:
-            return False
-        try:
-            state = self._api.inspect_container(cid)["State"]
-        except docker.errors.DockerException:
-            return False
-        return not state.get("Running") and state.get("ExitCode") == DEADLINE_EXIT
+        """Whether the sandbox's deadline has come, so its init is ending everything."""
+        return self._deadline_at is not None and time.time() >= self._deadline_at
 
     def _new_oom_kill(self) -> bool:
         try:

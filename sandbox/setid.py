@@ -21,8 +21,8 @@ log = logging.getLogger(__name__)
 SETID_BITS = stat.S_ISUID | stat.S_ISGID
 # Most folders searched in one root: the search runs after every command, on the host.
 MAX_SCAN_FOLDERS = 200_000
-# File timestamps come from a coarse kernel clock that can lag time.time() by a tick.
-CLOCK_SLACK_S = 1.0
+# File timestamps come from the kernel's coarse clock, which lags time.time() by up to a tick.
+CLOCK_SLACK_S = 0.05
 
 
 def strip_setid(
