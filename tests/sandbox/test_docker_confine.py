@@ -27,10 +27,9 @@ SETID = stat.S_ISUID | stat.S_ISGID
 PY_OPEN = "import os, sys; os.close(os.open(sys.argv[1], os.O_CREAT | os.O_WRONLY, 0o4755))"
 PY_FCHMOD = "import os, sys; fd = os.open(sys.argv[1], os.O_RDONLY); os.fchmod(fd, 0o6755)"
 PY_MKNOD = "import os, stat, sys; os.mknod(sys.argv[1], stat.S_IFREG | 0o4755)"
+# An unnamed file in the folder, which `linkat` could later give a name.
 PY_TMPFILE = (
-    "import os, sys; folder = os.path.dirname(sys.argv[1]);"
-    " fd = os.open(folder, os.O_TMPFILE | os.O_WRONLY, 0o4755);"
-    " os.link(f'/proc/self/fd/{fd}', sys.argv[1])"
+    "import os, sys; os.open(os.path.dirname(sys.argv[1]), os.O_TMPFILE | os.O_WRONLY, 0o4755)"
 )
 # Each writes a setuid/setgid file at its last argument, when nothing stops it.
 ATTEMPTS = {
@@ -40,7 +39,7 @@ ATTEMPTS = {
     "open O_CREAT 04755": ["python3", "-c", PY_OPEN],
     "fchmod 06755": ["python3", "-c", PY_FCHMOD],
     "mknod 04755": ["python3", "-c", PY_MKNOD],
-    "O_TMPFILE 04755 + link": ["python3", "-c", PY_TMPFILE],
+    "O_TMPFILE 04755": ["python3", "-c", PY_TMPFILE],
 }
 
 
