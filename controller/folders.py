@@ -18,7 +18,7 @@ from controller.errors import FolderNotGranted
 from controller.settings import FolderGrant, Settings
 from sandbox import GrantRefused, Mount
 from sandbox.mounts import GIT, folder_identity, git_mounts, validate_mount
-from sandbox.ownership import DEFAULT_USER, check_writable, describe_user
+from sandbox.ownership import DEFAULT_USER, check_writable, describe_user, owner_of
 
 MAX_PATH_CHARS = 4096
 
@@ -186,15 +186,15 @@ def _user(writable: Sequence[Mount], named: Sequence[Mount], settings: Settings)
     for mount in writable:
         grant = deciding_grant(mount.host, settings.folders)
         assert grant is not None
-        info = os.stat(grant.path)
-        if info.st_uid == 0:
+        uid, gid = owner_of(grant.path)
+        if uid == 0:
             raise GrantRefused(
                 f"read-write folder {mount.host} is in the grant of {grant.path}, which is "
                 "owned by root, and the sandbox never runs as root; give that folder to a "
                 f'normal user (`chown USER {grant.path}`), or set sandbox_user = "USER" in '
                 "the config file to run sandboxes as that user"
             )
-        owners.setdefault(info.st_uid, (info.st_gid, mount, grant))
+        owners.setdefault(uid, (gid, mount, grant))
     if len(owners) > 1:
         listed = "; ".join(
             f"{mount.host} (grant {grant.path}, owned by {describe_user(uid)})"
@@ -212,9 +212,7 @@ def _user(writable: Sequence[Mount], named: Sequence[Mount], settings: Settings)
     # read them, never as root.
     for mount in named:
         grant = deciding_grant(mount.host, settings.folders)
-        if grant is not None:
-            info = os.stat(grant.path)
-            if info.st_uid != 0:
-                return info.st_uid, info.st_gid
+        if grant is not None and owner_of(grant.path)[0] != 0:
+            return owner_of(grant.path)
     uid = os.getuid()
     return (uid, os.getgid()) if uid != 0 else DEFAULT_USER

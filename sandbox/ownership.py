@@ -24,6 +24,22 @@ from sandbox.errors import GrantRefused
 DEFAULT_USER = (1000, 1000)
 
 
+def owner_of(path: Path) -> tuple[int, int]:
+    """The uid:gid owning `path`, with root's group (gid 0) replaced by the owner's own group.
+
+    Folders owned by a user but group root are common (made with sudo, then chowned); the
+    sandbox runs in no group of root's all the same.
+    """
+    info = os.stat(path)
+    if info.st_gid != 0:
+        return info.st_uid, info.st_gid
+    try:
+        gid = pwd.getpwuid(info.st_uid).pw_gid
+    except KeyError:
+        gid = 0
+    return info.st_uid, gid or info.st_uid
+
+
 def sandbox_user(mounts: Sequence[Mount]) -> tuple[int, int]:
     """Return the uid:gid to run as.
 
@@ -35,13 +51,12 @@ def sandbox_user(mounts: Sequence[Mount]) -> tuple[int, int]:
     for mount in mounts:
         if mount.read_only:
             continue
-        info = os.stat(mount.host)
-        owners.setdefault((info.st_uid, info.st_gid), str(mount.host))
+        owners.setdefault(owner_of(mount.host), str(mount.host))
     if not owners:
         for mount in mounts:
-            info = os.stat(mount.host)
-            if info.st_uid != 0:
-                return info.st_uid, info.st_gid
+            owner = owner_of(mount.host)
+            if owner[0] != 0:
+                return owner
         uid = os.getuid()
         return (uid, os.getgid()) if uid != 0 else DEFAULT_USER
     uids = {uid for uid, _ in owners}

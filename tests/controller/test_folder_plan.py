@@ -127,3 +127,9 @@ def test_git_folders_are_mounted_read_only_unless_the_grant_says_so(tmp_path: Pa
     with pytest.raises(FolderNotGranted, match="inside a git folder"):
         check_folders([(str(repo / ".git" / "hooks"), "rw")], config)
     assert check_folders([(str(opened / ".git"), "rw")], config)
+
+
+def test_a_grant_in_roots_group_does_not_put_the_sandbox_in_it(tmp_path: Path) -> None:
+    projects = folder(tmp_path / "projects", (4321, 0), 0o775)
+    config = settings(tmp_path, grant(projects))
+    assert plan_folders([(str(projects), "rw")], config).user == ALICE  # uid 4321 has no entry
