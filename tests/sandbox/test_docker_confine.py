@@ -8,6 +8,7 @@ its deadline all by itself.
 from __future__ import annotations
 
 import os
+import platform
 import stat
 import threading
 import time
@@ -64,6 +65,36 @@ def test_a_command_cannot_leave_a_setid_file_in_a_read_write_folder(
         assert target.stat().st_mode & SETID == 0, oct(target.stat().st_mode)
     # Stopped by the filter, not found afterwards: the second line had nothing to do.
     assert result.setid_stripped == ()
+
+
+# chmod(path, 04755) through the 32-bit system call gate (`int 0x80`), which the kernel runs
+# beside the 64-bit one: a filter written for x86_64 numbers alone would let it through.
+INT80_CHMOD = r"""
+import ctypes, mmap, struct, sys
+path = sys.argv[1].encode() + b"\0"
+mem = mmap.mmap(-1, 4096, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | 0x40,  # MAP_32BIT
+                prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+base = ctypes.addressof(ctypes.c_char.from_buffer(mem))
+code = (b"\x53\xb8" + struct.pack("<I", 15)        # push rbx; mov eax, 15 (i386 chmod)
+        + b"\xbb" + struct.pack("<I", base + 256)   # mov ebx, path
+        + b"\xb9" + struct.pack("<I", 0o4755)       # mov ecx, 04755
+        + b"\xcd\x80\x5b\xc3")                      # int 0x80; pop rbx; ret
+mem[256:256 + len(path)] = path
+mem[0:len(code)] = code
+print(ctypes.CFUNCTYPE(ctypes.c_int)(base)())
+"""
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="the i386 gate of x86_64 kernels")
+def test_the_32_bit_system_call_gate_is_filtered_too(
+    make_sandbox: MakeSandbox, workspace: Path
+) -> None:
+    box, target = rw_box(make_sandbox, workspace)
+    assert box.exec(["touch", str(target)]).ok
+    result = box.exec(["python3", "-c", INT80_CHMOD, str(target)])
+    assert result.ok, result.stderr  # refused, not killed: 32-bit programs still run
+    assert result.stdout == b"-1\n"  # -EPERM
+    assert target.stat().st_mode & SETID == 0
 
 
 def test_ordinary_modes_and_files_still_work(make_sandbox: MakeSandbox, workspace: Path) -> None:
