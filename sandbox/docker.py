@@ -209,8 +209,13 @@ class DockerSandbox:
         self._container_id: str | None = None
         self._name = f"dispatch-{uuid.uuid4().hex[:12]}"
         self._user = spec.user or sandbox_user(spec.mounts)
+        if 0 in self._user:
+            raise GrantRefused(
+                f"the sandbox was asked to run as uid:gid {self._user[0]}:{self._user[1]}, and it "
+                "never runs as root or in root's group; run it as a normal user"
+            )
         self._oom_kills = 0
-        self._deadline_at: float | None = None  # epoch seconds, once the container is configured
+        self._deadline_at: float | None = None  # epoch seconds, set when the container is made
         self._stopping = threading.Event()
         # start() and stop() may race (a task cancelled while its sandbox starts): the lock
         # makes stop() either prevent the container or remove it, and return only once it is gone.
@@ -259,8 +264,7 @@ class DockerSandbox:
         )
         workdir = spec.workdir or (spec.mounts[0].host if spec.mounts else HOME)
         command = ["python3", "-c", INIT]
-        if spec.deadline_s is not None:
-            self._deadline_at = time.time() + spec.deadline_s
+        if self._deadline_at is not None:
             command.append(repr(self._deadline_at))
         return {
             "image": spec.image,
@@ -290,6 +294,8 @@ class DockerSandbox:
                     f"sandbox {self._name} was stopped; a stopped sandbox cannot start again, "
                     "create a new one"
                 )
+            if self.spec.deadline_s is not None:
+                self._deadline_at = time.time() + self.spec.deadline_s
             try:
                 created = self._api.create_container(**self.container_config())
                 self._container_id = created["Id"]

@@ -17,8 +17,8 @@ from pathlib import Path
 import docker.errors
 import pytest
 
-from sandbox import ExecResult, ImageMissing, Outcome, Sandbox, SandboxSpec
-from sandbox.docker import DEADLINE_EXIT
+from sandbox import ExecResult, GrantRefused, ImageMissing, Outcome, Sandbox, SandboxSpec
+from sandbox.docker import DEADLINE_EXIT, DockerSandbox
 from sandbox.mounts import git_mounts, validate_mount
 from tests.sandbox.conftest import MakeSandbox
 
@@ -234,3 +234,9 @@ def test_without_a_deadline_the_sandbox_keeps_running(
     box = make_sandbox("docker")
     assert box.exec(["sleep", "1"]).ok
     assert container_running(docker_client, box.id)
+
+
+def test_the_backend_refuses_to_run_as_root_whatever_it_is_given() -> None:
+    for user in ((0, 0), (1000, 0), (0, 1000)):
+        with pytest.raises(GrantRefused, match="never runs as root"):
+            DockerSandbox(SandboxSpec(user=user))
