@@ -201,7 +201,10 @@ def git_mounts(
     """Read-only mounts over every `.git` folder or file inside the read-write `roots`.
 
     A task that could write `.git/hooks` or `.git/config` (`core.fsmonitor`, `core.pager`...)
-    would run code on the host the next time the person uses git there. Symlinks named `.git`
+    would run code on the host the next time the person uses git there. Moving the work tree
+    aside and putting a new repository with planted hooks in its place would do the same, so the
+    work tree and every folder between it and the root are pinned too: each is bind-mounted
+    read-write onto itself, and a mount point cannot be renamed or removed. Symlinks named `.git`
     are not followed (the task could only have made them itself); folders in `skip` (the other
     mounts, each handled on its own) are not entered.
 
@@ -216,6 +219,7 @@ def git_mounts(
             search.
     """
     found: list[Mount] = []
+    pinned: set[Path] = set()
     for root in roots:
         if GIT in root.parts and not git_writable(root):
             raise GrantRefused(
@@ -233,6 +237,11 @@ def git_mounts(
             path = here / GIT
             if (GIT in dirs or GIT in files) and _is_plain(path) and not git_writable(path):
                 found.append(Mount(path, read_only=True, identity=entry_identity(path)))
+                for pin in (here, *here.parents):
+                    if pin == root or root not in pin.parents or pin in pinned:
+                        break
+                    pinned.add(pin)
+                    found.append(Mount(pin, read_only=False, identity=folder_identity(pin)))
             dirs[:] = [d for d in dirs if d != GIT and here / d not in skip]
     return tuple(found)
 

@@ -122,7 +122,10 @@ def test_git_folders_are_mounted_read_only_unless_the_grant_says_so(tmp_path: Pa
     folder(opened / ".git", ALICE)
     config = settings(tmp_path, grant(projects) + grant(opened, extra="git_writable = true"))
     plan = plan_folders([(str(projects), "rw"), (str(opened), "rw")], config)
-    assert [(m.host, m.read_only) for m in plan.mounts[2:]] == [(repo / ".git", True)]
+    assert [(m.host, m.read_only) for m in plan.mounts[2:]] == [
+        (repo / ".git", True),
+        (repo, False),  # pinned, so it cannot be moved aside for a repository with hooks
+    ]
     assert plan_folders([(str(repo), "ro")], config).mounts == (Mount(repo),)
     with pytest.raises(FolderNotGranted, match="inside a git folder"):
         check_folders([(str(repo / ".git" / "hooks"), "rw")], config)

@@ -192,13 +192,34 @@ def test_git_folders_in_a_read_write_folder_are_read_only(
         assert hook.ok and fsmonitor.ok and gitfile.ok
         assert "fsmonitor" in (repo / ".git" / "config").read_text()
     else:
-        assert {m.host for m in git} == {repo / ".git", repo / "sub" / ".git"}
+        assert {m.host for m in git if m.read_only} == {repo / ".git", repo / "sub" / ".git"}
         for result in (hook, fsmonitor, gitfile):
             assert result.exit_code != 0
         assert b"Read-only file system" in hook.stderr
         assert not (repo / ".git" / "hooks" / "pre-commit").exists()
         assert "fsmonitor" not in (repo / ".git" / "config").read_text()
         assert (repo / "sub" / ".git").read_text() == "gitdir: ../.git/modules/sub\n"
+
+
+def test_a_repository_cannot_be_moved_aside_for_one_with_planted_hooks(
+    make_sandbox: MakeSandbox, workspace: Path
+) -> None:
+    git_repo(workspace)
+    mount = validate_mount(workspace, read_only=False)
+    git = git_mounts([workspace], skip={workspace})
+    box = make_sandbox("docker", SandboxSpec(mounts=(mount, *git)))
+    repo = workspace / "repo"
+    for script in (
+        f"mv {repo} {workspace}/moved",
+        f"mv {repo}/sub {repo}/moved",
+        f"mv {repo}/.git {repo}/old.git",
+        f"rm -rf {repo}",
+    ):
+        result = box.exec(["sh", "-c", script])
+        assert result.exit_code != 0, script
+        assert b"busy" in result.stderr or b"Read-only" in result.stderr, result.stderr
+    assert (repo / ".git" / "HEAD").read_text() == "ref: refs/heads/main\n"
+    assert not (workspace / "moved").exists()
 
 
 def container_running(docker_client: docker.DockerClient, cid: str) -> bool:

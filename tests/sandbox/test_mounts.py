@@ -177,9 +177,14 @@ def test_git_folders_and_files_are_found_but_not_symlinks_or_skipped_mounts(
     (root / "other" / ".git").symlink_to(tmp_path)  # a symlink: mounting it would show its target
     (root / "inner" / ".git").mkdir(parents=True)  # inside a nested mount: handled on its own
     found = git_mounts([root], skip={root, root / "inner"})
+    # Each .git read-only, and its work tree and the folders above it pinned (mounted onto
+    # themselves read-write) so they cannot be moved aside.
     assert [(m.host, m.read_only) for m in found] == [
         (root / "repo" / ".git", True),
+        (root / "repo", False),
         (root / "repo" / "vendor" / "lib" / ".git", True),
+        (root / "repo" / "vendor" / "lib", False),
+        (root / "repo" / "vendor", False),
     ]
     assert all(m.identity is not None for m in found)
     assert git_mounts([root], git_writable=lambda _: True) == ()
@@ -193,7 +198,10 @@ def test_a_read_write_folder_inside_git_or_too_large_is_refused(tmp_path: Path) 
         (tmp_path / name).mkdir()
     with pytest.raises(GrantRefused, match=r"more than 3 folders.*narrower folder"):
         git_mounts([tmp_path], max_folders=3)
-    assert len(git_mounts([tmp_path], max_folders=5)) == 1
+    assert [m.host for m in git_mounts([tmp_path], max_folders=5)] == [
+        tmp_path / "repo" / ".git",
+        tmp_path / "repo",
+    ]
 
 
 @pytest.mark.parametrize(
