@@ -2,9 +2,10 @@
 
 The container's PID 1 is a tiny init that reaps orphans and, when the spec has a deadline, ends
 every process and stops the container at that time, so a sandbox whose controller was killed
-still stops. Every command is an exec as the unprivileged sandbox user, started through the
-image's `confine` wrapper (one more seccomp filter: no setuid/setgid bits), and after it the
-read-write folders are searched on the host for such bits all the same (sandbox/setid.py).
+still stops. Every command is an exec as the unprivileged sandbox user. Every process, init
+included, starts through the image's `confine` wrapper (one more seccomp filter: no
+setuid/setgid bits), and after each command the read-write folders are searched on the host for
+such bits all the same (sandbox/setid.py).
 
 A timeout signals every process of that user in the container (`kill -1`), which reaches daemons
 that left the command's process group too, and cannot reach PID 1, so the sandbox survives for
@@ -61,8 +62,10 @@ HOME = Path("/home/sandbox")
 TERM_GRACE_S = 1.0
 KILL_WAIT_S = 3.0
 FILE_CAP_BYTES = 256 * MIB
-# Every command runs through this (images/sandbox/confine): Docker's seccomp profile plus one
-# more filter that refuses setuid/setgid bits.
+# Every process of the sandbox starts through this (images/sandbox/confine): Docker's seccomp
+# profile plus one more filter that refuses setuid/setgid bits. Every one, init and Dispatch's
+# own short commands included: a task could write into the memory of a process of its own user
+# that lacked the filter (/proc/PID/mem), and have it set the bits instead.
 CONFINE = "/usr/local/lib/dispatch/confine"
 # How PID 1 ends when the deadline passes: the container's exit status.
 DEADLINE_EXIT = 124
@@ -263,7 +266,7 @@ class DockerSandbox:
             ipc_mode="private",
         )
         workdir = spec.workdir or (spec.mounts[0].host if spec.mounts else HOME)
-        command = ["python3", "-c", INIT]
+        command = [CONFINE, "python3", "-c", INIT]
         if self._deadline_at is not None:
             command.append(repr(self._deadline_at))
         return {
@@ -306,6 +309,8 @@ class DockerSandbox:
                 ) from None
             except docker.errors.APIError as exc:
                 self._remove()
+                if CONFINE in str(exc.explanation or exc):
+                    raise self._no_confine() from None
                 raise SandboxError(
                     f"could not start the sandbox: {exc.explanation or exc}"
                 ) from None
@@ -371,17 +376,14 @@ class DockerSandbox:
             raise ValueError("command is empty; pass at least the program to run")
         started_at = time.time()
         result = self._exec(
-            [CONFINE, *command],
+            list(command),
             timeout_s=timeout_s,
             on_output=on_output,
             workdir=workdir,
             output_cap_bytes=output_cap_bytes,
         )
         if result.exit_code in (126, 127) and f'"{CONFINE}"'.encode() in result.stdout:
-            raise ImageMissing(
-                f"sandbox image {self.spec.image!r} has no {CONFINE} (it was built by an older "
-                "Dispatch); run `dispatch images build`"
-            )
+            raise self._no_confine()
         mounted = {m.host for m in self.spec.mounts}
         writable = [m.host for m in self.spec.mounts if not m.read_only]
         if not writable:
@@ -398,7 +400,7 @@ class DockerSandbox:
         workdir: Path | None = None,
         output_cap_bytes: int = DEFAULT_OUTPUT_CAP_BYTES,
     ) -> ExecResult:
-        """Run a command as is (not confined): for Dispatch's own fixed commands."""
+        """Run a command, without the search for setuid files (Dispatch's own commands)."""
         cid = self._require_running()
         buffers = {s: OutputBuffer(s, output_cap_bytes, on_output) for s in Stream}
         started = time.monotonic()
@@ -486,6 +488,12 @@ class DockerSandbox:
             raise SandboxNotRunning(f"sandbox {self._name} is not running; call start() first")
         return self._container_id
 
+    def _no_confine(self) -> ImageMissing:
+        return ImageMissing(
+            f"sandbox image {self.spec.image!r} has no {CONFINE} (it was built by an older "
+            "Dispatch); run `dispatch images build`"
+        )
+
     def _exec_create(
         self, cid: str, command: list[str], *, workdir: Path | None = None, stdin: bool = False
     ) -> str:
@@ -493,7 +501,7 @@ class DockerSandbox:
         try:
             created = self._api.exec_create(
                 cid,
-                command,
+                [CONFINE, *command],
                 user=f"{uid}:{gid}",
                 workdir=str(workdir) if workdir else None,
                 stdin=stdin,

@@ -156,9 +156,26 @@ def test_an_image_without_the_wrapper_is_named_with_the_fix(
     make_sandbox: MakeSandbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("sandbox.docker.CONFINE", "/usr/local/lib/dispatch/missing")
-    box = make_sandbox("docker")
     with pytest.raises(ImageMissing, match="dispatch images build"):
-        box.exec(["true"])
+        make_sandbox("docker")
+
+
+def test_every_process_in_the_sandbox_carries_the_filter(
+    make_sandbox: MakeSandbox, workspace: Path
+) -> None:
+    # A process of the sandbox user without it (init, or one of Dispatch's own short commands)
+    # could be made to set the bits by a task writing into its memory (/proc/PID/mem).
+    box = make_sandbox("docker", SandboxSpec(mounts=(validate_mount(workspace, read_only=False),)))
+    script = "sleep 30 & grep -H Seccomp_filters /proc/[0-9]*/status; kill %1"
+    result = box.exec(["sh", "-c", script])
+    counts = {
+        line.split("/")[2]: int(line.split()[-1])
+        for line in result.stdout.decode().splitlines()
+        if "/status:" in line
+    }
+    assert "1" in counts and len(counts) >= 3, result.stdout  # init, sh, sleep, grep
+    # Docker's default profile is one filter; confine adds the second.
+    assert set(counts.values()) == {2}, counts
 
 
 def git_repo(root: Path) -> None:
