@@ -128,7 +128,7 @@ def _plan(
         git: tuple[Mount, ...] = ()
         if find_git:
             git = git_mounts(
-                [m.host for m in writable],
+                [m.host for m in writable if _git_protected_in(m.host, settings.folders)],
                 git_writable=lambda p: _git_writable(p, settings.folders),
                 skip={m.host for m in placed},
             )
@@ -145,6 +145,13 @@ def _plan(
 def _git_writable(path: Path, grants: Sequence[FolderGrant]) -> bool:
     grant = deciding_grant(path, grants)
     return grant is not None and grant.git_writable
+
+
+def _git_protected_in(folder: Path, grants: Sequence[FolderGrant]) -> bool:
+    """Whether any `.git` in `folder` would be read-only (else there is no need to look)."""
+    return not _git_writable(folder, grants) or any(
+        folder in g.path.parents and not g.git_writable for g in grants
+    )
 
 
 def _nested_grants(named: Sequence[Mount], grants: Sequence[FolderGrant]) -> list[Mount]:

@@ -310,7 +310,10 @@ class DockerSandbox:
             except docker.errors.APIError as exc:
                 self._remove()
                 if CONFINE in str(exc.explanation or exc):
-                    raise self._no_confine() from None
+                    raise ImageMissing(
+                        f"sandbox image {self.spec.image!r} has no {CONFINE} (it was built by "
+                        "an older Dispatch); run `dispatch images build`"
+                    ) from None
                 raise SandboxError(
                     f"could not start the sandbox: {exc.explanation or exc}"
                 ) from None
@@ -367,11 +370,7 @@ class DockerSandbox:
         workdir: Path | None = None,
         output_cap_bytes: int = DEFAULT_OUTPUT_CAP_BYTES,
     ) -> ExecResult:
-        """Run a command, streaming output; a timeout kills every process of the sandbox user.
-
-        Raises:
-            ImageMissing: the image predates the `confine` wrapper.
-        """
+        """Run a command, streaming output; a timeout kills every process of the sandbox user."""
         if not command:
             raise ValueError("command is empty; pass at least the program to run")
         started_at = time.time()
@@ -382,8 +381,6 @@ class DockerSandbox:
             workdir=workdir,
             output_cap_bytes=output_cap_bytes,
         )
-        if result.exit_code in (126, 127) and f'"{CONFINE}"'.encode() in result.stdout:
-            raise self._no_confine()
         mounted = {m.host for m in self.spec.mounts}
         writable = [m.host for m in self.spec.mounts if not m.read_only]
         if not writable:
@@ -487,12 +484,6 @@ class DockerSandbox:
         if self._container_id is None:
             raise SandboxNotRunning(f"sandbox {self._name} is not running; call start() first")
         return self._container_id
-
-    def _no_confine(self) -> ImageMissing:
-        return ImageMissing(
-            f"sandbox image {self.spec.image!r} has no {CONFINE} (it was built by an older "
-            "Dispatch); run `dispatch images build`"
-        )
 
     def _exec_create(
         self, cid: str, command: list[str], *, workdir: Path | None = None, stdin: bool = False

@@ -196,7 +196,7 @@ def git_mounts(
     *,
     git_writable: Callable[[Path], bool] = lambda _: False,
     skip: Collection[Path] = (),
-    max_folders: int = MAX_WALK_FOLDERS,
+    max_folders: int | None = None,
 ) -> tuple[Mount, ...]:
     """Read-only mounts over every `.git` folder or file inside the read-write `roots`.
 
@@ -212,12 +212,13 @@ def git_mounts(
         roots: the read-write folders to search.
         git_writable: whether the grant deciding a `.git` path lets the task write it.
         skip: folders not to enter.
-        max_folders: the most folders to look through in one root.
+        max_folders: the most folders to look through in one root (MAX_WALK_FOLDERS).
 
     Raises:
         GrantRefused: a root is itself inside a protected `.git`, or holds too many folders to
             search.
     """
+    limit = MAX_WALK_FOLDERS if max_folders is None else max_folders
     found: list[Mount] = []
     pinned: set[Path] = set()
     for root in roots:
@@ -227,9 +228,9 @@ def git_mounts(
                 "on the host; ask for it read-only, or set git_writable = true on its grant"
             )
         for count, (folder, dirs, files) in enumerate(os.walk(root)):
-            if count >= max_folders:
+            if count >= limit:
                 raise GrantRefused(
-                    f"read-write folder {root} holds more than {max_folders} folders, too many "
+                    f"read-write folder {root} holds more than {limit} folders, too many "
                     "to look through for .git folders to protect; grant a narrower folder, or "
                     "set git_writable = true on its grant"
                 )

@@ -143,9 +143,7 @@ def run(
         writable = [m.host for m in granted if not m.read_only]
         for folder in writable:
             check_writable(folder, user)
-        git = git_mounts(
-            writable, git_writable=lambda _: git_writable, skip={m.host for m in granted}
-        )
+        git = () if git_writable else git_mounts(writable, skip={m.host for m in granted})
     except GrantRefused as exc:
         _fail(f"refused: {exc}", ExitCode.GRANT_REFUSED)
     if network == Network.OPEN.value:

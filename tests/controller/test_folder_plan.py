@@ -136,3 +136,19 @@ def test_a_grant_in_roots_group_does_not_put_the_sandbox_in_it(tmp_path: Path) -
     projects = folder(tmp_path / "projects", (4321, 0), 0o775)
     config = settings(tmp_path, grant(projects))
     assert plan_folders([(str(projects), "rw")], config).user == ALICE  # uid 4321 has no entry
+
+
+def test_a_folder_too_large_to_search_is_refused_unless_its_git_may_be_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("sandbox.mounts.MAX_WALK_FOLDERS", 3)
+    projects = folder(tmp_path / "projects", ALICE)
+    opened = folder(tmp_path / "open", ALICE)
+    for name in ("a", "b", "c", "d"):
+        folder(projects / name, ALICE)
+        folder(opened / name, ALICE)
+    config = settings(tmp_path, grant(projects) + grant(opened, extra="git_writable = true"))
+    with pytest.raises(FolderNotGranted, match=r"more than 3 folders.*git_writable = true"):
+        plan_folders([(str(projects), "rw")], config)
+    assert check_folders([(str(projects), "rw")], config)  # submission does not search
+    assert plan_folders([(str(opened), "rw")], config).mounts == (Mount(opened, read_only=False),)
