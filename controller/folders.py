@@ -125,6 +125,11 @@ def _plan(
         nested = _nested_grants(named, settings.folders)
         placed = (*named, *nested)
         writable = [m for m in placed if not m.read_only]
+        user = None
+        if settings.sandbox_backend != "fake":
+            user = _user(writable, named, settings)
+            for mount in writable:
+                check_writable(mount.host, user)
         git: tuple[Mount, ...] = ()
         if find_git:
             git = git_mounts(
@@ -132,11 +137,6 @@ def _plan(
                 git_writable=lambda p: _git_writable(p, settings.folders),
                 skip={m.host for m in placed},
             )
-        user = None
-        if settings.sandbox_backend != "fake":
-            user = _user(writable, named, settings)
-            for mount in writable:
-                check_writable(mount.host, user)
     except GrantRefused as exc:
         raise FolderNotGranted(str(exc)) from None
     return FolderPlan(requested=named, mounts=(*placed, *git), user=user)
