@@ -96,7 +96,9 @@ def parse_user(text: str) -> tuple[int, int]:
             ) from None
         user = entry.pw_uid, entry.pw_gid
     if 0 in user:
-        raise ValueError("is root; the sandbox never runs as root, name a normal user")
+        raise ValueError(
+            "is root (or root's group); the sandbox never runs as either, name a normal user"
+        )
     return user
 
 
