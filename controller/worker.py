@@ -30,11 +30,12 @@ from sqlalchemy.exc import OperationalError
 import sandbox
 from controller.disk import DiskGuard, LowSpace
 from controller.errors import FolderNotGranted
-from controller.folders import check_folders
+from controller.folders import plan_folders
 from controller.settings import Settings
 from controller.store.models import Task, TaskStatus
 from controller.store.tasks import TaskStore, shutdown_reason
 from sandbox import ExecResult, Network, Outcome, Sandbox, SandboxSpec, Stream
+from sandbox.base import DEADLINE_GRACE_S
 
 log = logging.getLogger(__name__)
 
@@ -330,16 +331,19 @@ class Runner:
         task = handle.task
         try:
             # Checked again: a symlink may have been pointed elsewhere since submission.
-            mounts = check_folders(((f["path"], f["mode"]) for f in task.folders), self.settings)
+            plan = plan_folders(((f["path"], f["mode"]) for f in task.folders), self.settings)
         except FolderNotGranted as exc:
             self._finish(handle, None, f"refused before running: {exc.message}")
             return
         spec = SandboxSpec(
             image=self.settings.sandbox_image,
-            mounts=mounts,
+            mounts=plan.mounts,
             network=Network(task.network),
-            workdir=mounts[0].host if mounts else None,
+            workdir=plan.requested[0].host if plan.requested else None,
             labels={LABEL_TASK: str(task.id)},
+            user=plan.user,
+            # Kept by the sandbox itself: it stops even if this controller is killed meanwhile.
+            deadline_s=task.timeout_s + DEADLINE_GRACE_S,
         )
         recorder: OutputRecorder | None = None
         box: Sandbox | None = None
@@ -347,7 +351,7 @@ class Runner:
         error: str | None = None
         unreachable: Exception | None = None
         # Not started at all on a disk it would be stopped for a second later.
-        low = self.disk.first_low(m.host for m in mounts if not m.read_only)
+        low = self.disk.first_low(m.host for m in plan.mounts if not m.read_only)
         if low is not None:
             handle.kill(disk_low=low)
         try:
