@@ -7,6 +7,11 @@ expire in ten minutes, and wrong guesses are rate-limited per client and in tota
 Revocation is immediate: every revocation in this process bumps `Auth.generation`, which both
 keeps a check that raced with it from caching the revoked device and tells open event streams
 (through `DeviceWatch`) to look the device up again.
+
+Two roles. The owner (the local CLI's token, `is_owner`) issues pairing codes, revokes devices
+and changes settings; a device (a phone, a browser) uses the API for work. The role is a column
+a device cannot set, and the owner is shown by its role, never by a name: pairing refuses names
+that could pass for the owner's, so a stolen device token cannot hide a second device as one.
 """
 
 from __future__ import annotations
@@ -16,15 +21,24 @@ import secrets
 import socket
 import threading
 import time
+import unicodedata
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from controller.errors import Conflict, NotFound, RateLimited, Unauthorized
+from controller.errors import (
+    Conflict,
+    Forbidden,
+    NotFound,
+    RateLimited,
+    Unauthorized,
+    Unprocessable,
+)
 from controller.local import OWNER_TOKEN_FILE, read_owner_token, write_private
 from controller.store.db import Database
 from controller.store.models import Device, PairingCode
@@ -43,6 +57,79 @@ SHARED_RECHECK_S = 5.0
 # Whose owner token a device is: rotating one controller's token must not log out the others
 # that share its database.
 OWNER_HOST = socket.gethostname()
+
+
+# Not text, or text that changes how the text around it is shown: controls, bidi overrides and
+# isolates, zero-width and other format characters, surrogates, private use, line separators.
+HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Zl", "Zp"})
+
+
+class Role(StrEnum):
+    OWNER = "owner"
+    DEVICE = "device"
+
+
+def role_of(device: Device) -> Role:
+    return Role.OWNER if device.is_owner else Role.DEVICE
+
+
+def shown_name(device: Device) -> str:
+    """The name to show for a device: the owner's comes from its role, whatever is stored."""
+    return OWNER_DEVICE_NAME if device.is_owner else device.name
+
+
+def require_owner(device: Device, action: str, command: str) -> None:
+    """Refuse `action` unless `device` holds the owner role.
+
+    Args:
+        action: what was asked, as a phrase ("issuing pairing codes").
+        command: the CLI command that does it with the owner token, for the message.
+
+    Raises:
+        Forbidden: `owner_only`, naming the role the token lacks and the fix.
+    """
+    if device.is_owner:
+        return
+    raise Forbidden(
+        f"{action} needs the owner role; this token belongs to device {device.name!r} "
+        f"(id {device.id}), which has the device role. Run `{command}` on the controller's "
+        "machine, whose CLI holds the owner token",
+        code="owner_only",
+    )
+
+
+def _skeleton(name: str) -> str:
+    """Letters and digits only, compatibility-folded and case-folded: how a name reads."""
+    return "".join(ch for ch in unicodedata.normalize("NFKC", name).casefold() if ch.isalnum())
+
+
+def check_device_name(name: str) -> str:
+    """Return `name` stripped, or refuse one that hides text or could pass for the owner.
+
+    Raises:
+        Unprocessable: `invalid_device_name`, naming the field, the character or the clash.
+    """
+    name = name.strip()
+    if not name:
+        raise Unprocessable(
+            "device_name is empty; name the device, e.g. 'phone'", code="invalid_device_name"
+        )
+    for ch in name:
+        if unicodedata.category(ch) in HIDDEN_CATEGORIES:
+            what = unicodedata.name(ch, "a control character")
+            raise Unprocessable(
+                f"device_name contains U+{ord(ch):04X} ({what}), which hides or reorders the "
+                "text around it; choose a name of visible characters only",
+                code="invalid_device_name",
+            )
+    skeleton = _skeleton(name)
+    if skeleton.startswith("owner") or "thismachine" in skeleton:
+        raise Unprocessable(
+            f"device_name {name!r} could be taken for the owner, whom Dispatch shows by role "
+            "(never by a name a device chose); choose another name, e.g. 'phone'",
+            code="invalid_device_name",
+        )
+    return name
 
 
 def hash_secret(secret: str) -> str:
@@ -102,6 +189,17 @@ class RateLimiter:
 class IssuedCode:
     code: str
     expires_at: float
+
+
+@dataclass(frozen=True)
+class Revocation:
+    device: Device
+    # Work the revoked token had queued that was cancelled with it (see `Auth.revoke`).
+    cancelled_task_ids: tuple[int, ...] = ()
+
+
+# Called inside the revoking transaction with the device and the time: what else to undo.
+RevokeCascade = Callable[[Session, Device, float], Sequence[int]]
 
 
 class Auth:
@@ -229,9 +327,11 @@ class Auth:
         """Trade a pairing code for a new device and its token (shown only here).
 
         Raises:
+            Unprocessable: the name hides text or could pass for the owner (the code is kept).
             RateLimited: this client (or everyone together) guessed wrong too often.
             Unauthorized: the code is wrong, used, or expired.
         """
+        device_name = check_device_name(device_name)
         now = time.time() if now is None else now
         wait = max(self.per_client.retry_after_s(client, now), self.overall.retry_after_s("*", now))
         if wait:
@@ -269,14 +369,30 @@ class Auth:
         with self.db.read() as session:
             return list(session.scalars(select(Device).order_by(Device.id)))
 
-    def revoke(self, device_id: int, now: float | None = None) -> Device:
+    def devices_by_id(self, ids: Iterable[int | None]) -> dict[int, Device]:
+        """The devices with these ids (revoked ones too); None and unknown ids are skipped."""
+        wanted = {i for i in ids if i is not None}
+        if not wanted:
+            return {}
+        with self.db.read() as session:
+            found = session.scalars(select(Device).where(Device.id.in_(wanted)))
+            return {d.id: d for d in found}
+
+    def revoke(
+        self, device_id: int, now: float | None = None, *, cascade: RevokeCascade | None = None
+    ) -> Revocation:
         """Revoke a device; its token fails from the next request on.
+
+        Args:
+            cascade: run in the same transaction, to undo what the token set in motion (the
+                API cancels the device's queued tasks); returns the ids of what it undid.
 
         Raises:
             NotFound: no such device.
             Conflict: it is the owner token (rotate that by deleting the file instead).
         """
         now = time.time() if now is None else now
+        undone: Sequence[int] = ()
         with self.db.write() as session:
             device = session.get(Device, device_id)
             if device is None:
@@ -290,8 +406,10 @@ class Auth:
                 )
             if device.revoked_at is None:
                 device.revoked_at = now
+            if cascade is not None:
+                undone = cascade(session, device, now)
         self._revoked()
-        return device
+        return Revocation(device, tuple(undone))
 
     def ensure_owner_token(self, data_dir: Path) -> str:
         """Return the local CLI's token, creating (or replacing a revoked) one in `data_dir`.

@@ -1,25 +1,56 @@
-"""Checking the folders a task names against the grants in the configuration."""
+"""Checking the folders a task names against the grants, and planning what its sandbox mounts.
+
+Grants may nest. The deepest grant covering a folder decides: whether it may be written, whether
+its `.git` folders may be, and so, when a task asks for a read-write folder holding a narrower
+grant, that inner folder is mounted over it with its own mode. A task never chooses who its
+sandbox runs as: it runs as the owner of the grants its read-write folders come from (or as the
+`sandbox_user` setting), never as the owner of a folder the task named, never as root.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from controller.errors import FolderNotGranted
-from controller.settings import Settings
+from controller.settings import FolderGrant, Settings
 from sandbox import GrantRefused, Mount
-from sandbox.mounts import validate_mount
-from sandbox.ownership import sandbox_user
+from sandbox.mounts import GIT, folder_identity, git_mounts, validate_mount
+from sandbox.ownership import DEFAULT_USER, check_writable, describe_user, owner_of
 
 MAX_PATH_CHARS = 4096
+
+
+@dataclass(frozen=True)
+class FolderPlan:
+    """A task's folders as its sandbox will see them, and who the sandbox runs as."""
+
+    # The folders the task named, each once, in its order.
+    requested: tuple[Mount, ...]
+    # Those, then the sub-mounts: narrower grants of another mode, and read-only `.git`s.
+    mounts: tuple[Mount, ...]
+    # uid:gid; None with the fake backend, which runs nothing as anyone.
+    user: tuple[int, int] | None
 
 
 def _inside(root: Path, path: Path) -> bool:
     return path == root or root in path.parents
 
 
+def _depth(path: Path) -> int:
+    return len(path.parts)
+
+
+def deciding_grant(path: Path, grants: Iterable[FolderGrant]) -> FolderGrant | None:
+    """The deepest grant covering `path`: the one whose mode and git_writable apply there."""
+    covering = [g for g in grants if _inside(g.path, path)]
+    return max(covering, key=lambda g: _depth(g.path), default=None)
+
+
 def check_folder(path: str, mode: str, settings: Settings) -> Mount:
-    """Resolve one requested folder and check it lies in a grant that allows `mode`.
+    """Resolve one requested folder and check the grant deciding it allows `mode`.
 
     Raises:
         FolderNotGranted: the folder is missing, sensitive, outside every grant, or asks for
@@ -35,44 +66,160 @@ def check_folder(path: str, mode: str, settings: Settings) -> Mount:
         raise FolderNotGranted(
             f"folder {path!r} is relative; give an absolute path (or one starting with ~)"
         )
-    grants = settings.folders
     try:
         mount = validate_mount(
             path,
             read_only=mode == "ro",
             protected=settings.protected_paths,
-            allowed_roots=[g.path for g in grants],
+            allowed_roots=[g.path for g in settings.folders],
         )
     except GrantRefused as exc:
         raise FolderNotGranted(f"folder {path!r} is not granted: {exc}") from None
-    covering = [g for g in grants if _inside(g.path, mount.host)]
-    if mode == "rw" and not any(g.mode == "rw" for g in covering):
-        granted = ", ".join(str(g.path) for g in covering)
+    grant = deciding_grant(mount.host, settings.folders)
+    assert grant is not None  # validate_mount kept it inside a grant
+    if mode == "rw" and grant.read_only:
         raise FolderNotGranted(
-            f'folder {path!r} is granted read-only (by {granted}); ask for mode "ro", or '
-            'grant it with mode = "rw" in the config file'
+            f"folder {path!r} is granted read-only (by the grant of {grant.path}); ask for mode "
+            '"ro", or grant it with mode = "rw" in the config file'
+        )
+    if mode == "rw" and GIT in mount.host.parts and not grant.git_writable:
+        raise FolderNotGranted(
+            f"folder {path!r} is inside a git folder, whose hooks and config run on the host; "
+            f"ask for it read-only, or set git_writable = true on the grant of {grant.path}"
         )
     return mount
 
 
 def check_folders(requested: Iterable[tuple[str, str]], settings: Settings) -> tuple[Mount, ...]:
-    """Check every requested folder; the same folder twice keeps the wider mode.
+    """Check every requested folder and who its sandbox would run as (for submission).
 
     Raises:
-        FolderNotGranted: see `check_folder`; also when the Docker sandbox could not run as
-            the folders' owner (a root-owned read-write folder, or mixed owners).
+        FolderNotGranted: see `check_folder` and `plan_folders`.
     """
+    return _plan(requested, settings, find_git=False).requested
+
+
+def plan_folders(requested: Iterable[tuple[str, str]], settings: Settings) -> FolderPlan:
+    """Check a task's folders and plan its sandbox's mounts and user (when the task starts).
+
+    Raises:
+        FolderNotGranted: a folder is not granted (`check_folder`); read-write folders come
+            from grants of different owners or from a root-owned grant with no sandbox_user;
+            the sandbox user cannot write a read-write folder; or a read-write folder is too
+            large to search for `.git` folders. The message names the folder and the fix.
+    """
+    return _plan(requested, settings, find_git=True)
+
+
+def _plan(
+    requested: Iterable[tuple[str, str]], settings: Settings, *, find_git: bool
+) -> FolderPlan:
     mounts: dict[Path, Mount] = {}
     for path, mode in requested:
         mount = check_folder(path, mode, settings)
         previous = mounts.get(mount.host)
         if previous is None or previous.read_only:
             mounts[mount.host] = mount
-    found = tuple(mounts.values())
-    if settings.sandbox_backend == "docker":
-        # Refuse now what the sandbox would refuse when the task starts.
-        try:
-            sandbox_user(found)
-        except GrantRefused as exc:
-            raise FolderNotGranted(str(exc)) from None
-    return found
+    named = tuple(mounts.values())
+    try:
+        nested = _nested_grants(named, settings.folders)
+        placed = (*named, *nested)
+        writable = [m for m in placed if not m.read_only]
+        user = None
+        if settings.sandbox_backend != "fake":
+            user = _user(writable, named, settings)
+            for mount in writable:
+                check_writable(mount.host, user)
+        git: tuple[Mount, ...] = ()
+        if find_git:
+            git = git_mounts(
+                [m.host for m in writable if _git_protected_in(m.host, settings.folders)],
+                git_writable=lambda p: _git_writable(p, settings.folders),
+                skip={m.host for m in placed},
+            )
+    except GrantRefused as exc:
+        raise FolderNotGranted(str(exc)) from None
+    return FolderPlan(requested=named, mounts=(*placed, *git), user=user)
+
+
+def _git_writable(path: Path, grants: Sequence[FolderGrant]) -> bool:
+    grant = deciding_grant(path, grants)
+    return grant is not None and grant.git_writable
+
+
+def _git_protected_in(folder: Path, grants: Sequence[FolderGrant]) -> bool:
+    """Whether any `.git` in `folder` would be read-only (else there is no need to look)."""
+    return not _git_writable(folder, grants) or any(
+        folder in g.path.parents and not g.git_writable for g in grants
+    )
+
+
+def _nested_grants(named: Sequence[Mount], grants: Sequence[FolderGrant]) -> list[Mount]:
+    """Sub-mounts for grants inside a read-write folder whose mode differs from around them.
+
+    A folder the task itself named keeps the mode it asked for, and so does what lies in it.
+    """
+    placed = list(named)
+    extra: list[Mount] = []
+    inner = [
+        g
+        for g in grants
+        if g.path not in {m.host for m in named}
+        and any(not m.read_only and m.host in g.path.parents for m in named)
+    ]
+    for grant in sorted(inner, key=lambda g: _depth(g.path)):
+        around = [m for m in placed if _inside(m.host, grant.path)]
+        above = max(around, key=lambda m: _depth(m.host))
+        if above.read_only == grant.read_only or (above in named and above.read_only):
+            continue
+        if not grant.path.is_dir():
+            continue  # gone since start-up: nothing there to protect
+        sub = Mount(grant.path, read_only=grant.read_only, identity=folder_identity(grant.path))
+        placed.append(sub)
+        extra.append(sub)
+    return extra
+
+
+def _user(writable: Sequence[Mount], named: Sequence[Mount], settings: Settings) -> tuple[int, int]:
+    """Who the sandbox runs as: sandbox_user, else the owner of the deciding grants.
+
+    Raises:
+        GrantRefused: read-write folders from grants of different owners, or from a
+            root-owned grant.
+    """
+    if settings.sandbox_user is not None:
+        return settings.sandbox_user
+    owners: dict[int, tuple[int, Mount, FolderGrant]] = {}
+    for mount in writable:
+        grant = deciding_grant(mount.host, settings.folders)
+        assert grant is not None
+        uid, gid = owner_of(grant.path)
+        if uid == 0:
+            raise GrantRefused(
+                f"read-write folder {mount.host} is in the grant of {grant.path}, which is "
+                "owned by root, and the sandbox never runs as root; give that folder to a "
+                f'normal user (`chown USER {grant.path}`), or set sandbox_user = "USER" in '
+                "the config file to run sandboxes as that user"
+            )
+        owners.setdefault(uid, (gid, mount, grant))
+    if len(owners) > 1:
+        listed = "; ".join(
+            f"{mount.host} (grant {grant.path}, owned by {describe_user(uid)})"
+            for uid, (_, mount, grant) in owners.items()
+        )
+        raise GrantRefused(
+            f"read-write folders come from grants of different owners: {listed}; a sandbox "
+            "runs as one user, so ask for the others read-only, or set sandbox_user in the "
+            "config file"
+        )
+    if owners:
+        uid, (gid, _, _) = next(iter(owners.items()))
+        return uid, gid
+    # Read-only folders only: the sandbox writes nothing on the host; run as someone who can
+    # read them, never as root.
+    for mount in named:
+        grant = deciding_grant(mount.host, settings.folders)
+        if grant is not None and owner_of(grant.path)[0] != 0:
+            return owner_of(grant.path)
+    uid = os.getuid()
+    return (uid, os.getgid()) if uid != 0 else DEFAULT_USER

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import sandbox
 from controller.auth import Auth
+from controller.disk import DiskGuard
 from controller.errors import ConfigError
 from controller.settings import Settings
 from controller.store.approvals import ApprovalStore
@@ -96,7 +97,8 @@ class Controller:
             on_task_state=self.tasks.state_event,
         )
         self.memory = MemoryStore(self.db)
-        self.runner = Runner(settings, self.tasks, factory)
+        self.disk = DiskGuard(settings)
+        self.runner = Runner(settings, self.tasks, factory, self.disk)
         self.tasks.on_queued = self.runner.wake
         self.counters = Counters()
         self.owner_token = ""

@@ -29,6 +29,7 @@ import sandbox
 from controller.errors import ConfigError
 from controller.paths import default_config_dir, default_data_dir
 from sandbox.mounts import validate_mount
+from sandbox.ownership import parse_user
 
 ENV_PREFIX = "DISPATCH_"
 DEFAULT_MODEL = "claude-sonnet-4-5"
@@ -38,10 +39,15 @@ MODES = ("ro", "rw")
 
 @dataclass(frozen=True)
 class FolderGrant:
-    """A host folder tasks may name (it or anything inside it), with the widest mode allowed."""
+    """A host folder tasks may name (it or anything inside it), with the widest mode allowed.
+
+    When grants nest, the deepest one covering a folder decides its mode and git_writable.
+    """
 
     path: Path
     mode: str = "ro"
+    # Whether tasks may write the `.git` folders inside (hooks and config run on the host).
+    git_writable: bool = False
 
     @property
     def read_only(self) -> bool:
@@ -62,11 +68,16 @@ class Settings:
     sandbox_backend: str = "docker"
     sandbox_image: str = sandbox.DEFAULT_IMAGE
     folders: tuple[FolderGrant, ...] = ()
+    # uid:gid every sandbox runs as; None: the owner of the grant holding the task's folders.
+    sandbox_user: tuple[int, int] | None = None
     public_url: str | None = None
     max_body_bytes: int = 1 * MIB
     default_task_timeout_s: float = 600.0
     max_task_timeout_s: float = 24 * 3600.0
     log_level: str = "info"
+    # The owner's decision: whether a device (not only the owner) may ask for network "open".
+    allow_open_network: bool = False
+    min_free_mb: int = 512
     # The agent (see computer_use): the model, the screen, and how long a person has to decide.
     model: str = DEFAULT_MODEL
     host_display: str | None = None
@@ -131,6 +142,24 @@ def _path(value: str) -> Path:
     return Path(value).expanduser()
 
 
+BOOL_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
+def _bool(value: str) -> bool:
+    return BOOL_WORDS[value.strip().lower()]
+
+
+class _Invalid(ValueError):
+    """A value a parser refused with its own explanation."""
+
+
+def _user(value: str) -> tuple[int, int]:
+    try:
+        return parse_user(value)
+    except ValueError as exc:
+        raise _Invalid(str(exc)) from None
+
+
 PARSERS: dict[str, Callable[[str], Any]] = {
     "host": _text,
     "port": int,
@@ -139,11 +168,14 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "max_concurrent_tasks": int,
     "sandbox_backend": _text,
     "sandbox_image": _text,
+    "sandbox_user": _user,
     "public_url": _text,
     "max_body_bytes": int,
     "default_task_timeout_s": float,
     "max_task_timeout_s": float,
     "log_level": _text,
+    "allow_open_network": _bool,
+    "min_free_mb": int,
     "model": _text,
     "host_display": _text,
     "desktop_image": _text,
@@ -237,15 +269,23 @@ def _read_config_file(path: Path, explicit: bool) -> dict[str, Any]:
 
 def _parse(key: str, value: Any, source: str) -> Any:
     parser = PARSERS[key]
+    if parser is _bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in BOOL_WORDS:
+            return _bool(value)
+        raise ConfigError(f"setting {key} (from {source}) = {value!r} must be true or false")
     expected = "a whole number" if parser is int else "a number" if parser is float else "text"
     if isinstance(value, bool) or (
         parser in (int, float) and not isinstance(value, (str, int, float))
     ):
         raise ConfigError(f"setting {key} (from {source}) = {value!r} must be {expected}")
-    if parser is _text and not isinstance(value, str):
+    if parser in (_text, _user) and not isinstance(value, str):
         raise ConfigError(f"setting {key} (from {source}) = {value!r} must be text; quote it")
     try:
         return parser(str(value)) if parser in (_path, _text) else parser(value)
+    except _Invalid as exc:
+        raise ConfigError(f"setting {key} (from {source}) = {value!r} {exc}") from None
     except (TypeError, ValueError):
         raise ConfigError(
             f"setting {key} (from {source}) = {value!r} is not {expected}; fix the value"
@@ -321,6 +361,11 @@ def _validate(settings: Settings, raw: Mapping[str, tuple[Any, str]]) -> None:
             f"{where('host_display')} = {settings.host_display!r} is not an X display; write it "
             'like ":0"'
         )
+    if not 0 <= settings.min_free_mb <= 1024 * 1024:
+        raise ConfigError(
+            f"{where('min_free_mb')} = {settings.min_free_mb} must be between 0 (no check) and "
+            "1048576 (1 TiB)"
+        )
     if settings.log_level not in LOG_LEVELS:
         raise ConfigError(
             f"{where('log_level')} = {settings.log_level!r} is unknown; use one of: "
@@ -329,31 +374,51 @@ def _validate(settings: Settings, raw: Mapping[str, tuple[Any, str]]) -> None:
 
 
 def _folders(entries: Any, file_path: Path, settings: Settings) -> tuple[FolderGrant, ...]:
-    """Check each `[[folders]]` entry: it exists, is not sensitive, and has a known mode."""
+    """Check each `[[folders]]` entry: it exists, is not sensitive, and has known values.
+
+    The same folder (after resolving) twice is kept once when both say the same, and refused
+    when they differ: which one would decide cannot be told.
+    """
     if not isinstance(entries, list):
         raise ConfigError(
             f"setting folders (from {file_path}) must be a list of tables; write "
             '[[folders]] path = "~/Projects" mode = "rw"'
         )
-    grants: list[FolderGrant] = []
+    grants: dict[Path, tuple[str, FolderGrant]] = {}
     for index, entry in enumerate(entries):
         name = f"setting folders[{index}] (from {file_path})"
         if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
             raise ConfigError(f'{name} needs a path; write path = "~/Projects"')
-        unknown = set(entry) - {"path", "mode"}
+        unknown = set(entry) - {"path", "mode", "git_writable"}
         if unknown:
-            raise ConfigError(f"{name} has unknown keys {sorted(unknown)}; use path and mode")
+            raise ConfigError(
+                f"{name} has unknown keys {sorted(unknown)}; use path, mode and git_writable"
+            )
         mode = entry.get("mode", "ro")
         if mode not in MODES:
             raise ConfigError(f'{name} has mode {mode!r}; use mode = "ro" or mode = "rw"')
+        git_writable = entry.get("git_writable", False)
+        if not isinstance(git_writable, bool):
+            raise ConfigError(
+                f"{name} has git_writable = {git_writable!r}; use true or false (unquoted)"
+            )
         try:
             mount = validate_mount(
                 entry["path"], read_only=mode == "ro", protected=settings.protected_paths
             )
         except sandbox.GrantRefused as exc:
             raise ConfigError(f"{name}: {exc}{_state_hint(entry['path'], settings)}") from None
-        grants.append(FolderGrant(path=mount.host, mode=mode))
-    return tuple(grants)
+        grant = FolderGrant(path=mount.host, mode=mode, git_writable=git_writable)
+        earlier = grants.get(grant.path)
+        if earlier is not None and earlier[1] != grant:
+            first, other = earlier
+            raise ConfigError(
+                f"{first} and {name} both grant {grant.path}, one with mode = {other.mode!r}, "
+                f"git_writable = {str(other.git_writable).lower()} and the other with mode = "
+                f"{mode!r}, git_writable = {str(git_writable).lower()}; keep one of them"
+            )
+        grants.setdefault(grant.path, (name, grant))
+    return tuple(grant for _, grant in grants.values())
 
 
 def _state_hint(path: str, settings: Settings) -> str:

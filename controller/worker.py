@@ -5,6 +5,13 @@ tasks, and every second anyway, which also notices cancellations made by other p
 Each task runs on a pool thread: create the sandbox, exec the command with output streamed to
 the event log, record the outcome, remove the sandbox. Cancelling calls the sandbox's `stop()`
 from another thread, which makes the blocked `exec` return at once.
+
+Faults of the machine do not lose tasks. When the sandbox engine cannot be reached, a claimed
+task goes back to the queue saying so, and nothing is claimed for a growing pause (1 s doubling
+to 30 s), so the queue waits for the engine instead of failing task after task. While the data
+directory's disk is below `min_free_mb` nothing is claimed; a running task whose read-write
+folders' disk falls below it is stopped. The end of a task is stored again and again until the
+database takes it, so a full disk never leaves a task `running` for good.
 """
 
 from __future__ import annotations
@@ -12,17 +19,23 @@ from __future__ import annotations
 import codecs
 import logging
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
+
+from sqlalchemy.exc import OperationalError
 
 import sandbox
+from controller.disk import DiskGuard, LowSpace
 from controller.errors import FolderNotGranted
-from controller.folders import check_folders
+from controller.folders import plan_folders
 from controller.settings import Settings
 from controller.store.models import Task, TaskStatus
 from controller.store.tasks import TaskStore, shutdown_reason
 from sandbox import ExecResult, Network, Outcome, Sandbox, SandboxSpec, Stream
+from sandbox.base import DEADLINE_GRACE_S
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +44,15 @@ DISPATCH_POLL_S = 1.0
 OUTPUT_FLUSH_S = 0.05
 OUTPUT_EVENT_CHARS = 64 * 1024
 LABEL_TASK = "dispatch.task"
+ENGINE_RETRY_FIRST_S = 1.0
+ENGINE_RETRY_MAX_S = 30.0
+STORE_RETRY_FIRST_S = 0.25
+STORE_RETRY_MAX_S = 5.0
+ENGINE_NAMES = {"docker": "the Docker engine", "libvirt": "libvirtd"}
+
+
+def lost_output_marker(chars: int) -> str:
+    return f"\n[dispatch: {chars} characters of output were lost here: the disk was full]\n"
 
 
 class OutputRecorder:
@@ -47,6 +69,7 @@ class OutputRecorder:
         self._pending: list[tuple[str, str]] = []
         self._cond = threading.Condition()
         self._closed = False
+        self.lost_chars = 0
         self._thread = threading.Thread(target=self._run, name=f"output-{task.id}", daemon=True)
         self._thread.start()
 
@@ -84,9 +107,9 @@ class OutputRecorder:
                     self._cond.wait(OUTPUT_FLUSH_S)
                 batch, self._pending = self._pending, []
                 closed = self._closed
-            if batch:
+            if batch or (closed and self.lost_chars):
                 self._write(batch)
-            if closed and not batch:
+            if closed:
                 return
 
     def _write(self, batch: list[tuple[str, str]]) -> None:
@@ -95,10 +118,19 @@ class OutputRecorder:
             for stream, text in batch
             for i in range(0, len(text), OUTPUT_EVENT_CHARS)
         ]
+        if self.lost_chars:
+            # Where the gap is, so the reader knows the output is not whole.
+            pieces.insert(0, (Stream.STDERR.value, lost_output_marker(self.lost_chars)))
         try:
             self._store.append_output(self._task, pieces)
-        except Exception:  # the task must still finish even if the disk is full
-            log.exception("could not store output of task %s", self._task.id)
+        except Exception as exc:  # dropped, not retried: the task must go on and still end
+            if not self.lost_chars:
+                log.warning(
+                    "could not store output of task %s (%s); dropping it", self._task.id, exc
+                )
+            self.lost_chars += sum(len(text) for _, text in batch)
+            return
+        self.lost_chars = 0
 
 
 class Handle:
@@ -108,6 +140,8 @@ class Handle:
         self.task = task
         self.cancelled = False
         self.interrupted = False
+        self.disk_low: LowSpace | None = None
+        self.lost_chars = 0  # output that could not be stored, not even as a marker
         self._box: Sandbox | None = None
         self._lock = threading.Lock()
 
@@ -115,12 +149,15 @@ class Handle:
         """Remember the sandbox; False when the task was already killed."""
         with self._lock:
             self._box = box
-            return not (self.cancelled or self.interrupted)
+            return not (self.cancelled or self.interrupted or self.disk_low)
 
-    def kill(self, *, cancel: bool) -> None:
+    def kill(self, *, cancel: bool = False, disk_low: LowSpace | None = None) -> None:
+        """Stop the task: cancelled, or its disk is nearly full, or else a shutdown."""
         with self._lock:
             if cancel:
                 self.cancelled = True
+            elif disk_low is not None:
+                self.disk_low = disk_low
             else:
                 self.interrupted = True
             box = self._box
@@ -139,12 +176,23 @@ class Runner:
         settings: Settings,
         store: TaskStore,
         factory: SandboxFactory = sandbox.create,
+        disk: DiskGuard | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.factory = factory
+        self.disk = disk or DiskGuard(settings)
         self.slots = settings.max_concurrent_tasks
+        self.engine = ENGINE_NAMES.get(
+            settings.sandbox_backend, f"the {settings.sandbox_backend} engine"
+        )
+        # Why nothing is claimed now (the disk, the engine), for the log and for tests.
+        self.paused: str | None = None
+        self._disk_low = False
+        self._engine_retry_s = 0.0
+        self._engine_retry_at = 0.0
         self._running: dict[int, Handle] = {}
+        self._unstored: set[int] = set()
         self._cond = threading.Condition()
         self._stopping = False
         self._pool = ThreadPoolExecutor(self.slots, thread_name_prefix="task")
@@ -174,6 +222,11 @@ class Runner:
         handle.kill(cancel=True)
         return True
 
+    def unstored(self, task_id: int) -> bool:
+        """Whether the task has ended here but the database has not yet taken its end."""
+        with self._cond:
+            return task_id in self._unstored
+
     def stop(self, timeout_s: float = 30.0) -> None:
         """Stop claiming, interrupt running tasks (their sandboxes are removed), and wait."""
         with self._cond:
@@ -187,16 +240,23 @@ class Runner:
         self._pool.shutdown(wait=True)
 
     def _dispatch(self) -> None:
-        woken = True
+        checked_at = 0.0
         while True:
             with self._cond:
                 if self._stopping:
                     return
                 free = self.slots - len(self._running)
+            # Once a second, not on every wake-up: submissions wake this thread often.
+            if time.monotonic() - checked_at >= DISPATCH_POLL_S:
+                checked_at = time.monotonic()
+                self._kill_requested()
+                self._stop_where_disk_low()
             claimed = None
-            if free > 0:
+            if free > 0 and self._may_claim():
                 try:
                     claimed = self.store.claim_next()
+                except (OperationalError, OSError) as exc:  # the database is away or full
+                    log.warning("could not claim the next task (%s); trying again shortly", exc)
                 except Exception:
                     log.exception("could not claim the next task; trying again shortly")
             if claimed is not None:
@@ -213,10 +273,36 @@ class Runner:
                 continue
             with self._cond:
                 if not self._stopping:
-                    woken = self._cond.wait(DISPATCH_POLL_S)
-            if not woken:
-                # Once a second, not on every wake-up: submissions wake this thread often.
-                self._kill_requested()
+                    self._cond.wait(DISPATCH_POLL_S)
+
+    def _may_claim(self) -> bool:
+        """False while the data directory's disk is nearly full or the engine is awaited."""
+        low = self.disk.data_dir_low()
+        if (low is not None) != self._disk_low:  # logged when it changes, not every second
+            self._disk_low = low is not None
+            if low is not None:
+                log.warning("not starting tasks: the data directory %s", low.describe())
+            else:
+                log.warning("the data directory's disk has space again: starting tasks")
+        if low is not None:
+            self.paused = f"the data directory's disk is nearly full: {low.describe()}"
+        elif time.monotonic() < self._engine_retry_at:
+            self.paused = f"waiting for {self.engine}"  # `_wait_for_engine` logged why
+        else:
+            self.paused = None
+        return self.paused is None
+
+    def _stop_where_disk_low(self) -> None:
+        with self._cond:
+            handles = list(self._running.values())
+        for handle in handles:
+            if handle.disk_low is not None:
+                continue
+            writable = (Path(f["path"]) for f in handle.task.folders if f["mode"] == "rw")
+            low = self.disk.first_low(writable)
+            if low is not None:
+                log.warning("stopping task %s: %s", handle.task.id, low.describe())
+                handle.kill(disk_low=low)
 
     def _kill_requested(self) -> None:
         with self._cond:
@@ -245,26 +331,39 @@ class Runner:
         task = handle.task
         try:
             # Checked again: a symlink may have been pointed elsewhere since submission.
-            mounts = check_folders(((f["path"], f["mode"]) for f in task.folders), self.settings)
+            plan = plan_folders(((f["path"], f["mode"]) for f in task.folders), self.settings)
         except FolderNotGranted as exc:
             self._finish(handle, None, f"refused before running: {exc.message}")
             return
         spec = SandboxSpec(
             image=self.settings.sandbox_image,
-            mounts=mounts,
+            mounts=plan.mounts,
             network=Network(task.network),
-            workdir=mounts[0].host if mounts else None,
+            workdir=plan.requested[0].host if plan.requested else None,
             labels={LABEL_TASK: str(task.id)},
+            user=plan.user,
+            # Kept by the sandbox itself: it stops even if this controller is killed meanwhile.
+            deadline_s=task.timeout_s + DEADLINE_GRACE_S,
         )
         recorder: OutputRecorder | None = None
         box: Sandbox | None = None
         result: ExecResult | None = None
         error: str | None = None
+        unreachable: Exception | None = None
+        # Not started at all on a disk it would be stopped for a second later.
+        low = self.disk.first_low(m.host for m in plan.mounts if not m.read_only)
+        if low is not None:
+            handle.kill(disk_low=low)
         try:
             box = self.factory(self.settings.sandbox_backend, spec)
             if handle.attach(box):
-                box.start()
-                self.store.set_sandbox(task.id, box.id)
+                try:
+                    box.start()
+                except (sandbox.EngineUnavailable, OSError) as exc:
+                    unreachable = exc  # it never ran: it waits in the queue for the engine
+                    raise
+                self._engine_answered()
+                self._note_sandbox(task.id, box.id)
                 recorder = OutputRecorder(self.store, task)
                 result = box.exec(
                     task.command,
@@ -274,42 +373,133 @@ class Runner:
                 )
         except sandbox.SandboxError as exc:
             error = f"the sandbox failed: {exc}"
+        except OSError as exc:
+            # docker-py lets some lost connections through as requests' errors (OSErrors).
+            error = f"the sandbox failed: lost the connection to {self.engine} ({exc})"
         finally:
             if recorder is not None:
                 recorder.close()
+                handle.lost_chars = recorder.lost_chars
             # Removed before the final state is recorded: a finished task has no sandbox left.
             if box is not None:
                 try:
                     box.stop()
-                except sandbox.SandboxError:
+                except Exception:  # docker-py lets a lost connection through unwrapped
                     log.exception("could not remove the sandbox of task %s", task.id)
+        if unreachable is not None and not handle.cancelled:
+            self._wait_for_engine(handle, unreachable)
+            return
         self._finish(handle, result, error)
+
+    def _note_sandbox(self, task_id: int, sandbox_id: str) -> None:
+        # Only shown to people; a task is not failed because its disk cannot take this.
+        try:
+            self.store.set_sandbox(task_id, sandbox_id)
+        except (OperationalError, OSError) as exc:
+            log.warning("could not record the sandbox of task %s (%s)", task_id, exc)
+
+    def _engine_answered(self) -> None:
+        with self._cond:
+            if self._engine_retry_s:
+                log.warning("%s answers again", self.engine)
+            self._engine_retry_s = 0.0
+            self._engine_retry_at = 0.0
+
+    def _wait_for_engine(self, handle: Handle, exc: Exception) -> None:
+        """Queue the task again and claim nothing for a while (1 s, doubling up to 30 s)."""
+        with self._cond:
+            delay = min(max(self._engine_retry_s * 2, ENGINE_RETRY_FIRST_S), ENGINE_RETRY_MAX_S)
+            self._engine_retry_s = delay
+            self._engine_retry_at = time.monotonic() + delay
+        reason = None
+        if not handle.interrupted:  # a shutdown leaves it queued, without a stale reason
+            reason = f"waiting for {self.engine}: {exc}; retrying in {delay:g} s"
+        log.warning("task %s waits: %s", handle.task.id, reason or exc)
+        self._store_until_done("queue again", handle.task.id, self.store.unclaim, reason=reason)
+
+    def _store_until_done(
+        self, what: str, task_id: int, call: Callable[..., Any], **kw: Any
+    ) -> None:
+        """Retry a write the database refuses (its disk full, its server gone) until it takes it.
+
+        Until then the task stays `running` in the database and holds its slot here. Only a
+        shutdown gives up: the next start marks the task interrupted, so it is not lost.
+        """
+        delay = STORE_RETRY_FIRST_S
+        try:
+            while True:
+                try:
+                    call(task_id, **kw)
+                    if delay != STORE_RETRY_FIRST_S:
+                        log.warning("could %s task %s at last", what, task_id)
+                    return
+                except (OperationalError, OSError) as exc:
+                    with self._cond:
+                        self._unstored.add(task_id)
+                        if self._stopping:
+                            log.error(
+                                "could not %s task %s (%s) before shutting down; the next "
+                                "start marks it interrupted",
+                                what,
+                                task_id,
+                                exc,
+                            )
+                            return
+                        if delay == STORE_RETRY_FIRST_S:
+                            log.warning(
+                                "could not %s task %s (%s); retrying until the database takes it",
+                                what,
+                                task_id,
+                                exc,
+                            )
+                        self._cond.wait(delay)
+                    delay = min(delay * 2, STORE_RETRY_MAX_S)
+        finally:
+            with self._cond:
+                self._unstored.discard(task_id)
 
     def _finish(self, handle: Handle, result: ExecResult | None, error: str | None) -> None:
         task = handle.task
+        exit_code = result.exit_code if result else None
         if handle.cancelled:
-            self.store.finish(
-                task.id,
+            self._end(
+                handle,
                 TaskStatus.CANCELLED,
-                exit_code=result.exit_code if result else None,
+                exit_code=exit_code,
                 outcome=Outcome.STOPPED.value,
                 reason="cancelled while running; its sandbox was removed",
             )
+        elif handle.disk_low is not None:
+            self._end(
+                handle,
+                TaskStatus.FAILED,
+                exit_code=exit_code,
+                outcome=Outcome.STOPPED.value,
+                reason=f"stopped: disk nearly full ({handle.disk_low.describe()}); free some "
+                f"space and run `dispatch retry {task.id}`",
+            )
         elif handle.interrupted:
-            self.store.finish(
-                task.id,
+            self._end(
+                handle,
                 TaskStatus.INTERRUPTED,
-                exit_code=result.exit_code if result else None,
+                exit_code=exit_code,
                 outcome=Outcome.STOPPED.value,
                 reason=shutdown_reason(task.id),
             )
         elif result is None:
-            self.store.finish(task.id, TaskStatus.FAILED, reason=error)
+            self._end(handle, TaskStatus.FAILED, reason=error)
         else:
-            self.store.finish(
-                task.id,
+            self._end(
+                handle,
                 TaskStatus.SUCCEEDED if result.ok else TaskStatus.FAILED,
                 exit_code=result.exit_code,
                 outcome=result.outcome.value,
                 reason=None if result.ok else result.describe(),
             )
+
+    def _end(self, handle: Handle, status: TaskStatus, **kw: Any) -> None:
+        if handle.lost_chars:
+            lost = f"{handle.lost_chars} characters of its output were lost: the disk was full"
+            kw["reason"] = f"{kw['reason']}; {lost}" if kw.get("reason") else lost
+        task_id = handle.task.id
+        self._store_until_done("record the end of", task_id, self.store.finish, status=status, **kw)

@@ -14,6 +14,9 @@ MIB = 1024 * 1024
 SCRATCH_PATHS = (Path("/tmp"), Path("/home/sandbox"))
 DEFAULT_IMAGE = "dispatch/sandbox:latest"
 DEFAULT_OUTPUT_CAP_BYTES = 1 * MIB
+# How long after a task's timeout its sandbox's own deadline falls: room for a slow start, and
+# for the controller's timeout (which reports what happened) to act first.
+DEADLINE_GRACE_S = 30.0
 
 
 class Stream(enum.Enum):
@@ -65,6 +68,9 @@ class SandboxSpec:
     labels: Mapping[str, str] = field(default_factory=dict)
     # uid:gid the processes run as; None lets the backend choose (never 0).
     user: tuple[int, int] | None = None
+    # Seconds after start when the sandbox ends every process and stops by itself, even with
+    # no controller left to stop it; None: it lives until stop().
+    deadline_s: float | None = None
 
 
 class Outcome(enum.Enum):
@@ -88,13 +94,28 @@ class ExecResult:
     duration_s: float = 0.0
     timeout_s: float | None = None
     memory_limit_mb: int | None = None
+    # Files in read-write folders that gained a setuid/setgid bit while the command ran; the
+    # bits were removed. Never expected (the sandbox refuses to set them): a run with any fails.
+    setid_stripped: tuple[Path, ...] = ()
 
     @property
     def ok(self) -> bool:
-        return self.outcome is Outcome.EXITED and self.exit_code == 0
+        return self.outcome is Outcome.EXITED and self.exit_code == 0 and not self.setid_stripped
 
     def describe(self) -> str:
         """One line a person can read: how the command ended."""
+        ended = self._ended()
+        if not self.setid_stripped:
+            return ended
+        listed = ", ".join(str(p) for p in self.setid_stripped[:5])
+        more = len(self.setid_stripped) - 5
+        return (
+            f"{ended}, but it left setuid/setgid files in a read-write folder ({listed}"
+            f"{f' and {more} more' if more > 0 else ''}); Dispatch removed the bits (the "
+            "controller's log names any it could not); check what else the command changed"
+        )
+
+    def _ended(self) -> str:
         if self.outcome is Outcome.TIMED_OUT:
             return f"killed: timed out after {self.timeout_s:g} s (whole process tree stopped)"
         if self.outcome is Outcome.STOPPED:

@@ -1,10 +1,16 @@
 """The Docker backend: one hardened container per sandbox, commands run with `docker exec`.
 
-The container's PID 1 is a tiny init that only reaps orphans; every command is an exec as the
-unprivileged sandbox user. A timeout signals every process of that user in the container
-(`kill -1`), which reaches daemons that left the command's process group too, and cannot reach
-PID 1, so the sandbox survives for the next command. If even `kill` cannot run (a fork bomb has
-used every pid), the container is restarted.
+The container's PID 1 is a tiny init that reaps orphans and, when the spec has a deadline, ends
+every process and stops the container at that time, so a sandbox whose controller was killed
+still stops. Every command is an exec as the unprivileged sandbox user. Every process, init
+included, starts through the image's `confine` wrapper (one more seccomp filter: no
+setuid/setgid bits), and after each command the read-write folders are searched on the host for
+such bits all the same (sandbox/setid.py).
+
+A timeout signals every process of that user in the container (`kill -1`), which reaches daemons
+that left the command's process group too, and cannot reach PID 1, so the sandbox survives for
+the next command. If even `kill` cannot run (a fork bomb has used every pid), the container is
+restarted.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -45,6 +52,7 @@ from sandbox.errors import (
     SandboxNotRunning,
 )
 from sandbox.ownership import sandbox_user
+from sandbox.setid import strip_setid
 
 LABEL = "dispatch.sandbox"
 LABEL_PID = "dispatch.pid"
@@ -54,18 +62,41 @@ HOME = Path("/home/sandbox")
 TERM_GRACE_S = 1.0
 KILL_WAIT_S = 3.0
 FILE_CAP_BYTES = 256 * MIB
+# Every process of the sandbox starts through this (images/sandbox/confine): Docker's seccomp
+# profile plus one more filter that refuses setuid/setgid bits. Every one, init and Dispatch's
+# own short commands included: a task could write into the memory of a process of its own user
+# that lacked the filter (/proc/PID/mem), and have it set the bits instead.
+CONFINE = "/usr/local/lib/dispatch/confine"
+# How PID 1 ends when the deadline passes: the container's exit status.
+DEADLINE_EXIT = 124
 # PID 1 reaps orphans and ignores every catchable signal: a namespace's init only receives the
 # signals it handles, so a command's `kill 1` cannot end the sandbox. The engine removes it with
-# SIGKILL from outside.
-INIT = """import os, signal, time
+# SIGKILL from outside. Given a deadline (epoch seconds, argv[1]: a wall-clock time, so a
+# restarted container keeps it) it kills every process of the sandbox user and exits at that
+# time; the kernel then kills whatever is left in the namespace, and the container stops.
+INIT = """import os, signal, sys, time
 for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
     signal.signal(sig, signal.SIG_IGN)
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
+deadline = float(sys.argv[1]) if len(sys.argv) > 1 else None
 while True:
     try:
-        os.waitpid(-1, 0)
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
     except ChildProcessError:
-        time.sleep(0.2)
-"""
+        pass
+    if deadline is None:
+        signal.sigwaitinfo({signal.SIGCHLD})
+        continue
+    left = deadline - time.time()
+    if left <= 0:
+        try:
+            os.kill(-1, signal.SIGKILL)
+        except OSError:
+            pass
+        os._exit(DEADLINE_EXIT)
+    signal.sigtimedwait({signal.SIGCHLD}, min(left, 60))
+""".replace("DEADLINE_EXIT", str(DEADLINE_EXIT))
 # cgroup v2, then v1: the kernel counts OOM kills per cgroup.
 OOM_COUNTER = (
     "cat /sys/fs/cgroup/memory.events /sys/fs/cgroup/memory/memory.oom_control 2>/dev/null"
@@ -181,7 +212,13 @@ class DockerSandbox:
         self._container_id: str | None = None
         self._name = f"dispatch-{uuid.uuid4().hex[:12]}"
         self._user = spec.user or sandbox_user(spec.mounts)
+        if 0 in self._user:
+            raise GrantRefused(
+                f"the sandbox was asked to run as uid:gid {self._user[0]}:{self._user[1]}, and it "
+                "never runs as root or in root's group; run it as a normal user"
+            )
         self._oom_kills = 0
+        self._deadline_at: float | None = None  # epoch seconds, set when the container is made
         self._stopping = threading.Event()
         # start() and stop() may race (a task cancelled while its sandbox starts): the lock
         # makes stop() either prevent the container or remove it, and return only once it is gone.
@@ -207,9 +244,10 @@ class DockerSandbox:
         uid, gid = self._user
         # Mounts, not binds: a bind's "src:dst:mode" string breaks on folders with ":" in
         # their name, and Docker creates a missing bind source as root instead of failing.
+        # Outer folders first, so a read-only sub-mount (a .git, a narrower grant) lies on top.
         mounts = [
             DockerMount(target=str(m.host), source=str(m.host), type="bind", read_only=m.read_only)
-            for m in spec.mounts
+            for m in sorted(spec.mounts, key=lambda m: len(m.host.parts))
         ]
         host_config = self._api.create_host_config(
             mounts=mounts,
@@ -228,9 +266,12 @@ class DockerSandbox:
             ipc_mode="private",
         )
         workdir = spec.workdir or (spec.mounts[0].host if spec.mounts else HOME)
+        command = [CONFINE, "python3", "-c", INIT]
+        if self._deadline_at is not None:
+            command.append(repr(self._deadline_at))
         return {
             "image": spec.image,
-            "command": ["python3", "-c", INIT],
+            "command": command,
             "name": self._name,
             "user": f"{uid}:{gid}",
             "working_dir": str(workdir),
@@ -256,6 +297,8 @@ class DockerSandbox:
                     f"sandbox {self._name} was stopped; a stopped sandbox cannot start again, "
                     "create a new one"
                 )
+            if self.spec.deadline_s is not None:
+                self._deadline_at = time.time() + self.spec.deadline_s
             try:
                 created = self._api.create_container(**self.container_config())
                 self._container_id = created["Id"]
@@ -266,6 +309,11 @@ class DockerSandbox:
                 ) from None
             except docker.errors.APIError as exc:
                 self._remove()
+                if CONFINE in str(exc.explanation or exc):
+                    raise ImageMissing(
+                        f"sandbox image {self.spec.image!r} has no {CONFINE} (it was built by "
+                        "an older Dispatch); run `dispatch images build`"
+                    ) from None
                 raise SandboxError(
                     f"could not start the sandbox: {exc.explanation or exc}"
                 ) from None
@@ -302,7 +350,7 @@ class DockerSandbox:
         if not checked:
             return
         # Plain stat, as the sandbox user: nothing of the task's has run in here yet.
-        result = self.exec(["stat", "-c", "%d:%i", "--", *(str(m.host) for m in checked)])
+        result = self._exec(["stat", "-c", "%d:%i", "--", *(str(m.host) for m in checked)])
         seen = result.stdout.decode(errors="replace").split()
         for index, mount in enumerate(checked):
             expected = "{}:{}".format(*mount.identity) if mount.identity else ""
@@ -323,12 +371,37 @@ class DockerSandbox:
         output_cap_bytes: int = DEFAULT_OUTPUT_CAP_BYTES,
     ) -> ExecResult:
         """Run a command, streaming output; a timeout kills every process of the sandbox user."""
-        cid = self._require_running()
         if not command:
             raise ValueError("command is empty; pass at least the program to run")
+        started_at = time.time()
+        result = self._exec(
+            list(command),
+            timeout_s=timeout_s,
+            on_output=on_output,
+            workdir=workdir,
+            output_cap_bytes=output_cap_bytes,
+        )
+        mounted = {m.host for m in self.spec.mounts}
+        writable = [m.host for m in self.spec.mounts if not m.read_only]
+        if not writable:
+            return result
+        stripped = strip_setid(writable, since=started_at, skip=mounted)
+        return replace(result, setid_stripped=stripped) if stripped else result
+
+    def _exec(
+        self,
+        command: list[str],
+        *,
+        timeout_s: float | None = None,
+        on_output: OutputCallback | None = None,
+        workdir: Path | None = None,
+        output_cap_bytes: int = DEFAULT_OUTPUT_CAP_BYTES,
+    ) -> ExecResult:
+        """Run a command, without the search for setuid files (Dispatch's own commands)."""
+        cid = self._require_running()
         buffers = {s: OutputBuffer(s, output_cap_bytes, on_output) for s in Stream}
         started = time.monotonic()
-        exec_id = self._exec_create(cid, list(command), workdir=workdir)
+        exec_id = self._exec_create(cid, command, workdir=workdir)
         timed_out = threading.Event()
         watchdog = None
         if timeout_s is not None:
@@ -350,6 +423,8 @@ class DockerSandbox:
             outcome = Outcome.STOPPED
         elif timed_out.is_set():
             outcome = Outcome.TIMED_OUT
+        elif exit_code >= 128 and self._deadline_passed():
+            outcome, timeout_s = Outcome.TIMED_OUT, self.spec.deadline_s
         elif exit_code == 137 and self._new_oom_kill():
             outcome = Outcome.OUT_OF_MEMORY
         return ExecResult(
@@ -423,7 +498,7 @@ class DockerSandbox:
         try:
             created = self._api.exec_create(
                 cid,
-                command,
+                [CONFINE, *command],
                 user=f"{uid}:{gid}",
                 workdir=str(workdir) if workdir else None,
                 stdin=stdin,
@@ -459,7 +534,7 @@ class DockerSandbox:
     def _run(self, command: list[str], stdin: bytes | None = None) -> ExecResult:
         """A short internal command, its input written to stdin when given."""
         if stdin is None:
-            return self.exec(command, output_cap_bytes=FILE_CAP_BYTES)
+            return self._exec(command, output_cap_bytes=FILE_CAP_BYTES)
         cid = self._require_running()
         exec_id = self._exec_create(cid, command, stdin=True)
         try:
@@ -532,9 +607,13 @@ class DockerSandbox:
             time.sleep(0.05)
         return False
 
+    def _deadline_passed(self) -> bool:
+        """Whether the sandbox's deadline has come, so its init is ending everything."""
+        return self._deadline_at is not None and time.time() >= self._deadline_at
+
     def _new_oom_kill(self) -> bool:
         try:
-            result = self.exec(["sh", "-c", OOM_COUNTER], timeout_s=10)
+            result = self._exec(["sh", "-c", OOM_COUNTER], timeout_s=10)
             count = int(result.stdout.strip() or 0)
         except (SandboxError, ValueError, docker.errors.DockerException):
             return False

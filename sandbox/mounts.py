@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import os
 import pwd
-from collections.abc import Iterable, Sequence
+import stat
+from collections.abc import Callable, Collection, Iterable, Sequence
 from pathlib import Path
 
 from sandbox.base import SCRATCH_PATHS, Mount
 from sandbox.errors import GrantRefused
 
+GIT = ".git"
+# How many folders one read-write folder may hold for the search for `.git` folders.
+MAX_WALK_FOLDERS = 100_000
 SYSTEM_SENSITIVE = ("/", "/proc", "/sys", "/dev", "/etc", "/boot", "/run", "/var/run")
 # The engine's socket and state: reaching either is reaching root on the host.
 ENGINE_PATHS = (
@@ -118,6 +122,28 @@ def _refuse_scratch(path: Path, named: str, via: str) -> None:
             )
 
 
+def _open_folder(path: Path) -> int:
+    """An fd of a folder reached from / without following any symlink.
+
+    Raises:
+        GrantRefused: a component is (now) a symlink, missing or not a folder.
+    """
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open("/", flags)
+    for part in path.parts[1:]:
+        try:
+            child = os.open(part, flags, dir_fd=fd)
+        except OSError:
+            os.close(fd)
+            raise GrantRefused(
+                f"folder {path} changed while it was being checked (a part of it is now a "
+                "symlink or missing); check what is rewriting it and grant it again"
+            ) from None
+        os.close(fd)
+        fd = child
+    return fd
+
+
 def folder_identity(path: Path) -> tuple[int, int]:
     """(st_dev, st_ino) of a folder reached without following any symlink.
 
@@ -127,23 +153,98 @@ def folder_identity(path: Path) -> tuple[int, int]:
     Raises:
         GrantRefused: a component is (now) a symlink or not a folder.
     """
-    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-    fd = os.open("/", flags)
+    fd = _open_folder(path)
     try:
-        for part in path.parts[1:]:
-            try:
-                child = os.open(part, flags, dir_fd=fd)
-            except OSError:
-                raise GrantRefused(
-                    f"folder {path} changed while it was being checked (a part of it is now a "
-                    "symlink or missing); check what is rewriting it and grant it again"
-                ) from None
-            os.close(fd)
-            fd = child
         info = os.fstat(fd)
         return info.st_dev, info.st_ino
     finally:
         os.close(fd)
+
+
+def entry_identity(path: Path) -> tuple[int, int]:
+    """(st_dev, st_ino) of a folder or file reached without following any symlink.
+
+    Raises:
+        GrantRefused: a component is (now) a symlink, or the entry is neither file nor folder.
+    """
+    fd = _open_folder(path.parent)
+    try:
+        info = os.stat(path.name, dir_fd=fd, follow_symlinks=False)
+    except OSError:
+        info = None
+    finally:
+        os.close(fd)
+    if info is None or not (stat.S_ISDIR(info.st_mode) or stat.S_ISREG(info.st_mode)):
+        raise GrantRefused(
+            f"{path} changed while it was being checked (it is now a symlink or missing); "
+            "check what is rewriting it and start the task again"
+        )
+    return info.st_dev, info.st_ino
+
+
+def _is_plain(path: Path) -> bool:
+    """A real folder or file (no symlink), still there."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return False
+    return stat.S_ISDIR(mode) or stat.S_ISREG(mode)
+
+
+def git_mounts(
+    roots: Iterable[Path],
+    *,
+    git_writable: Callable[[Path], bool] = lambda _: False,
+    skip: Collection[Path] = (),
+    max_folders: int | None = None,
+) -> tuple[Mount, ...]:
+    """Read-only mounts over every `.git` folder or file inside the read-write `roots`.
+
+    A task that could write `.git/hooks` or `.git/config` (`core.fsmonitor`, `core.pager`...)
+    would run code on the host the next time the person uses git there. Moving the work tree
+    aside and putting a new repository with planted hooks in its place would do the same, so the
+    work tree and every folder between it and the root are pinned too: each is bind-mounted
+    read-write onto itself, and a mount point cannot be renamed or removed. Symlinks named `.git`
+    are not followed (the task could only have made them itself); folders in `skip` (the other
+    mounts, each handled on its own) are not entered.
+
+    Args:
+        roots: the read-write folders to search.
+        git_writable: whether the grant deciding a `.git` path lets the task write it.
+        skip: folders not to enter.
+        max_folders: the most folders to look through in one root (MAX_WALK_FOLDERS).
+
+    Raises:
+        GrantRefused: a root is itself inside a protected `.git`, or holds too many folders to
+            search.
+    """
+    limit = MAX_WALK_FOLDERS if max_folders is None else max_folders
+    found: list[Mount] = []
+    pinned: set[Path] = set()
+    for root in roots:
+        if GIT in root.parts and not git_writable(root):
+            raise GrantRefused(
+                f"read-write folder {root} is inside a git folder, whose hooks and config run "
+                "on the host; ask for it read-only, or set git_writable = true on its grant"
+            )
+        for count, (folder, dirs, files) in enumerate(os.walk(root)):
+            if count >= limit:
+                raise GrantRefused(
+                    f"read-write folder {root} holds more than {limit} folders, too many "
+                    "to look through for .git folders to protect; grant a narrower folder, or "
+                    "set git_writable = true on its grant"
+                )
+            here = Path(folder)
+            path = here / GIT
+            if (GIT in dirs or GIT in files) and _is_plain(path) and not git_writable(path):
+                found.append(Mount(path, read_only=True, identity=entry_identity(path)))
+                for pin in (here, *here.parents):
+                    if pin == root or root not in pin.parents or pin in pinned:
+                        break
+                    pinned.add(pin)
+                    found.append(Mount(pin, read_only=False, identity=folder_identity(pin)))
+            dirs[:] = [d for d in dirs if d != GIT and here / d not in skip]
+    return tuple(found)
 
 
 def validate_mount(

@@ -21,10 +21,12 @@ import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import BaseRoute, Route
 
 from controller.api import approvals, memory, routes
+from controller.disk import is_disk_full
 from controller.errors import ApiError, RateLimited, Unauthorized
 from controller.service import Controller
 from controller.settings import Settings
@@ -249,6 +251,16 @@ def install_error_handlers(app: FastAPI) -> None:
                 {"Allow": ", ".join(allowed)},
             )
         return error_json(exc.status_code, "http_error", str(exc.detail))
+
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(OSError)
+    async def on_storage(request: Request, exc: Exception) -> JSONResponse:
+        if not is_disk_full(exc):
+            return await on_bug(request, exc)
+        # Any write route: a full disk is the machine's state, not a bug.
+        refused = request.app.state.controller.disk.full_error()
+        log.warning("refused %s %s: %s", request.method, request.url.path, refused.message)
+        return error_json(refused.status, refused.code, refused.message)
 
     @app.exception_handler(Exception)
     async def on_bug(_request: Request, exc: Exception) -> JSONResponse:

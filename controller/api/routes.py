@@ -1,4 +1,10 @@
-"""The HTTP routes. `public` needs no token (health, pairing); everything in `private` does."""
+"""The HTTP routes. `public` needs no token (health, pairing); everything in `private` does.
+
+A private route is open to every paired device unless it depends on `OwnerOnly` (or, like
+revocation, which a device may do to itself, calls `require_owner`): the owner's powers
+(issuing pairing codes, revoking other devices, settings) are refused to a device token with a
+403 that names the role. tests/controller/test_auth.py classifies every route.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +21,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.exc import OperationalError
 
 from controller.api.schemas import (
     DeviceOut,
@@ -27,6 +34,7 @@ from controller.api.schemas import (
     PairingCodeOut,
     PairRequest,
     PairResponse,
+    RevokedDevice,
     TaskCreate,
     TaskDetail,
     TaskItem,
@@ -35,11 +43,13 @@ from controller.api.schemas import (
     ThreadDetail,
     ThreadOut,
 )
-from controller.auth import Auth
-from controller.errors import BadRequest, Unprocessable
+from controller.auth import Auth, require_owner
+from controller.disk import is_disk_full
+from controller.errors import BadRequest, Forbidden, InsufficientStorage, Unprocessable
 from controller.folders import check_folders
 from controller.service import Controller
-from controller.store.models import Device, TaskStatus
+from controller.settings import Settings
+from controller.store.models import Device, Task, TaskStatus
 from controller.store.tasks import NewTask
 from sandbox import Network
 
@@ -132,6 +142,55 @@ SSE_RESPONSE: dict[int | str, dict[str, Any]] = {
     }
 }
 
+
+class OwnerOnly:
+    """A dependency: the caller's device, refused (403 `owner_only`) unless it is the owner.
+
+    Every owner's power depends on one, e.g.
+    `owner: Annotated[Device, Depends(OwnerOnly("changing settings", "dispatch config"))]`.
+    """
+
+    def __init__(self, action: str, command: str) -> None:
+        """`action` as a phrase ("issuing pairing codes"); `command` does it on the CLI."""
+        self.action = action
+        self.command = command
+
+    async def __call__(self, device: Authed) -> Device:
+        require_owner(device, self.action, self.command)
+        return device
+
+
+def check_network(device: Device, network: Network, settings: Settings) -> None:
+    """Refuse network `open` to a device unless the owner allowed it (`allow_open_network`).
+
+    Raises:
+        Forbidden: `open_network_not_allowed`, naming the setting and how to set it.
+    """
+    if network is not Network.OPEN or device.is_owner or settings.allow_open_network:
+        return
+    raise Forbidden(
+        f'network "open" is the owner\'s decision and this controller does not allow it for '
+        f"devices: device {device.name!r} (id {device.id}) has the device role and the "
+        "allow_open_network setting is false. Ask without network access, or have the owner set "
+        "allow_open_network = true in config.toml (or DISPATCH_ALLOW_OPEN_NETWORK=true) and "
+        "restart the controller",
+        code="open_network_not_allowed",
+    )
+
+
+def tasks_out(c: Controller, tasks: list[Task]) -> list[TaskOut]:
+    """The tasks as the API shows them, each with the device that submitted it."""
+    by = c.auth.devices_by_id(t.submitted_by for t in tasks)
+    return [TaskOut.of(t, by.get(t.submitted_by) if t.submitted_by else None) for t in tasks]
+
+
+def submitter(c: Controller, task: Task) -> Device | None:
+    """The device that submitted `task`, if recorded."""
+    if task.submitted_by is None:
+        return None
+    return c.auth.devices_by_id([task.submitted_by]).get(task.submitted_by)
+
+
 public = APIRouter(dependencies=[Depends(known_query_only)])
 private = APIRouter(
     dependencies=[Depends(current_device), Depends(known_query_only)], responses=errors(401)
@@ -209,7 +268,7 @@ def openapi(request: Request) -> dict[str, Any]:
 def pair(body: PairRequest, request: Request, c: Ctl) -> PairResponse:
     """Trade a one-time pairing code for a device token; needs no token."""
     client = request.client.host if request.client else "unknown"
-    device, token = c.auth.pair(body.code, body.device_name.strip() or "device", client)
+    device, token = c.auth.pair(body.code, body.device_name, client)
     return PairResponse(device_id=device.id, device_name=device.name, token=token)
 
 
@@ -234,9 +293,15 @@ def pair_page(code: PairCode = None) -> HTMLResponse:
     )
 
 
-@private.post("/api/v1/pairing-codes", tags=["devices"], status_code=201)
+@private.post(
+    "/api/v1/pairing-codes",
+    tags=["devices"],
+    status_code=201,
+    responses=errors(403),
+    dependencies=[Depends(OwnerOnly("issuing pairing codes", "dispatch pair"))],
+)
 def new_pairing_code(c: Ctl) -> PairingCodeOut:
-    """A one-time code (valid 10 minutes) and the URL a phone opens to pair with it."""
+    """A one-time code (valid 10 minutes) and the URL a phone opens to pair with it; owner only."""
     issued = c.auth.issue_pairing_code()
     return PairingCodeOut(
         code=issued.code,
@@ -247,13 +312,20 @@ def new_pairing_code(c: Ctl) -> PairingCodeOut:
 
 @private.get("/api/v1/devices", tags=["devices"])
 def devices(c: Ctl) -> list[DeviceOut]:
+    """Every device, revoked ones too, each with its role."""
     return [DeviceOut.of(d) for d in c.auth.devices()]
 
 
-@private.delete("/api/v1/devices/{device_id}", tags=["devices"], responses=errors(404, 409, 422))
-def revoke_device(device_id: DeviceId, c: Ctl) -> DeviceOut:
-    """Revoke a device's token; it stops working from its next request."""
-    return DeviceOut.of(c.auth.revoke(device_id))
+@private.delete(
+    "/api/v1/devices/{device_id}", tags=["devices"], responses=errors(403, 404, 409, 422)
+)
+def revoke_device(device_id: DeviceId, c: Ctl, device: Authed) -> RevokedDevice:
+    """Revoke a device's token: it stops working from its next request, and the tasks it queued
+    that have not started are cancelled (running ones keep running). Owner only, except that a
+    device may revoke itself (sign out)."""
+    if device_id != device.id:
+        require_owner(device, "revoking another device", f"dispatch devices revoke {device_id}")
+    return RevokedDevice.of_revocation(c.auth.revoke(device_id, cascade=c.tasks.cancel_queued_by))
 
 
 @private.get("/api/v1/folders", tags=["folders"])
@@ -284,7 +356,7 @@ def get_thread(thread_id: ThreadId, c: Ctl) -> ThreadDetail:
     items: list[MessageItem | TaskItem] = [
         MessageItem(message=MessageOut.of(m)) for m in history.messages
     ]
-    items += [TaskItem(task=TaskOut.of(t)) for t in history.tasks]
+    items += [TaskItem(task=t) for t in tasks_out(c, history.tasks)]
     items.sort(key=lambda i: i.message.position if isinstance(i, MessageItem) else i.task.position)
     thread = ThreadOut.of(history.thread)
     return ThreadDetail(**thread.model_dump(), history=items)
@@ -308,11 +380,13 @@ def add_message(thread_id: ThreadId, body: MessageCreate, c: Ctl, device: Authed
     tags=["tasks"],
     status_code=202,
     response_model=TaskOut,
-    responses=errors(400, 413, 422),
+    responses=errors(400, 403, 413, 422, 507),
 )
 def submit_task(body: TaskCreate, c: Ctl, device: Authed) -> Response:
-    """Queue a task at the end of its thread; answers at once with its id."""
+    """Queue a task at the end of its thread; answers at once with its id. Network `open` needs
+    the owner's token or the `allow_open_network` setting."""
     settings = c.settings
+    check_network(device, Network(body.network), settings)
     timeout_s = body.timeout_s if body.timeout_s is not None else settings.default_task_timeout_s
     if timeout_s > settings.max_task_timeout_s:
         raise Unprocessable(
@@ -321,6 +395,7 @@ def submit_task(body: TaskCreate, c: Ctl, device: Authed) -> Response:
             code="timeout_too_long",
         )
     mounts = check_folders(((f.path, f.mode) for f in body.folders), settings)
+    c.disk.refuse_if_low()
     new = NewTask(
         thread=body.thread,
         command=body.command,
@@ -328,7 +403,7 @@ def submit_task(body: TaskCreate, c: Ctl, device: Authed) -> Response:
         network=Network(body.network),
         timeout_s=timeout_s,
     )
-    task = TaskOut.of(c.tasks.submit(new, device_id=device.id))
+    task = TaskOut.of(c.tasks.submit(new, device_id=device.id), device)
     # Serialised here, not validated again by FastAPI: this is the API's busiest route.
     return Response(task.model_dump_json(), status_code=202, media_type="application/json")
 
@@ -345,38 +420,55 @@ def list_tasks(
 ) -> list[TaskOut]:
     """Newest first."""
     found = c.tasks.search(thread_id=thread_id, status=status, limit=limit, before_id=before)
-    return [TaskOut.of(t) for t in found]
+    return tasks_out(c, found)
 
 
 @private.get("/api/v1/tasks/{task_id}", tags=["tasks"], responses=errors(404, 422))
 def get_task(task_id: TaskId, c: Ctl) -> TaskDetail:
     """The task with its output so far, exit code and timings."""
     task = c.tasks.get(task_id)
-    return TaskDetail.with_output(task, c.tasks.output(task_id))
+    return TaskDetail.with_output(task, submitter(c, task), c.tasks.output(task_id))
 
 
-@private.post("/api/v1/tasks/{task_id}/cancel", tags=["tasks"], responses=errors(404, 409, 422))
+@private.post(
+    "/api/v1/tasks/{task_id}/cancel", tags=["tasks"], responses=errors(404, 409, 422, 507)
+)
 def cancel_task(task_id: TaskId, c: Ctl) -> TaskOut:
     """Cancel a queued task, or kill a running one's sandbox; answers once it has ended."""
-    task = c.tasks.cancel_queued(task_id)
+    try:
+        task = c.tasks.cancel_queued(task_id)
+    except (OperationalError, OSError) as exc:
+        # A full disk must not keep a runaway task alive: one running here is killed anyway,
+        # and its end is recorded once the database takes writes again.
+        if not (is_disk_full(exc) and c.runner.cancel(task_id)):
+            raise
+        task = c.tasks.get(task_id)
     if task.status is TaskStatus.RUNNING:
         c.runner.cancel(task_id)
         deadline = time.monotonic() + CANCEL_WAIT_S
         while task.status is TaskStatus.RUNNING and time.monotonic() < deadline:
             time.sleep(0.02)
             task = c.tasks.get(task_id)
-    return TaskOut.of(task)
+    if task.status is TaskStatus.RUNNING and c.runner.unstored(task_id):
+        raise InsufficientStorage(
+            f"task {task_id} was stopped and its sandbox removed, but the database's disk is "
+            "full, so it is recorded as cancelled only once some space is freed"
+        )
+    return TaskOut.of(task, submitter(c, task))
 
 
 @private.post(
     "/api/v1/tasks/{task_id}/retry",
     tags=["tasks"],
     status_code=202,
-    responses=errors(404, 409, 422),
+    responses=errors(403, 404, 409, 422, 507),
 )
 def retry_task(task_id: TaskId, c: Ctl, device: Authed) -> TaskOut:
-    """Queue a finished task again, as a new task at the end of its thread."""
-    return TaskOut.of(c.tasks.retry(task_id, device_id=device.id))
+    """Queue a finished task again, as a new task at the end of its thread (network `open` as
+    for a submission)."""
+    check_network(device, Network(c.tasks.get(task_id).network), c.settings)
+    c.disk.refuse_if_low()
+    return TaskOut.of(c.tasks.retry(task_id, device_id=device.id), device)
 
 
 # --- events ------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from controller.auth import Revocation, role_of, shown_name
 from controller.store.models import Device, Message, Task, TaskStatus, Thread
 from controller.store.tasks import OutputChunk
 
@@ -58,24 +59,60 @@ class PairingCodeOut(BaseModel):
     expires_at: datetime
 
 
+RoleName = Annotated[
+    Literal["owner", "device"],
+    Field(
+        description="`owner`: the controller machine's CLI; issues pairing codes, revokes "
+        "devices, changes settings. `device`: a paired phone or browser; works with threads "
+        "and tasks."
+    ),
+]
+
+
 class DeviceOut(BaseModel):
     id: int
-    name: str
-    is_owner: bool
+    name: str = Field(description="The owner's comes from its role, never from a device.")
+    role: RoleName
+    is_owner: bool = Field(description='Same as `role == "owner"`.')
     created_at: datetime
     last_seen_at: datetime | None
     revoked_at: datetime | None
 
     @classmethod
     def of(cls, d: Device) -> DeviceOut:
-        return cls(
-            id=d.id,
-            name=d.name,
-            is_owner=d.is_owner,
-            created_at=ts(d.created_at),  # type: ignore[arg-type]
-            last_seen_at=ts(d.last_seen_at),
-            revoked_at=ts(d.revoked_at),
-        )
+        return cls(**_device_fields(d))
+
+
+class RevokedDevice(DeviceOut):
+    cancelled_task_ids: list[int] = Field(
+        description="Its queued tasks, cancelled with it; tasks already running keep running."
+    )
+
+    @classmethod
+    def of_revocation(cls, r: Revocation) -> RevokedDevice:
+        return cls(**_device_fields(r.device), cancelled_task_ids=list(r.cancelled_task_ids))
+
+
+def _device_fields(d: Device) -> dict[str, Any]:
+    return {
+        "id": d.id,
+        "name": shown_name(d),
+        "role": role_of(d).value,
+        "is_owner": d.is_owner,
+        "created_at": ts(d.created_at),
+        "last_seen_at": ts(d.last_seen_at),
+        "revoked_at": ts(d.revoked_at),
+    }
+
+
+class Submitter(BaseModel):
+    device_id: int
+    name: str = Field(description="The device's name; the owner's comes from its role.")
+    role: RoleName
+
+    @classmethod
+    def of(cls, d: Device) -> Submitter:
+        return cls(device_id=d.id, name=shown_name(d), role=role_of(d).value)
 
 
 class FolderOut(BaseModel):
@@ -219,10 +256,15 @@ class TaskOut(BaseModel):
     reason: str | None = Field(description="Why it failed, was cancelled or interrupted.")
     retry_of: int | None
     sandbox_id: str | None
+    submitted_by: Submitter | None = Field(
+        description="The device whose token queued it (for a retry, the one that retried); "
+        "null for tasks queued before this was recorded."
+    )
 
     @classmethod
-    def of(cls, t: Task) -> TaskOut:
-        return cls(**_task_fields(t))
+    def of(cls, t: Task, by: Device | None) -> TaskOut:
+        """`by`: the device `t.submitted_by` names."""
+        return cls(**_task_fields(t, by))
 
 
 class OutputChunkOut(BaseModel):
@@ -234,12 +276,13 @@ class TaskDetail(TaskOut):
     output: list[OutputChunkOut] = Field(description="Output in order; stream runs merged.")
 
     @classmethod
-    def with_output(cls, t: Task, output: list[OutputChunk]) -> TaskDetail:
+    def with_output(cls, t: Task, by: Device | None, output: list[OutputChunk]) -> TaskDetail:
         chunks = [OutputChunkOut(stream=c.stream, text=c.text) for c in output]  # type: ignore[arg-type]
-        return cls(**_task_fields(t), output=chunks)
+        return cls(**_task_fields(t, by), output=chunks)
 
 
-def _task_fields(t: Task) -> dict[str, Any]:
+def _task_fields(t: Task, by: Device | None) -> dict[str, Any]:
+    assert by is None or by.id == t.submitted_by, f"task {t.id} was not submitted by {by.id}"
     duration = None
     if t.started_at is not None and t.finished_at is not None:
         duration = max(t.finished_at - t.started_at, 0.0)
@@ -262,6 +305,7 @@ def _task_fields(t: Task) -> dict[str, Any]:
         "reason": t.reason,
         "retry_of": t.retry_of,
         "sandbox_id": t.sandbox_id,
+        "submitted_by": None if by is None else Submitter.of(by),
     }
 
 

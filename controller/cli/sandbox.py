@@ -22,7 +22,7 @@ from sandbox import (
     SandboxSpec,
     Stream,
 )
-from sandbox.base import DEFAULT_IMAGE
+from sandbox.base import DEADLINE_GRACE_S, DEFAULT_IMAGE
 
 DEFAULT_LIMITS = Limits()
 
@@ -102,6 +102,12 @@ def sandbox() -> None:
     type=click.Path(path_type=Path),
     help="Working directory inside (absolute). Default: the first mount, else home.",
 )
+@click.option(
+    "--git-writable",
+    is_flag=True,
+    help="Let the command write .git folders inside :rw mounts (read-only by default: their "
+    "hooks and config run on the host).",
+)
 @click.option("--image", default=DEFAULT_IMAGE, show_default=True, help="Sandbox image.")
 @click.argument("command", nargs=-1, required=True)
 def run(
@@ -112,6 +118,7 @@ def run(
     cpus: float,
     pids: int,
     workdir: Path | None,
+    git_writable: bool,
     image: str,
     command: tuple[str, ...],
 ) -> None:
@@ -123,25 +130,33 @@ def run(
     """
     from sandbox import create
     from sandbox.docker import connect, prune_orphans
-    from sandbox.mounts import validate_grants
-    from sandbox.ownership import sandbox_user
+    from sandbox.mounts import git_mounts, validate_grants
+    from sandbox.ownership import check_writable, sandbox_user
 
     if workdir is not None and not workdir.is_absolute():
         _fail(f"--workdir {workdir} is relative; give an absolute path", ExitCode.USAGE)
     try:
         granted = validate_grants(mounts, protected=_dispatch_paths())
+        # No grants here: the person running this names the folders, so the sandbox runs as
+        # their owner (never root).
         user = sandbox_user(granted)
+        writable = [m.host for m in granted if not m.read_only]
+        for folder in writable:
+            check_writable(folder, user)
+        git = () if git_writable else git_mounts(writable, skip={m.host for m in granted})
     except GrantRefused as exc:
         _fail(f"refused: {exc}", ExitCode.GRANT_REFUSED)
     if network == Network.OPEN.value:
         click.echo("dispatch: warning: --network open lets the command reach the network", err=True)
     spec = SandboxSpec(
         image=image,
-        mounts=granted,
+        mounts=(*granted, *git),
         network=Network(network),
         limits=Limits(memory_mb=memory_mb, cpus=cpus, pids=pids),
-        workdir=workdir,
+        workdir=workdir or (granted[0].host if granted else None),
         user=user,
+        # A sandbox left behind by a killed `dispatch sandbox run` still stops by itself.
+        deadline_s=timeout_s + DEADLINE_GRACE_S if timeout_s is not None else None,
     )
     try:
         client = connect()
@@ -160,6 +175,8 @@ def run(
         _fail(result.describe(), ExitCode.TIMED_OUT)
     if result.outcome is Outcome.OUT_OF_MEMORY:
         _fail(result.describe(), ExitCode.OUT_OF_MEMORY)
+    if result.setid_stripped:
+        _fail(result.describe(), ExitCode.SANDBOX_FAILED)
     sys.exit(result.exit_code)
 
 

@@ -145,11 +145,13 @@ def pair(as_json: bool, server: str | None, token: str | None) -> None:
 
 
 def _device_rows(found: list[dict[str, Any]]) -> list[str]:
-    rows = [f"{'ID':>4}  {'NAME':<24}  {'CREATED':<20}  {'LAST SEEN':<20}  STATE"]
+    # ROLE, not NAME, says which is the owner: the server gives the owner's role, never a name.
+    header = f"{'ID':>4}  {'ROLE':<6}  {'NAME':<24}  {'CREATED':<20}  {'LAST SEEN':<20}  STATE"
+    rows = [header]
     for d in found:
-        state = "revoked" if d["revoked_at"] else ("owner" if d["is_owner"] else "active")
+        state = "revoked" if d["revoked_at"] else "active"
         rows.append(
-            f"{d['id']:>4}  {d['name'][:24]:<24}  {d['created_at'][:19]:<20}  "
+            f"{d['id']:>4}  {d['role']:<6}  {d['name'][:24]:<24}  {d['created_at'][:19]:<20}  "
             f"{(d['last_seen_at'] or '-')[:19]:<20}  {state}"
         )
     return rows
@@ -160,7 +162,7 @@ def _device_rows(found: list[dict[str, Any]]) -> list[str]:
 @connection_options
 @click.pass_context
 def devices(ctx: click.Context, as_json: bool, server: str | None, token: str | None) -> None:
-    """List paired devices (name, created, last seen); `devices revoke ID` revokes one."""
+    """List paired devices (role, name, created, last seen); `devices revoke ID` revokes one."""
     ctx.obj = {"server": server, "token": token}
     if ctx.invoked_subcommand is not None:
         return
@@ -176,13 +178,17 @@ def devices(ctx: click.Context, as_json: bool, server: str | None, token: str | 
 @click.argument("device_id", type=int)
 @click.pass_context
 def revoke(ctx: click.Context, device_id: int) -> None:
-    """Revoke a device's token; it stops working on its next request."""
+    """Revoke a device's token (it fails from its next request); cancel its queued tasks."""
     with connect(ctx.obj["server"], ctx.obj["token"]) as client:
         try:
             device = client.revoke(device_id)
         except ClientError as exc:
             fail(exc)
+    cancelled = device["cancelled_task_ids"]
     click.echo(f"device {device_id} ({device['name']}) revoked")
+    if cancelled:
+        ids = ", ".join(str(i) for i in cancelled)
+        click.echo(f"cancelled {len(cancelled)} queued task(s) it had submitted: {ids}")
 
 
 @click.command()

@@ -189,14 +189,26 @@ def tasks(
     if as_json:
         click.echo(json.dumps(found, indent=2))
         return
-    click.echo(f"{'ID':>6}  {'STATUS':<11}  {'EXIT':>4}  {'THREAD':>6}  {'CREATED':<19}  COMMAND")
+    click.echo(
+        f"{'ID':>6}  {'STATUS':<11}  {'EXIT':>4}  {'THREAD':>6}  {'CREATED':<19}  {'BY':<12}  "
+        "COMMAND"
+    )
     for t in found:
         code = "-" if t["exit_code"] is None else str(t["exit_code"])
         line = " ".join(t["command"])
         click.echo(
             f"{t['id']:>6}  {t['status']:<11}  {code:>4}  {t['thread_id']:>6}  "
-            f"{_when(t['created_at']):<19}  {line[:60]}"
+            f"{_when(t['created_at']):<19}  {_by(t['submitted_by']):<12}  {line[:60]}"
         )
+
+
+def _by(submitter: dict[str, Any] | None) -> str:
+    """Who submitted a task: `owner` by role, else the device's name and id."""
+    if submitter is None:
+        return "-"
+    if submitter["role"] == "owner":
+        return "owner"
+    return f"{submitter['name'][:8]}#{submitter['device_id']}"
 
 
 @click.command()

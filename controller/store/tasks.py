@@ -1,7 +1,7 @@
 """Task records: submission, the state machine, per-thread claiming, and crash recovery.
 
     queued ──claim──▶ running ──▶ succeeded | failed | cancelled | interrupted
-       └──cancel──▶ cancelled
+       └──cancel, or its device revoked──▶ cancelled
 
 Every transition is one transaction that also appends a `task.state` event. A task is claimed
 only when it is the oldest queued task of its thread and no task of that thread is running, so
@@ -17,19 +17,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, exists, func, insert, select, update
+from sqlalchemy import and_, bindparam, exists, func, insert, select, update
 from sqlalchemy.orm import Session, aliased
 
-from controller.errors import Conflict, NotFound
+from controller.errors import Conflict, NotFound, Unauthorized
 from controller.store.db import Database
 from controller.store.events import EventLog
-from controller.store.models import ACTIVE, Event, Task, TaskKind, TaskStatus, Thread
+from controller.store.models import ACTIVE, Device, Event, Task, TaskKind, TaskStatus, Thread
 from controller.store.threads import ThreadStore, next_position
 from sandbox import Mount, Network
 
 RUNNER = socket.gethostname()
 # Built once: SQLAlchemy then reuses the compiled form instead of rebuilding it per call.
 INSERT_TASK = insert(Task).returning(Task.id)
+DEVICE_REVOKED_AT = select(Device.revoked_at).where(Device.id == bindparam("device_id"))
 
 
 def interrupted_reason(task_id: int) -> str:
@@ -37,6 +38,15 @@ def interrupted_reason(task_id: int) -> str:
         "the controller stopped unexpectedly (killed or crashed) while this task was running; "
         "its output up to then is kept and it was not run again: run "
         f"`dispatch retry {task_id}` to queue it again"
+    )
+
+
+def revoked_reason(device: Device) -> str:
+    # Only queued work goes with the token: a running task was already accepted and started,
+    # and is left to finish (or to be cancelled by the owner) like any other.
+    return (
+        f"cancelled before it started: device {device.name!r} (id {device.id}) that submitted "
+        "it was revoked"
     )
 
 
@@ -154,6 +164,8 @@ class TaskStore:
         }
         # Core statements, not the ORM unit of work: this is the hot path of the API.
         with self.db.write() as session:
+            if device_id is not None:
+                _still_valid(session, device_id)
             values["thread_id"] = self.threads.get_or_create(session, new.thread)
             values["position"] = next_position(session, values["thread_id"])
             inserted = session.connection().execute(INSERT_TASK, values)
@@ -219,6 +231,27 @@ class TaskStore:
                 )
             return task
 
+    def cancel_queued_by(self, session: Session, device: Device, now: float) -> list[int]:
+        """In the caller's transaction (a revocation): cancel the queued tasks `device` submitted.
+
+        Returns their ids. Running tasks are left running.
+        """
+        queued = list(
+            session.scalars(
+                select(Task)
+                .where(Task.submitted_by == device.id, Task.status == TaskStatus.QUEUED)
+                .order_by(Task.id)
+            )
+        )
+        cancelled = []
+        for task in queued:
+            task.status = TaskStatus.CANCELLED
+            task.finished_at = now
+            task.reason = revoked_reason(device)
+            self._state_event(session, task)
+            cancelled.append(task.id)
+        return cancelled
+
     def claim_next(self) -> Task | None:
         """Mark the oldest runnable task running and return it (None when nothing can run)."""
         running = aliased(Task)
@@ -254,7 +287,13 @@ class TaskStore:
             claimed = session.execute(
                 update(Task)
                 .where(Task.id == task.id, Task.status == TaskStatus.QUEUED)
-                .values(status=TaskStatus.RUNNING, started_at=time.time(), runner=self.runner)
+                # A reason left by `unclaim` ("waiting for ...") no longer holds.
+                .values(
+                    status=TaskStatus.RUNNING,
+                    started_at=time.time(),
+                    runner=self.runner,
+                    reason=None,
+                )
             )
             if claimed.rowcount != 1:  # type: ignore[attr-defined]
                 return None  # another controller took it; the caller asks again
@@ -262,15 +301,27 @@ class TaskStore:
             self._state_event(session, task)
             return task
 
-    def unclaim(self, task_id: int) -> None:
-        """Put a claimed task that never started back in the queue."""
+    def unclaim(self, task_id: int, *, reason: str | None = None) -> Task | None:
+        """Put a claimed task that never started back in the queue, saying why it waits.
+
+        It keeps its id, so it is still the first of its thread to be claimed again. A task
+        asked to stop meanwhile (`cancel_requested`) is cancelled instead.
+        """
         with self.db.write() as session:
             task = session.get(Task, task_id)
-            if task is not None and task.status is TaskStatus.RUNNING:
+            if task is None or task.status is not TaskStatus.RUNNING:
+                return task
+            if task.cancel_requested:
+                task.status = TaskStatus.CANCELLED
+                task.finished_at = time.time()
+                task.reason = "cancelled before it started"
+            else:
                 task.status = TaskStatus.QUEUED
-                task.started_at = None
-                task.runner = None
-                self._state_event(session, task)
+                task.reason = reason
+            task.started_at = None
+            task.runner = None
+            self._state_event(session, task)
+            return task
 
     def set_sandbox(self, task_id: int, sandbox_id: str) -> None:
         with self.db.write() as session:
@@ -389,3 +440,17 @@ class TaskStore:
             "reason": task.reason,
         }
         self.events.append(session, "task.state", data, thread_id=task.thread_id, task_id=task.id)
+
+
+def _still_valid(session: Session, device_id: int) -> None:
+    """Refuse work from a device revoked after its request was let in.
+
+    Checked in the write transaction, which revocations are serialised with: a task is either
+    queued before the revocation (which then cancels it) or refused here, never left behind.
+    """
+    found = session.connection().execute(DEVICE_REVOKED_AT, {"device_id": device_id})
+    row = found.one_or_none()
+    if row is None or row.revoked_at is not None:
+        raise Unauthorized(
+            "the token is unknown or was revoked; pair this device again with `dispatch pair`"
+        )

@@ -7,8 +7,11 @@ extra command, `stream N DELAY_S`, that prints N lines DELAY_S apart, for stream
 
 from __future__ import annotations
 
+import errno
+import os
 import shutil
 import socket
+import subprocess
 import tempfile
 import threading
 import time
@@ -26,6 +29,7 @@ from postgres import PostgresCluster, start_cluster
 
 from controller.api.app import create_app
 from controller.client import Client, Event
+from controller.disk import free_mb as disk_free_mb
 from controller.service import Controller
 from controller.settings import Settings, load_settings
 from sandbox import SandboxSpec, Stream
@@ -285,3 +289,39 @@ def reconnect_until_caught_up(
         batch = take(client.events(after=start, reconnect=False), min(every, newest - start) or 1)
         collected += [e.id for e in batch]
         start = collected[-1]
+
+
+@pytest.fixture
+def small_disk(workspace: Path) -> Iterator[Path]:
+    """`workspace` on a 64 MiB tmpfs of its own (data dir, config and granted folders), so a
+    test can fill it; unmounted at the end. Needs root (CI runs the suite as root)."""
+    if os.geteuid() != 0:
+        pytest.fail("the full-disk tests mount a tmpfs and must run as root")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(workspace)], check=True)
+    try:
+        (workspace / "projects" / "app").mkdir(parents=True)
+        (workspace / "readonly").mkdir()
+        (workspace / "elsewhere").mkdir()
+        yield workspace
+    finally:
+        # Lazily: a server still holding the database open must not keep the mount.
+        subprocess.run(["umount", "-l", str(workspace)], check=False)
+
+
+def fill_disk(folder: Path, leave_mb: float = 0.0) -> Path:
+    """A file in `folder` filling its filesystem until `leave_mb` MiB are left (0: full)."""
+    filler = folder / "filler"
+    chunk = b"\0" * (256 * 1024)
+    with filler.open("wb", buffering=0) as out:
+        try:
+            while disk_free_mb(folder) > leave_mb + 0.25:
+                out.write(chunk)
+                out.flush()
+            if leave_mb == 0:
+                while True:  # the last bytes, down to the last block
+                    out.write(b"\0" * 4096)
+                    out.flush()
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+    return filler

@@ -25,7 +25,28 @@ from controller.service import Controller
 from controller.settings import Settings
 from controller.store.db import Database
 
+# Every route is in exactly one of these; a new route must be added to one (the walk below
+# fails until it is), and the tests check that each behaves as classified.
 PUBLIC = {("GET", "/healthz"), ("POST", "/api/v1/pair"), ("GET", "/pair")}
+# The owner's powers: a device token gets 403 `owner_only` (revoking is allowed on itself only).
+OWNER_ONLY = {("POST", "/api/v1/pairing-codes"), ("DELETE", "/api/v1/devices/{device_id}")}
+DEVICE = {
+    ("GET", "/metrics"),
+    ("GET", "/api/v1/openapi.json"),
+    ("GET", "/api/v1/devices"),
+    ("GET", "/api/v1/folders"),
+    ("POST", "/api/v1/threads"),
+    ("GET", "/api/v1/threads"),
+    ("GET", "/api/v1/threads/{thread_id}"),
+    ("POST", "/api/v1/threads/{thread_id}/messages"),
+    ("POST", "/api/v1/tasks"),
+    ("GET", "/api/v1/tasks"),
+    ("GET", "/api/v1/tasks/{task_id}"),
+    ("POST", "/api/v1/tasks/{task_id}/cancel"),
+    ("POST", "/api/v1/tasks/{task_id}/retry"),
+    ("GET", "/api/v1/events"),
+    ("GET", "/api/v1/tasks/{task_id}/events"),
+}
 
 
 def flatten(routes: Iterable[BaseRoute]) -> Iterator[BaseRoute]:
@@ -66,6 +87,54 @@ def test_every_route_but_health_and_pairing_requires_a_valid_token(api: Api) -> 
             assert response.status_code == 401, (method, path, headers, response.text)
             assert response.json()["error"]["code"] == "unauthorized"
             assert response.headers["WWW-Authenticate"] == "Bearer"
+
+
+def test_every_route_is_classified_public_device_or_owner_only(api: Api) -> None:
+    routes = set(route_table(api))
+    assert not (PUBLIC & DEVICE or PUBLIC & OWNER_ONLY or DEVICE & OWNER_ONLY)
+    unclassified = routes - PUBLIC - DEVICE - OWNER_ONLY
+    assert not unclassified, f"classify {sorted(unclassified)} in PUBLIC, DEVICE or OWNER_ONLY"
+    assert not (PUBLIC | DEVICE | OWNER_ONLY) - routes, "a classified route no longer exists"
+
+
+def device_headers(api: Api, name: str = "phone") -> tuple[int, dict[str, str]]:
+    """Pair a device through the API; its id and its Authorization header."""
+    code = api.post("/api/v1/pairing-codes").json()["code"]
+    _, body = pair(api, code, name)
+    return int(body["device_id"]), {"Authorization": f"Bearer {body['token']}"}  # type: ignore[call-overload]
+
+
+def call(api: Api, method: str, path: str, headers: dict[str, str], ids: str) -> int:
+    url = re.sub(r"\{[^}]+\}", ids, path)
+    # A malformed Last-Event-ID is refused after auth, so the event streams answer at once.
+    response = api.client.request(method, url, headers={**headers, "Last-Event-ID": "x"}, json={})
+    return response.status_code
+
+
+def test_a_device_token_gets_403_naming_the_role_on_every_owner_only_route(api: Api) -> None:
+    phone_id, phone = device_headers(api)
+    other_id, _ = device_headers(api, "tablet")
+    owner_id = next(d["id"] for d in api.get("/api/v1/devices").json() if d["role"] == "owner")
+    for method, path in sorted(OWNER_ONLY):
+        # Aimed at the owner, another device, and no device: never anything but 403.
+        for target in (owner_id, other_id, 999):
+            url = re.sub(r"\{[^}]+\}", str(target), path)
+            response = api.client.request(method, url, headers=phone, json={})
+            assert response.status_code == 403, (method, url, response.text)
+            error = response.json()["error"]
+            assert error["code"] == "owner_only"
+            assert "needs the owner role" in error["message"]
+            assert f"device 'phone' (id {phone_id}), which has the device role" in error["message"]
+            assert "on the controller's machine" in error["message"]
+    assert len(api.get("/api/v1/devices").json()) == 3  # nothing was revoked
+
+
+def test_device_and_owner_tokens_pass_the_role_check_on_every_device_route(api: Api) -> None:
+    _, phone = device_headers(api)
+    for method, path in sorted(DEVICE):
+        for headers in (phone, api.headers):
+            status = call(api, method, path, headers, "999")
+            assert status not in (401, 403), (method, path, headers, status)
 
 
 def test_public_routes_answer_without_a_token(api: Api) -> None:

@@ -86,14 +86,18 @@ def test_config_file_mistakes_are_reported_with_the_file(tmp_path: Path) -> None
 
 def test_folder_grants_are_read_and_checked(tmp_path: Path) -> None:
     project = tmp_path / "p"
-    project.mkdir()
+    (project / "docs").mkdir(parents=True)
     config = tmp_path / "conf" / "c.toml"
     config.parent.mkdir()
     config.write_text(
-        f'[[folders]]\npath = "{project}"\nmode = "rw"\n[[folders]]\npath = "{project}"\n'
+        f'[[folders]]\npath = "{project}"\nmode = "rw"\ngit_writable = true\n'
+        f'[[folders]]\npath = "{project / "docs"}"\n'
     )
     settings = load_settings({}, env(tmp_path), config=config)
-    assert settings.folders == (FolderGrant(project, "rw"), FolderGrant(project, "ro"))
+    assert settings.folders == (
+        FolderGrant(project, "rw", git_writable=True),
+        FolderGrant(project / "docs", "ro"),
+    )
     for entry, message in [
         (f'path = "{project}"\nmode = "rwx"', "mode 'rwx'"),
         (f'path = "{tmp_path / "nope"}"', "does not exist"),

@@ -56,6 +56,35 @@ def test_run_with_read_write_mount_and_workdir(docker_client: object, tmp_path: 
     assert (project / "made").stat().st_uid == 4321
 
 
+def test_run_keeps_git_read_only_unless_asked_and_sets_no_setuid_bit(
+    docker_client: object, tmp_path: Path
+) -> None:
+    project = tmp_path / "project"
+    (project / ".git" / "hooks").mkdir(parents=True)
+    for path in (project, project / ".git", project / ".git" / "hooks"):
+        os.chown(path, 4321, 4321)
+    hook = "touch made && echo evil > .git/hooks/pre-commit"
+    done = dispatch("sandbox", "run", "--mount", f"{project}:rw", "--", "sh", "-c", hook)
+    assert done.returncode != 0 and b"Read-only file system" in done.stderr
+    assert (project / "made").exists() and not (project / ".git" / "hooks" / "pre-commit").exists()
+    writable = dispatch(
+        "sandbox", "run", "--git-writable", "--mount", f"{project}:rw", "--", "sh", "-c", hook
+    )
+    assert writable.returncode == 0, writable.stderr
+    setuid = dispatch("sandbox", "run", "--mount", f"{project}:rw", "--", "chmod", "4755", "made")
+    assert setuid.returncode == 1 and b"Operation not permitted" in setuid.stderr
+    assert (project / "made").stat().st_mode & 0o6000 == 0
+
+
+def test_run_refuses_a_read_write_folder_its_owner_cannot_write(tmp_path: Path) -> None:
+    project = tmp_path / "locked"
+    project.mkdir(mode=0o500)
+    os.chown(project, 4321, 4321)
+    done = dispatch("sandbox", "run", "--mount", f"{project}:rw", "--", "true")
+    assert done.returncode == ExitCode.GRANT_REFUSED
+    assert b"mode 0500" in done.stderr and b"cannot write it" in done.stderr
+
+
 def test_timeout_and_oom_have_distinct_codes_and_messages(docker_client: object) -> None:
     timed = dispatch("sandbox", "run", "--timeout", "1", "--", "sleep", "60")
     assert timed.returncode == ExitCode.TIMED_OUT

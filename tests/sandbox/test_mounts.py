@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import pwd
 from pathlib import Path
 
 import pytest
 
 from sandbox import GrantRefused, Mount
-from sandbox.mounts import parse_grant, validate_grants, validate_mount
-from sandbox.ownership import DEFAULT_USER, sandbox_user
+from sandbox.mounts import git_mounts, parse_grant, validate_grants, validate_mount
+from sandbox.ownership import DEFAULT_USER, check_writable, parse_user, sandbox_user
 
 
 @pytest.fixture
@@ -163,3 +164,74 @@ def test_a_grant_the_sandbox_scratch_space_would_hide_is_refused(home: Path) -> 
     with pytest.raises(GrantRefused, match="scratch space /tmp"):
         validate_mount("/tmp", home=Path("/nonexistent-home"))
     assert validate_mount(home / "Projects", home=home)  # folders inside /tmp are fine
+
+
+def test_git_folders_and_files_are_found_but_not_symlinks_or_skipped_mounts(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "work"
+    (root / "repo" / ".git" / "hooks").mkdir(parents=True)
+    (root / "repo" / "vendor" / "lib").mkdir(parents=True)
+    (root / "repo" / "vendor" / "lib" / ".git").write_text("gitdir: ../../.git/modules/lib\n")
+    (root / "other").mkdir()
+    (root / "other" / ".git").symlink_to(tmp_path)  # a symlink: mounting it would show its target
+    (root / "inner" / ".git").mkdir(parents=True)  # inside a nested mount: handled on its own
+    found = git_mounts([root], skip={root, root / "inner"})
+    # Each .git read-only, and its work tree and the folders above it pinned (mounted onto
+    # themselves read-write) so they cannot be moved aside.
+    assert [(m.host, m.read_only) for m in found] == [
+        (root / "repo" / ".git", True),
+        (root / "repo", False),
+        (root / "repo" / "vendor" / "lib" / ".git", True),
+        (root / "repo" / "vendor" / "lib", False),
+        (root / "repo" / "vendor", False),
+    ]
+    assert all(m.identity is not None for m in found)
+    assert git_mounts([root], git_writable=lambda _: True) == ()
+
+
+def test_a_read_write_folder_inside_git_or_too_large_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "repo" / ".git" / "hooks").mkdir(parents=True)
+    with pytest.raises(GrantRefused, match=r"inside a git folder.*git_writable = true"):
+        git_mounts([tmp_path / "repo" / ".git" / "hooks"])
+    for name in ("a", "b", "c"):
+        (tmp_path / name).mkdir()
+    with pytest.raises(GrantRefused, match=r"more than 3 folders.*narrower folder"):
+        git_mounts([tmp_path], max_folders=3)
+    assert [m.host for m in git_mounts([tmp_path], max_folders=5)] == [
+        tmp_path / "repo" / ".git",
+        tmp_path / "repo",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("root", "is root"), ("0:0", "is root"), ("5:0", "is root"), ("nobody-here-xyz", "no user")],
+)
+def test_sandbox_user_setting_never_names_root_or_nobody(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_user(text)
+
+
+def test_sandbox_user_setting_reads_names_and_numbers() -> None:
+    assert parse_user("4321:4322") == (4321, 4322)
+    entry = next(u for u in pwd.getpwall() if u.pw_uid != 0 and u.pw_gid != 0)
+    assert parse_user(entry.pw_name) == (entry.pw_uid, entry.pw_gid)
+
+
+def test_a_folder_the_user_cannot_write_is_refused_with_owner_and_fix(tmp_path: Path) -> None:
+    if os.getuid() != 0:
+        pytest.skip("needs root to give folders to other users")
+    folder = tmp_path / "theirs"
+    folder.mkdir(mode=0o700)
+    os.chown(folder, 5555, 5555)
+    with pytest.raises(GrantRefused) as refused:
+        check_writable(folder, (4321, 4321))
+    message = str(refused.value)
+    assert str(folder) in message and "uid 5555" in message and "mode 0700" in message
+    assert "chown -R 4321:4321" in message and "sandbox_user" in message
+    check_writable(folder, (5555, 5555))  # its owner can
+    os.chmod(folder, 0o770)
+    check_writable(folder, (4321, 5555))  # its group can
+    os.chmod(folder, 0o1777)
+    check_writable(folder, (4321, 4321))  # anyone can
