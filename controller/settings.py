@@ -130,7 +130,7 @@ def _path(value: str) -> Path:
 def _addresses(value: Any) -> tuple[str, ...]:
     """A list from config.toml, or comma-separated text from the environment or a flag."""
     items = value.split(",") if isinstance(value, str) else value
-    if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+    if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
         raise TypeError("not a list of addresses")
     return tuple(i.strip() for i in items if i.strip())
 
