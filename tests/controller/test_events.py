@@ -134,11 +134,16 @@ def test_a_last_event_id_that_is_not_a_plain_number_is_a_400(api: Api, path: str
         assert error["code"] == "bad_request" and "Last-Event-ID" in error["message"], value
 
 
-def test_a_superscript_last_event_id_over_a_real_socket_is_a_400(live_server: LiveServer) -> None:
+def test_the_same_over_a_real_socket(live_server: LiveServer) -> None:
+    # The bytes arrive as sent (the in-process client re-encodes them); HTTP itself strips the
+    # spaces around a header value, so those two are left to the test above.
     with httpx.Client(base_url=live_server.url, headers=live_server.headers) as http:
-        response = http.get("/api/v1/events", headers={"Last-Event-ID": b"\xb2"})
-        assert response.status_code == 400, response.text
-        assert "Last-Event-ID" in response.json()["error"]["message"]
+        for value in NOT_EVENT_IDS:
+            if value.strip() != value:
+                continue
+            response = http.get("/api/v1/events", headers={"Last-Event-ID": value})  # type: ignore[dict-item]
+            assert response.status_code == 400, (value, response.text)
+            assert "Last-Event-ID" in response.json()["error"]["message"]
 
 
 @pytest.mark.parametrize("value", ["١٢", "²", "۳", "\uff11\uff12"])
