@@ -15,13 +15,15 @@ until the process runs out. `EdgeProtocol` (uvicorn's h11 protocol with three ad
 The body's own deadline (`body_timeout_s`) is kept by `app.BodyLimit`, which reads every body,
 so that a slow one gets a JSON 408. Long responses (event streams) are not limited here: the
 header deadline ends when the request is parsed, and the idle one only runs between requests.
-`server_config` builds the uvicorn configuration `dispatch serve` and the tests run with.
+`server_config` builds the uvicorn configuration `dispatch serve` and the tests run with, and
+`ensure_descriptors` makes sure the process may open that many sockets.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import resource
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, ClassVar
@@ -30,7 +32,11 @@ import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from controller.errors import ConfigError
 from controller.settings import Settings
+
+# Descriptors the controller needs besides its connections: database, Docker, logs, threads.
+SPARE_DESCRIPTORS = 256
 
 
 @dataclass(frozen=True)
@@ -169,3 +175,27 @@ def server_config(app: Any, settings: Settings, **overrides: Any) -> uvicorn.Con
         **overrides,
     }
     return uvicorn.Config(app, **options)
+
+
+def ensure_descriptors(max_connections: int) -> int:
+    """Raise this process's soft open-file limit so `max_connections` sockets fit; the new limit.
+
+    Some systems start services with a soft limit as low as 256, below the default cap; then the
+    cap would not be what stops a flood, running out of descriptors would.
+
+    Raises:
+        ConfigError: the hard limit is too low; it names the setting and the fix.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = max_connections + SPARE_DESCRIPTORS
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return soft
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        fits = hard - SPARE_DESCRIPTORS
+        lower = f"lower max_connections to {fits} or less, or " if fits >= 1 else ""
+        raise ConfigError(
+            f"setting max_connections = {max_connections} needs {needed} open files, but this "
+            f"process may open at most {hard}; {lower}raise the hard limit (ulimit -Hn)"
+        )
+    resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+    return needed

@@ -75,7 +75,7 @@ def serve(
     import uvicorn
 
     from controller.api.app import create_app
-    from controller.api.edge import server_config
+    from controller.api.edge import ensure_descriptors, server_config
     from controller.service import Controller
     from controller.settings import load_settings
 
@@ -89,6 +89,7 @@ def serve(
         )
         # Migration chatter is not news at every start.
         logging.getLogger("alembic").setLevel(logging.WARNING)
+        ensure_descriptors(settings.max_connections)
         sock = _bind(settings)
         controller = Controller(settings)
         controller.start()

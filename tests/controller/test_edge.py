@@ -9,13 +9,18 @@ the client would have kept it open, and every wait has a generous deadline.
 from __future__ import annotations
 
 import json
+import os
+import resource
 import select
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -24,11 +29,13 @@ import pytest
 from conftest import TERMINAL, Api, LiveServer, wait_until
 
 from controller.api.app import BodyLimit
-from controller.api.edge import server_config
+from controller.api.edge import SPARE_DESCRIPTORS, server_config
+from controller.cli.exit_codes import ExitCode
 from controller.client import Client, Event
 from controller.errors import ConfigError, RateLimited, Unauthorized
 from controller.settings import Settings, load_settings
 
+REPO = Path(__file__).parents[2]
 # How long a test waits for the server to answer or close before calling it a failure.
 PATIENCE_S = 60.0
 
@@ -320,6 +327,51 @@ def test_a_flood_that_stays_connected_ends_at_the_header_deadline(
     finally:
         for sock in flood:
             sock.close()
+
+
+def run_with_file_limit(
+    args: list[str], soft: int, hard: int, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """Run python ARGS in a process whose open-file limit is (soft, hard)."""
+    outside = {k: v for k, v in os.environ.items() if not k.startswith("DISPATCH_")}
+    return subprocess.run(
+        [sys.executable, *args],
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard)),
+        capture_output=True,
+        text=True,
+        env={**outside, "PYTHONPATH": str(REPO), "DISPATCH_SANDBOX_BACKEND": "fake", **env},
+        timeout=120,
+        check=False,
+    )
+
+
+def test_a_low_open_file_limit_is_raised_to_hold_the_cap() -> None:
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = 200 + SPARE_DESCRIPTORS
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        pytest.skip(f"this machine's hard open-file limit ({hard}) is below {needed}")
+    code = (
+        "import resource; from controller.api.edge import ensure_descriptors; "
+        "ensure_descriptors(200); print(resource.getrlimit(resource.RLIMIT_NOFILE)[0])"
+    )
+    done = run_with_file_limit(["-c", code], soft=64, hard=hard)
+    assert (done.returncode, done.stdout.strip()) == (0, str(needed)), done.stderr
+
+
+def test_serve_refuses_a_cap_the_hard_limit_cannot_hold(workspace: Any) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    args = ["-m", "controller", "serve", "--no-pair", "--data-dir", str(workspace / "data")]
+    done = run_with_file_limit(
+        [*args, "--port", str(port)],
+        soft=300,
+        hard=300,
+        XDG_CONFIG_HOME=str(workspace / "xdg-config"),
+    )
+    assert done.returncode == ExitCode.USAGE, done.stdout + done.stderr
+    assert "max_connections = 200 needs 456 open files" in done.stderr
+    assert "lower max_connections to 44 or less" in done.stderr
 
 
 # --- who the client is ----------------------------------------------------------------------
