@@ -152,7 +152,12 @@ def normalise_code(code: str) -> str:
 
 
 class RateLimiter:
-    """At most `limit` failures per `window_s` for each key; thread-safe."""
+    """At most `limit` attempts that failed (or are under way) per `window_s` for each key.
+
+    `reserve` checks and counts an attempt under one lock, so a burst of concurrent attempts
+    cannot all pass the check before any is counted; an attempt that succeeds is given back
+    with `release`. Thread-safe.
+    """
 
     def __init__(self, limit: int, window_s: float) -> None:
         self.limit = limit
@@ -160,17 +165,26 @@ class RateLimiter:
         self._hits: dict[str, deque[float]] = {}
         self._lock = threading.Lock()
 
-    def retry_after_s(self, key: str, now: float) -> float:
-        """0 when `key` may try again now, else the seconds until it may."""
+    def reserve(self, key: str, now: float) -> float:
+        """Count an attempt for `key` and return 0, or return the wait and count nothing."""
         with self._lock:
             hits = self._prune(key, now)
-            if len(hits) < self.limit:
-                return 0.0
-            return max(hits[0] + self.window_s - now, 0.001)
+            wait = self._wait(hits, now)
+            if not wait:
+                hits.append(now)
+            return wait
 
-    def record(self, key: str, now: float) -> None:
+    def release(self, key: str, now: float) -> None:
+        """Give back an attempt `reserve(key, now)` counted: it did not fail."""
         with self._lock:
-            self._prune(key, now).append(now)
+            hits = self._hits.get(key)
+            if hits is not None and now in hits:
+                hits.remove(now)
+
+    def _wait(self, hits: deque[float], now: float) -> float:
+        if len(hits) < self.limit:
+            return 0.0
+        return max(hits[0] + self.window_s - now, 0.001)
 
     def _prune(self, key: str, now: float) -> deque[float]:
         hits = self._hits.setdefault(key, deque())
@@ -333,36 +347,47 @@ class Auth:
         """
         device_name = check_device_name(device_name)
         now = time.time() if now is None else now
-        wait = max(self.per_client.retry_after_s(client, now), self.overall.retry_after_s("*", now))
+        # The attempt is counted before the code is looked at, and given back if it was right.
+        wait = self.per_client.reserve(client, now)
+        if not wait:
+            wait = self.overall.reserve("*", now)
+            if wait:
+                self.per_client.release(client, now)
         if wait:
             raise RateLimited(
                 f"too many wrong pairing codes; wait {int(wait) + 1} s and type the code again",
                 retry_after_s=int(wait) + 1,
             )
         token = new_token()
-        with self.db.write() as session:
-            claimed = session.scalars(
-                select(PairingCode).where(
-                    PairingCode.code_hash == hash_secret(normalise_code(code)),
-                    PairingCode.used_at.is_(None),
-                    PairingCode.expires_at > now,
-                )
-            ).one_or_none()
-            if claimed is not None:
-                device = Device(name=device_name, token_hash=hash_secret(token), created_at=now)
-                session.add(device)
-                session.flush()
-                claimed.used_at = now
-                claimed.device_id = device.id
+        try:
+            with self.db.write() as session:
+                claimed = session.scalars(
+                    select(PairingCode).where(
+                        PairingCode.code_hash == hash_secret(normalise_code(code)),
+                        PairingCode.used_at.is_(None),
+                        PairingCode.expires_at > now,
+                    )
+                ).one_or_none()
+                if claimed is not None:
+                    device = Device(name=device_name, token_hash=hash_secret(token), created_at=now)
+                    session.add(device)
+                    session.flush()
+                    claimed.used_at = now
+                    claimed.device_id = device.id
+        except BaseException:
+            # Not a wrong guess: the database failed. It must not count against the client.
+            self.per_client.release(client, now)
+            self.overall.release("*", now)
+            raise
         if claimed is None:
             self.per_client.forget_idle(now)
-            self.per_client.record(client, now)
-            self.overall.record("*", now)
             raise Unauthorized(
                 "the pairing code is wrong, already used, or expired; run `dispatch pair` "
                 "for a new one",
                 code="invalid_pairing_code",
             )
+        self.per_client.release(client, now)
+        self.overall.release("*", now)
         return device, token
 
     def devices(self) -> list[Device]:

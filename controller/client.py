@@ -13,6 +13,7 @@ import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -55,19 +56,22 @@ class Client:
         server: str | None = None,
         token: str | None = None,
         environ: Mapping[str, str] = os.environ,
+        *,
+        data_dir: Path | None = None,
     ) -> Client:
         """From flags, then DISPATCH_SERVER/DISPATCH_TOKEN, then the local controller's files.
 
-        The owner token in the data directory is only sent to the local controller: to the URL
-        it recorded in `controller.json`, or to the default URL when none is recorded. A server
-        named with --server or DISPATCH_SERVER gets no token it was not given.
+        The owner token in the data directory (`data_dir`, else the one `local_data_dir` finds)
+        is only sent to the local controller: to the URL it recorded in `controller.json`, or to
+        the default URL when none is recorded. A server named with --server or DISPATCH_SERVER
+        gets no token it was not given.
 
         Raises:
             ClientError: `no_token` when no token may be sent.
         """
         named = server or environ.get("DISPATCH_SERVER") or None
         token = token or environ.get("DISPATCH_TOKEN") or None
-        data_dir = local_data_dir(environ)
+        data_dir = data_dir.expanduser().absolute() if data_dir else local_data_dir(environ)
         local = local_server_url(data_dir) or DEFAULT_SERVER
         server = named or local
         if token is None:
@@ -82,7 +86,8 @@ class Client:
             if token is None:
                 raise ClientError(
                     f"no token: none given and no owner token in {data_dir}; pass --token (or "
-                    "DISPATCH_TOKEN), or start `dispatch serve` on this machine first",
+                    "DISPATCH_TOKEN), start `dispatch serve` on this machine first, or name "
+                    "the data directory it uses with --data-dir",
                     code="no_token",
                 )
         return cls(server, token)

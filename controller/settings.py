@@ -13,6 +13,7 @@ A wrong value raises `ConfigError` naming the setting, where it came from, and t
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -78,6 +79,12 @@ class Settings:
     # The owner's decision: whether a device (not only the owner) may ask for network "open".
     allow_open_network: bool = False
     min_free_mb: int = 512
+    # The HTTP edge (controller/api/edge.py): what a client may hold without a token.
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+    idle_timeout_s: float = 5.0
+    max_connections: int = 200
+    trusted_proxies: tuple[str, ...] = ()
     # The agent (see computer_use): the model, the screen, and how long a person has to decide.
     model: str = DEFAULT_MODEL
     host_display: str | None = None
@@ -160,6 +167,14 @@ def _user(value: str) -> tuple[int, int]:
         raise _Invalid(str(exc)) from None
 
 
+def _addresses(value: Any) -> tuple[str, ...]:
+    """A list from config.toml, or comma-separated text from the environment or a flag."""
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
+        raise TypeError("not a list of addresses")
+    return tuple(i.strip() for i in items if i.strip())
+
+
 PARSERS: dict[str, Callable[[str], Any]] = {
     "host": _text,
     "port": int,
@@ -176,6 +191,11 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "log_level": _text,
     "allow_open_network": _bool,
     "min_free_mb": int,
+    "header_timeout_s": float,
+    "body_timeout_s": float,
+    "idle_timeout_s": float,
+    "max_connections": int,
+    "trusted_proxies": _addresses,
     "model": _text,
     "host_display": _text,
     "desktop_image": _text,
@@ -275,7 +295,9 @@ def _parse(key: str, value: Any, source: str) -> Any:
         if isinstance(value, str) and value.strip().lower() in BOOL_WORDS:
             return _bool(value)
         raise ConfigError(f"setting {key} (from {source}) = {value!r} must be true or false")
-    expected = "a whole number" if parser is int else "a number" if parser is float else "text"
+    expected = {int: "a whole number", float: "a number", _addresses: "a list of addresses"}.get(
+        parser, "text"
+    )
     if isinstance(value, bool) or (
         parser in (int, float) and not isinstance(value, (str, int, float))
     ):
@@ -366,11 +388,37 @@ def _validate(settings: Settings, raw: Mapping[str, tuple[Any, str]]) -> None:
             f"{where('min_free_mb')} = {settings.min_free_mb} must be between 0 (no check) and "
             "1048576 (1 TiB)"
         )
+    for key in ("header_timeout_s", "body_timeout_s", "idle_timeout_s"):
+        if not 0 < getattr(settings, key) <= 3600:
+            raise ConfigError(
+                f"{where(key)} = {getattr(settings, key):g} must be more than 0 and at most 3600"
+            )
+    if not 1 <= settings.max_connections <= 10_000:
+        raise ConfigError(
+            f"{where('max_connections')} = {settings.max_connections} must be between 1 and 10000"
+        )
+    for proxy in settings.trusted_proxies:
+        _check_proxy(proxy, where("trusted_proxies"))
     if settings.log_level not in LOG_LEVELS:
         raise ConfigError(
             f"{where('log_level')} = {settings.log_level!r} is unknown; use one of: "
             + ", ".join(LOG_LEVELS)
         )
+
+
+def _check_proxy(proxy: str, where: str) -> None:
+    """An address or network uvicorn will understand; it would silently ignore anything else."""
+    try:
+        if "/" in proxy:
+            ipaddress.ip_network(proxy)
+        else:
+            ipaddress.ip_address(proxy)
+    except ValueError as exc:
+        raise ConfigError(
+            f"{where} has {proxy!r}, which is not an IP address or network ({exc}); name the "
+            "proxy in front of the controller, like 127.0.0.1 or 10.0.0.0/8 (never *: any "
+            "client could then choose the address it is rate-limited under)"
+        ) from None
 
 
 def _folders(entries: Any, file_path: Path, settings: Settings) -> tuple[FolderGrant, ...]:

@@ -1,9 +1,11 @@
 """The FastAPI application: `create_app(settings)`, its error handling, body limit and auth.
 
-Routes live in `controller.api.routes`. Requests naming another site in Host are refused before
-routing (a DNS-rebinding defence). Every error leaves as `{"error": {"code", "message"}}`
-with its status; an unexpected exception is logged and answered with a 500 in the same shape,
-never with a stack trace.
+Routes live in `controller.api.routes`. Before routing, in this order: a request naming another
+site in Host is refused (a DNS-rebinding defence); a request for a private route is refused
+unless its bearer token is valid, before any of its body is read (`TokenGate`); the body is read
+within a size and a time limit (`BodyLimit`). Connection-level limits are in `api.edge`. Every
+error leaves as `{"error": {"code", "message"}}` with its status; an unexpected exception is
+logged and answered with a 500 in the same shape, never with a stack trace.
 """
 
 from __future__ import annotations
@@ -12,20 +14,31 @@ import asyncio
 import ipaddress
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, MutableMapping
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    MutableMapping,
+    Sequence,
+)
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
+import anyio
 import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.security.utils import get_authorization_scheme_param
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import BaseRoute, Route
 
 from controller.api import approvals, memory, routes
+from controller.auth import Auth
 from controller.disk import is_disk_full
 from controller.errors import ApiError, RateLimited, Unauthorized
 from controller.service import Controller
@@ -34,6 +47,10 @@ from controller.settings import Settings
 log = logging.getLogger(__name__)
 
 API_VERSION = "1"
+# Routes that need no token take small bodies: a pairing request is a code and a name.
+PUBLIC_MAX_BODY_BYTES = 4096
+# Sent with every refusal that leaves a body unread: the connection cannot carry another request.
+CLOSE = {"Connection": "close"}
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -49,12 +66,35 @@ def error_json(
     )
 
 
-class BodyLimit:
-    """Refuse request bodies over `max_bytes` with 413 before any route reads them."""
+async def refuse(
+    scope: Scope, send: Send, status: int, code: str, message: str, headers: dict[str, str]
+) -> None:
+    """Answer with a JSON error without reading the request's body."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    async def no_body() -> Message:
+        return {"type": "http.disconnect"}
+
+    await error_json(status, code, message, {**headers, **CLOSE})(scope, no_body, send)
+
+
+class BodyLimit:
+    """Read the whole body within `max_bytes` and `timeout_s` before any route sees it.
+
+    Larger bodies get a 413, slower ones a 408, and a body cut short by a disconnect reaches no
+    route: a truncated request that still parsed must not be acted on.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        timeout_s: float,
+        limit_is: str = "the max_body_bytes setting",
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
+        self.limit_is = limit_is
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -64,9 +104,7 @@ class BodyLimit:
         declared = headers.get(b"content-length")
         if declared is not None:
             if not declared.isdigit():
-                await self._refuse(
-                    scope, send, 400, "bad_request", "Content-Length is not a number"
-                )
+                await refuse(scope, send, 400, "bad_request", "Content-Length is not a number", {})
                 return
             if int(declared) > self.max_bytes:
                 await self._refuse_size(scope, send)
@@ -74,17 +112,29 @@ class BodyLimit:
         # Read the (bounded) body here, so a chunked body cannot grow past the limit either.
         chunks: list[bytes] = []
         size = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                break
-            size += len(message.get("body", b""))
-            if size > self.max_bytes:
-                await self._refuse_size(scope, send)
-                return
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body", False):
-                break
+        complete = False
+        with anyio.move_on_after(self.timeout_s):
+            while not complete:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return  # the client left; nobody is there to answer
+                size += len(message.get("body", b""))
+                if size > self.max_bytes:
+                    await self._refuse_size(scope, send)
+                    return
+                chunks.append(message.get("body", b""))
+                complete = not message.get("more_body", False)
+        if not complete:
+            await refuse(
+                scope,
+                send,
+                408,
+                "request_timeout",
+                f"the request body did not arrive within {self.timeout_s:g} s; send it faster "
+                "(the limit is the body_timeout_s setting)",
+                {},
+            )
+            return
         body = b"".join(chunks)
         replayed = False
 
@@ -98,20 +148,75 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
     async def _refuse_size(self, scope: Scope, send: Send) -> None:
-        await self._refuse(
+        await refuse(
             scope,
             send,
             413,
             "payload_too_large",
             f"the request body is larger than {self.max_bytes} bytes; send less (the limit is "
-            "the max_body_bytes setting)",
+            f"{self.limit_is})",
+            {},
         )
 
-    async def _refuse(self, scope: Scope, send: Send, status: int, code: str, message: str) -> None:
-        async def no_body() -> Message:
-            return {"type": "http.disconnect"}
 
-        await error_json(status, code, message)(scope, no_body, send)
+def bearer_token(scope: Scope) -> str | None:
+    """The token of an `Authorization: Bearer TOKEN` header, read as FastAPI's HTTPBearer does."""
+    header = dict(scope.get("headers") or []).get(b"authorization")
+    if header is None:
+        return None
+    scheme, token = get_authorization_scheme_param(header.decode("latin-1"))
+    return token if scheme.lower() == "bearer" and token else None
+
+
+class TokenGate:
+    """Check the bearer token of a request for a private route before its body is read.
+
+    A client without a valid token gets a 401 and its body is never read: it cannot make the
+    controller buffer anything. Routes of `public` (health, pairing) need no token and take at
+    most `PUBLIC_MAX_BODY_BYTES`. The device found is left in the request's state, where
+    `routes.current_device` takes it instead of asking again.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        auth: Auth,
+        public: Sequence[BaseRoute],
+        max_body_bytes: int,
+        body_timeout_s: float,
+    ) -> None:
+        self.auth = auth
+        self.public = [r for r in flat_routes(public) if isinstance(r, Route)]
+        self.private_app = BodyLimit(app, max_body_bytes, body_timeout_s)
+        self.public_app = BodyLimit(
+            app,
+            min(max_body_bytes, PUBLIC_MAX_BODY_BYTES),
+            body_timeout_s,
+            limit_is="fixed for the routes that need no token",
+        )
+
+    def is_public(self, path: str) -> bool:
+        return any(route.path_regex.match(path) for route in self.public)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.private_app(scope, receive, send)
+            return
+        if self.is_public(scope["path"]):
+            await self.public_app(scope, receive, send)
+            return
+        token = bearer_token(scope)
+        device = self.auth.cached(token)
+        if device is None:
+            try:
+                device = await anyio.to_thread.run_sync(self.auth.authenticate, token)
+            except Unauthorized as exc:
+                await refuse(
+                    scope, send, 401, exc.code, exc.message, {"WWW-Authenticate": "Bearer"}
+                )
+                return
+        scope.setdefault("state", {})["device"] = device
+        await self.private_app(scope, receive, send)
 
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
@@ -298,7 +403,13 @@ def create_app(settings: Settings, *, controller: Controller | None = None) -> F
         redoc_url=None,
     )
     app.state.controller = service
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        TokenGate,
+        auth=service.auth,
+        public=routes.public.routes,
+        max_body_bytes=settings.max_body_bytes,
+        body_timeout_s=settings.body_timeout_s,
+    )
     # Added last, so it runs first: a request for another site is not even read.
     app.add_middleware(HostCheck, allowed=allowed_host_names(settings), url=settings.url)
     install_error_handlers(app)

@@ -54,6 +54,7 @@ from controller.store.tasks import NewTask
 from sandbox import Network
 
 MAX_ID = 2**63 - 1
+EVENT_ID = re.compile(r"[0-9]{1,18}")
 CANCEL_WAIT_S = 10.0
 
 bearer = HTTPBearer(
@@ -80,6 +81,9 @@ async def current_device(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Device:
     """The authenticated device; every private route depends on this."""
+    gated = request.scope.get("state", {}).get("device")
+    if isinstance(gated, Device):
+        return gated  # `app.TokenGate` checked this request's token before reading its body
     token = credentials.credentials if credentials is not None else None
     auth = get_auth(request)
     device = auth.cached(token)
@@ -479,10 +483,11 @@ def _resume_point(last_event_id: str | None, after: int | None, default: int) ->
     # and says in this header how far it got, so `after` first would replay events.
     if last_event_id is None or last_event_id == "":
         return default if after is None else after
-    if not last_event_id.isdigit() or len(last_event_id) > 18:
+    # ASCII digits only: str.isdigit() also takes "²" and "١٢", which int() refuses or reads.
+    if not EVENT_ID.fullmatch(last_event_id):
         raise BadRequest(
-            f"Last-Event-ID {last_event_id[:40]!r} is not an event id; send the id of the last "
-            "event received"
+            f"the Last-Event-ID header {last_event_id[:40]!r} is not an event id; send the id "
+            "(a plain number) of the last event received, or no Last-Event-ID header"
         )
     return int(last_event_id)
 

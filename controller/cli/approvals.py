@@ -18,7 +18,7 @@ from urllib.parse import quote
 import click
 
 from controller.cli.tasks import connect, connection_options, fail
-from controller.cli.text import safe
+from controller.cli.text import safe, safe_output
 from controller.client import ClientError
 
 
@@ -120,7 +120,7 @@ def memory_show(path: str, **connection: Any) -> None:
     """Print a memory file."""
     found = _request("GET", _memory_url(path), connection)
     text = found["content"]
-    click.echo(safe(text, keep_newlines=True) if sys.stdout.isatty() else text)
+    click.echo(safe_output(text) if sys.stdout.isatty() else text)
 
 
 @memory.command("edit")

@@ -16,6 +16,7 @@ import qrcode
 
 from controller.cli.exit_codes import ExitCode
 from controller.cli.tasks import connect, connection_options, fail
+from controller.cli.text import safe
 from controller.client import ClientError
 from controller.errors import ConfigError
 from controller.local import SERVER_FILE, write_private
@@ -74,6 +75,7 @@ def serve(
     import uvicorn
 
     from controller.api.app import create_app
+    from controller.api.edge import ensure_descriptors, server_config
     from controller.service import Controller
     from controller.settings import load_settings
 
@@ -87,6 +89,7 @@ def serve(
         )
         # Migration chatter is not news at every start.
         logging.getLogger("alembic").setLevel(logging.WARNING)
+        ensure_descriptors(settings.max_connections)
         sock = _bind(settings)
         controller = Controller(settings)
         controller.start()
@@ -112,16 +115,8 @@ def serve(
         click.echo(qr_text(url))
     sys.stdout.flush()
     app = create_app(settings, controller=controller)
-    config = uvicorn.Config(
-        app,
-        log_level=settings.log_level,
-        access_log=False,
-        timeout_graceful_shutdown=3,
-        # SSE streams stay open; keep-alive pings are the stream's own comments.
-        timeout_keep_alive=30,
-    )
     try:
-        uvicorn.Server(config).run(sockets=[sock])
+        uvicorn.Server(server_config(app, settings)).run(sockets=[sock])
     finally:
         server_file.unlink(missing_ok=True)
 
@@ -129,9 +124,9 @@ def serve(
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @connection_options
-def pair(as_json: bool, server: str | None, token: str | None) -> None:
+def pair(as_json: bool, server: str | None, token: str | None, data_dir: Path | None) -> None:
     """Print a one-time pairing code, the URL to open on the phone, and its QR code."""
-    with connect(server, token) as client:
+    with connect(server, token, data_dir) as client:
         try:
             issued = client.pairing_code()
         except ClientError as exc:
@@ -139,8 +134,8 @@ def pair(as_json: bool, server: str | None, token: str | None) -> None:
     if as_json:
         click.echo(json.dumps(issued, indent=2))
         return
-    click.echo(f"Pairing code: {issued['code']} (single use, expires {issued['expires_at']})")
-    click.echo(f"Open on the phone: {issued['url']}")
+    click.echo(safe(f"Pairing code: {issued['code']} (single use, expires {issued['expires_at']})"))
+    click.echo(f"Open on the phone: {safe(issued['url'])}")
     click.echo(qr_text(issued["url"]))
 
 
@@ -151,8 +146,8 @@ def _device_rows(found: list[dict[str, Any]]) -> list[str]:
     for d in found:
         state = "revoked" if d["revoked_at"] else "active"
         rows.append(
-            f"{d['id']:>4}  {d['role']:<6}  {d['name'][:24]:<24}  {d['created_at'][:19]:<20}  "
-            f"{(d['last_seen_at'] or '-')[:19]:<20}  {state}"
+            f"{d['id']:>4}  {d['role']:<6}  {safe(d['name'])[:24]:<24}  "
+            f"{safe(d['created_at'])[:19]:<20}  {safe(d['last_seen_at'] or '-')[:19]:<20}  {state}"
         )
     return rows
 
@@ -161,12 +156,18 @@ def _device_rows(found: list[dict[str, Any]]) -> list[str]:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @connection_options
 @click.pass_context
-def devices(ctx: click.Context, as_json: bool, server: str | None, token: str | None) -> None:
+def devices(
+    ctx: click.Context,
+    as_json: bool,
+    server: str | None,
+    token: str | None,
+    data_dir: Path | None,
+) -> None:
     """List paired devices (role, name, created, last seen); `devices revoke ID` revokes one."""
-    ctx.obj = {"server": server, "token": token}
+    ctx.obj = {"server": server, "token": token, "data_dir": data_dir}
     if ctx.invoked_subcommand is not None:
         return
-    with connect(server, token) as client:
+    with connect(server, token, data_dir) as client:
         try:
             found = client.devices()
         except ClientError as exc:
@@ -179,13 +180,13 @@ def devices(ctx: click.Context, as_json: bool, server: str | None, token: str | 
 @click.pass_context
 def revoke(ctx: click.Context, device_id: int) -> None:
     """Revoke a device's token (it fails from its next request); cancel its queued tasks."""
-    with connect(ctx.obj["server"], ctx.obj["token"]) as client:
+    with connect(ctx.obj["server"], ctx.obj["token"], ctx.obj["data_dir"]) as client:
         try:
             device = client.revoke(device_id)
         except ClientError as exc:
             fail(exc)
     cancelled = device["cancelled_task_ids"]
-    click.echo(f"device {device_id} ({device['name']}) revoked")
+    click.echo(f"device {device_id} ({safe(device['name'])}) revoked")
     if cancelled:
         ids = ", ".join(str(i) for i in cancelled)
         click.echo(f"cancelled {len(cancelled)} queued task(s) it had submitted: {ids}")

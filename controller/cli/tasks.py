@@ -1,9 +1,11 @@
 """`dispatch submit | tasks | logs | cancel | retry`: the controller's API from a terminal.
 
 The server and token come from --server/--token, then DISPATCH_SERVER/DISPATCH_TOKEN, then the
-local controller (its URL and owner token in the data directory), so on the controller's own
-machine no pairing is needed. The owner token only ever goes to that local controller; a server
-named explicitly needs --token. Exit codes are in controller/exit_codes.py and the README.
+local controller (its URL and owner token in the data directory, which --data-dir names as it
+does for `dispatch serve`), so on the controller's own machine no pairing is needed. The owner
+token only ever goes to that local controller; a server named explicitly needs --token. Text the
+controller sends is printed through `cli.text`, so it cannot drive the terminal. Exit codes are
+in controller/exit_codes.py and the README.
 """
 
 from __future__ import annotations
@@ -13,11 +15,13 @@ import os
 import sys
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, NoReturn, TypeVar
+from pathlib import Path
+from typing import Any, NoReturn, TextIO, TypeVar
 
 import click
 
 from controller.cli.exit_codes import ExitCode
+from controller.cli.text import safe, safe_output
 from controller.client import Client, ClientError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -45,7 +49,7 @@ def task_exit_code(task: dict[str, Any]) -> int:
 
 
 def fail(exc: ClientError) -> NoReturn:
-    click.echo(f"dispatch: {exc.message}", err=True)
+    click.echo(f"dispatch: {safe(exc.message)}", err=True)
     if exc.code in ("no_token", "unauthorized") or exc.status == 401:
         sys.exit(ExitCode.UNAUTHORIZED)
     if exc.code == "unreachable":
@@ -56,6 +60,13 @@ def fail(exc: ClientError) -> NoReturn:
 
 
 def connection_options(func: F) -> F:
+    """--server, --token and --data-dir, passed as `server`, `token` and `data_dir`."""
+    func = click.option(
+        "--data-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        help="The local controller's data directory, as given to `dispatch serve` (for its URL "
+        "and owner token) [env DISPATCH_DATA_DIR; default $XDG_DATA_HOME/dispatch].",
+    )(func)
     func = click.option(
         "--token",
         metavar="TOKEN",
@@ -70,9 +81,9 @@ def connection_options(func: F) -> F:
     return func
 
 
-def connect(server: str | None, token: str | None) -> Client:
+def connect(server: str | None, token: str | None, data_dir: Path | None = None) -> Client:
     try:
-        return Client.connect(server, token)
+        return Client.connect(server, token, data_dir=data_dir)
     except ClientError as exc:
         fail(exc)
 
@@ -90,17 +101,29 @@ def parse_folder(text: str) -> tuple[str, str]:
     return path, mode
 
 
-def print_output(event_data: dict[str, Any]) -> None:
-    stream = sys.stderr if event_data["stream"] == "stderr" else sys.stdout
-    stream.write(event_data["text"])
+def print_output(event_data: dict[str, Any], raw: bool = False) -> None:
+    """Task output to our stdout or stderr; escaped for a terminal unless `raw`.
+
+    Output read by a program (a pipe, a file) is passed through as the task wrote it.
+    """
+    stream: TextIO = sys.stderr if event_data["stream"] == "stderr" else sys.stdout
+    text = event_data["text"]
+    stream.write(text if raw or not stream.isatty() else safe_output(text))
     stream.flush()
 
 
-def follow(client: Client, task_id: int) -> dict[str, Any]:
+RAW_OPTION = click.option(
+    "--raw",
+    is_flag=True,
+    help="Print the task's output as it is, escape sequences too, even on a terminal.",
+)
+
+
+def follow(client: Client, task_id: int, raw: bool = False) -> dict[str, Any]:
     """Print a task's output as it streams; return the task once it has finished."""
     for event in client.events(task_id=task_id, after=0):
         if event.kind == "task.output":
-            print_output(event.data["data"])
+            print_output(event.data["data"], raw)
         elif event.kind == "task.state" and event.data["data"]["status"] in TERMINAL:
             break
     return client.task(task_id)
@@ -119,6 +142,7 @@ def follow(client: Client, task_id: int) -> dict[str, Any]:
 @click.option("--timeout", "timeout_s", type=float, help="Seconds before it is killed.")
 @click.option("--wait", is_flag=True, help="Stream the output and exit with the task's code.")
 @click.option("--json", "as_json", is_flag=True, help="Print the task as JSON.")
+@RAW_OPTION
 @connection_options
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def submit(
@@ -128,13 +152,15 @@ def submit(
     timeout_s: float | None,
     wait: bool,
     as_json: bool,
+    raw: bool,
     server: str | None,
     token: str | None,
+    data_dir: Path | None,
     command: tuple[str, ...],
 ) -> None:
     """Queue COMMAND as a task: dispatch submit [OPTIONS] -- COMMAND..."""
     grants = [parse_folder(f) for f in folders]
-    with connect(server, token) as client:
+    with connect(server, token, data_dir) as client:
         try:
             task = client.submit(
                 command, thread=thread, folders=grants, network=network, timeout_s=timeout_s
@@ -143,7 +169,7 @@ def submit(
                 click.echo(json.dumps(task, indent=2) if as_json else f"task {task['id']} queued")
                 return
             try:
-                task = follow(client, task["id"])
+                task = follow(client, task["id"], raw)
             except KeyboardInterrupt:
                 click.echo(
                     f"\ndispatch: stopped waiting; task {task['id']} goes on "
@@ -156,7 +182,9 @@ def submit(
     if as_json:
         click.echo(json.dumps(task, indent=2))
     elif task["status"] != "succeeded":
-        click.echo(f"dispatch: task {task['id']} {task['status']}: {task['reason']}", err=True)
+        click.echo(
+            f"dispatch: task {task['id']} {task['status']}: {safe(str(task['reason']))}", err=True
+        )
     sys.exit(task_exit_code(task))
 
 
@@ -179,9 +207,10 @@ def tasks(
     as_json: bool,
     server: str | None,
     token: str | None,
+    data_dir: Path | None,
 ) -> None:
     """List tasks, newest first."""
-    with connect(server, token) as client:
+    with connect(server, token, data_dir) as client:
         try:
             found = client.tasks(thread_id=thread_id, status=status, limit=limit)
         except ClientError as exc:
@@ -195,10 +224,10 @@ def tasks(
     )
     for t in found:
         code = "-" if t["exit_code"] is None else str(t["exit_code"])
-        line = " ".join(t["command"])
+        line = safe(" ".join(t["command"]))
         click.echo(
-            f"{t['id']:>6}  {t['status']:<11}  {code:>4}  {t['thread_id']:>6}  "
-            f"{_when(t['created_at']):<19}  {_by(t['submitted_by']):<12}  {line[:60]}"
+            safe(f"{t['id']:>6}  {t['status']:<11}  {code:>4}  {t['thread_id']:>6}  ")
+            + f"{_when(t['created_at']):<19}  {safe(_by(t['submitted_by'])):<12}  {line[:60]}"
         )
 
 
@@ -214,16 +243,28 @@ def _by(submitter: dict[str, Any] | None) -> str:
 @click.command()
 @click.argument("task_id", type=int)
 @click.option("--follow", "-f", "follow_", is_flag=True, help="Keep printing until it finishes.")
+@RAW_OPTION
 @connection_options
-def logs(task_id: int, follow_: bool, server: str | None, token: str | None) -> None:
-    """Print a task's output (stdout to stdout, stderr to stderr)."""
-    with connect(server, token) as client:
+def logs(
+    task_id: int,
+    follow_: bool,
+    raw: bool,
+    server: str | None,
+    token: str | None,
+    data_dir: Path | None,
+) -> None:
+    """Print a task's output (stdout to stdout, stderr to stderr).
+
+    On a terminal, control characters other than line breaks and tabs are shown escaped, so a
+    task cannot drive the terminal; --raw prints them as they are. Piped output is unchanged.
+    """
+    with connect(server, token, data_dir) as client:
         try:
             if follow_:
-                follow(client, task_id)
+                follow(client, task_id, raw)
                 return
             for chunk in client.task(task_id)["output"]:
-                print_output(chunk)
+                print_output(chunk, raw)
         except ClientError as exc:
             fail(exc)
 
@@ -231,22 +272,22 @@ def logs(task_id: int, follow_: bool, server: str | None, token: str | None) -> 
 @click.command()
 @click.argument("task_id", type=int)
 @connection_options
-def cancel(task_id: int, server: str | None, token: str | None) -> None:
+def cancel(task_id: int, server: str | None, token: str | None, data_dir: Path | None) -> None:
     """Cancel a queued task, or kill a running one."""
-    with connect(server, token) as client:
+    with connect(server, token, data_dir) as client:
         try:
             task = client.cancel(task_id)
         except ClientError as exc:
             fail(exc)
-    click.echo(f"task {task_id} {task['status']}")
+    click.echo(f"task {task_id} {safe(task['status'])}")
 
 
 @click.command()
 @click.argument("task_id", type=int)
 @connection_options
-def retry(task_id: int, server: str | None, token: str | None) -> None:
+def retry(task_id: int, server: str | None, token: str | None, data_dir: Path | None) -> None:
     """Queue a finished (failed, cancelled, interrupted) task again, as a new task."""
-    with connect(server, token) as client:
+    with connect(server, token, data_dir) as client:
         try:
             task = client.retry(task_id)
         except ClientError as exc:

@@ -28,6 +28,7 @@ from fastapi.testclient import TestClient
 from postgres import PostgresCluster, start_cluster
 
 from controller.api.app import create_app
+from controller.api.edge import server_config
 from controller.client import Client, Event
 from controller.disk import free_mb as disk_free_mb
 from controller.service import Controller
@@ -199,8 +200,10 @@ class LiveServer:
         sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(
+        # As `dispatch serve` configures it: the edge limits, no proxy headers unless trusted.
+        config = server_config(
             create_app(settings, controller=self.controller),
+            settings,
             log_level="warning",
             timeout_graceful_shutdown=1,
         )

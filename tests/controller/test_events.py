@@ -6,9 +6,12 @@ import threading
 from collections.abc import Iterator
 
 import httpx
-from conftest import TERMINAL, LiveServer, reconnect_until_caught_up, take, wait_until
+import pytest
+from conftest import TERMINAL, Api, LiveServer, reconnect_until_caught_up, take, wait_until
 
+from controller.api.routes import _resume_point
 from controller.client import Client, Event, parse_sse
+from controller.errors import BadRequest
 
 
 def until_finished(events: Iterator[Event]) -> list[Event]:
@@ -114,3 +117,37 @@ def test_a_revoked_devices_open_stream_ends_and_gets_no_more_events(
     wait_until(ended.is_set, 10, "the revoked device's stream to end")
     assert not [line for line in lines if line.startswith(("id:", "data:"))], lines
     wait_until(lambda: live_server.controller.counters.sse_clients == 0, 10, "no open stream")
+
+
+# Each is what `str.isdigit` or a lenient parse would take: superscripts (latin-1 0xB2 is how
+# "²" arrives), other scripts' digits, signs, spaces, exponents.
+NOT_EVENT_IDS = [b"\xb2", "١٢".encode(), b"12a", b" 12", b"12 ", b"-1", b"+1", b"1e3", b"0x1f"]
+
+
+@pytest.mark.parametrize("path", ["/api/v1/events", "/api/v1/tasks/1/events"])
+def test_a_last_event_id_that_is_not_a_plain_number_is_a_400(api: Api, path: str) -> None:
+    api.submit(["true"])
+    for value in NOT_EVENT_IDS:
+        response = api.get(path, headers={"Last-Event-ID": value})  # type: ignore[dict-item]
+        assert response.status_code == 400, (value, response.text)
+        error = response.json()["error"]
+        assert error["code"] == "bad_request" and "Last-Event-ID" in error["message"], value
+
+
+def test_the_same_over_a_real_socket(live_server: LiveServer) -> None:
+    # The bytes arrive as sent (the in-process client re-encodes them); HTTP itself strips the
+    # spaces around a header value, so those two are left to the test above.
+    with httpx.Client(base_url=live_server.url, headers=live_server.headers) as http:
+        for value in NOT_EVENT_IDS:
+            if value.strip() != value:
+                continue
+            response = http.get("/api/v1/events", headers={"Last-Event-ID": value})  # type: ignore[dict-item]
+            assert response.status_code == 400, (value, response.text)
+            assert "Last-Event-ID" in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("value", ["١٢", "²", "۳", "\uff11\uff12"])
+def test_only_ascii_digits_are_event_ids(value: str) -> None:
+    with pytest.raises(BadRequest, match="Last-Event-ID"):
+        _resume_point(value, None, default=0)
+    assert _resume_point("12", None, default=0) == 12

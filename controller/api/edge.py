@@ -1,0 +1,201 @@
+"""The HTTP edge: how long a connection may take over its request, and how many there may be.
+
+uvicorn closes a connection idle between requests (`timeout_keep_alive`), but bounds neither
+the time a client takes to send its headers nor the number of connections it may hold open:
+its `limit_concurrency` answers 503 only once a whole request has arrived. So one client that
+opens connections and trickles a byte now and then could hold sockets and file descriptors
+until the process runs out. `EdgeProtocol` (uvicorn's h11 protocol with three additions) closes
+
+    a connection over `max_connections` as soon as it is accepted, with a 503;
+    a connection whose request headers are not complete `header_timeout_s` after it opened (or
+    after the first byte of its next request), with a 408 if it had sent anything;
+    a connection whose response is finished while the client still owes body bytes, so a body
+    the app refused unread is never read either.
+
+The body's own deadline (`body_timeout_s`) is kept by `app.BodyLimit`, which reads every body,
+so that a slow one gets a JSON 408. Long responses (event streams) are not limited here: the
+header deadline ends when the request is parsed, and the idle one only runs between requests.
+`server_config` builds the uvicorn configuration `dispatch serve` and the tests run with, and
+`ensure_descriptors` makes sure the process may open that many sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import resource
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Any, ClassVar
+
+import h11
+import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from controller.errors import ConfigError
+from controller.settings import Settings
+
+# Descriptors the controller needs besides its connections: database, Docker, logs, threads.
+SPARE_DESCRIPTORS = 256
+
+
+@dataclass(frozen=True)
+class EdgeLimits:
+    """The figures `EdgeProtocol` enforces (see the module docstring)."""
+
+    header_timeout_s: float
+    max_connections: int
+
+    @classmethod
+    def of(cls, settings: Settings) -> EdgeLimits:
+        return cls(
+            header_timeout_s=settings.header_timeout_s, max_connections=settings.max_connections
+        )
+
+
+def raw_response(status: int, code: str, message: str) -> bytes:
+    """A complete `Connection: close` JSON error, for answers given outside any request cycle."""
+    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    head = (
+        f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"
+        "content-type: application/json\r\n"
+        f"content-length: {len(body)}\r\n"
+        "connection: close\r\n\r\n"
+    )
+    return head.encode("ascii") + body
+
+
+class EdgeProtocol(H11Protocol):
+    """uvicorn's h11 protocol with a connection cap and a header deadline; see the module."""
+
+    limits: ClassVar[EdgeLimits]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._header_deadline: asyncio.TimerHandle | None = None
+        self._request_begun = False
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > self.limits.max_connections:
+            self.logger.warning(
+                "refused a connection: %d open, the max_connections setting allows %d",
+                len(self.connections) - 1,
+                self.limits.max_connections,
+            )
+            transport.write(
+                raw_response(
+                    503,
+                    "too_many_connections",
+                    f"the controller already has {self.limits.max_connections} connections "
+                    "open; try again shortly (the limit is the max_connections setting)",
+                )
+            )
+            transport.close()
+            return
+        # A connection that never sends a request is closed like one that sends it slowly.
+        self._arm_header_deadline()
+
+    def data_received(self, data: bytes) -> None:
+        waiting = self.conn.their_state is h11.IDLE
+        if waiting and data:
+            if self._header_deadline is None:
+                # The first byte of a later request on a kept-alive connection.
+                self._arm_header_deadline()
+            self._request_begun = True
+        super().data_received(data)
+        if waiting and self.conn.their_state is not h11.IDLE:
+            self._disarm_header_deadline()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_header_deadline()
+        super().connection_lost(exc)
+
+    def on_response_complete(self) -> None:
+        # The app answered without reading the whole body (a refused token or size): close
+        # rather than read and discard whatever the client still sends, for as long as it likes.
+        if self.conn.their_state is h11.SEND_BODY and not self.transport.is_closing():
+            self.transport.close()
+        super().on_response_complete()
+
+    def _arm_header_deadline(self) -> None:
+        self._disarm_header_deadline()
+        self._request_begun = False
+        self._header_deadline = self.loop.call_later(
+            self.limits.header_timeout_s, self._on_header_timeout
+        )
+
+    def _disarm_header_deadline(self) -> None:
+        if self._header_deadline is not None:
+            self._header_deadline.cancel()
+            self._header_deadline = None
+
+    def _on_header_timeout(self) -> None:
+        self._header_deadline = None
+        if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
+            return
+        if self._request_begun:
+            self.transport.write(
+                raw_response(
+                    408,
+                    "request_timeout",
+                    f"the request headers did not arrive within {self.limits.header_timeout_s:g} "
+                    "s; send them at once (the limit is the header_timeout_s setting)",
+                )
+            )
+        self.transport.close()
+
+
+def edge_protocol(limits: EdgeLimits) -> type[EdgeProtocol]:
+    """`EdgeProtocol` bound to `limits` (uvicorn builds protocols from a class and its config)."""
+
+    class BoundEdgeProtocol(EdgeProtocol):
+        pass
+
+    BoundEdgeProtocol.limits = limits
+    return BoundEdgeProtocol
+
+
+def server_config(app: Any, settings: Settings, **overrides: Any) -> uvicorn.Config:
+    """The uvicorn configuration for `app`: the edge limits, and proxy headers only if trusted.
+
+    uvicorn believes `X-Forwarded-For` from 127.0.0.1 by default, which would let any local
+    process (or a tunnel ending on this machine) pick the address pairing guesses are counted
+    under. Here the headers are read only from the `trusted_proxies` addresses.
+    """
+    options: dict[str, Any] = {
+        "http": edge_protocol(EdgeLimits.of(settings)),
+        # uvicorn passes it to call_later, which takes a float.
+        "timeout_keep_alive": settings.idle_timeout_s,
+        "proxy_headers": bool(settings.trusted_proxies),
+        "forwarded_allow_ips": list(settings.trusted_proxies),
+        "log_level": settings.log_level,
+        "access_log": False,
+        "timeout_graceful_shutdown": 3,
+        **overrides,
+    }
+    return uvicorn.Config(app, **options)
+
+
+def ensure_descriptors(max_connections: int) -> int:
+    """Raise this process's soft open-file limit so `max_connections` sockets fit; the new limit.
+
+    Some systems start services with a soft limit as low as 256, below the default cap; then the
+    cap would not be what stops a flood, running out of descriptors would.
+
+    Raises:
+        ConfigError: the hard limit is too low; it names the setting and the fix.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = max_connections + SPARE_DESCRIPTORS
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return soft
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        fits = hard - SPARE_DESCRIPTORS
+        lower = f"lower max_connections to {fits} or less, or " if fits >= 1 else ""
+        raise ConfigError(
+            f"setting max_connections = {max_connections} needs {needed} open files, but this "
+            f"process may open at most {hard}; {lower}raise the hard limit (ulimit -Hn)"
+        )
+    resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+    return needed
