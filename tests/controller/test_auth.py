@@ -46,6 +46,16 @@ DEVICE = {
     ("POST", "/api/v1/tasks/{task_id}/retry"),
     ("GET", "/api/v1/events"),
     ("GET", "/api/v1/tasks/{task_id}/events"),
+    # A person decides approvals from any of their devices, and sees what the agent remembers.
+    ("GET", "/api/v1/approvals"),
+    ("GET", "/api/v1/approvals/{approval_id}"),
+    ("GET", "/api/v1/approvals/{approval_id}/screenshot"),
+    ("GET", "/api/v1/approvals/{approval_id}/annotated"),
+    ("POST", "/api/v1/approvals/{approval_id}/decision"),
+    ("GET", "/api/v1/memory"),
+    ("GET", "/api/v1/memory/{path}"),
+    ("PUT", "/api/v1/memory/{path}"),
+    ("DELETE", "/api/v1/memory/{path}"),
 }
 
 
@@ -65,7 +75,8 @@ def route_table(api: Api) -> list[tuple[str, str]]:
         if isinstance(route, APIRoute | Route):
             for method in sorted(route.methods or ()):
                 if method != "HEAD":
-                    found.append((method, route.path))
+                    # `{path:path}` is `{path}` in the OpenAPI document.
+                    found.append((method, re.sub(r"\{(\w+):\w+\}", r"{\1}", route.path)))
     return found
 
 
