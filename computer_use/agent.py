@@ -236,10 +236,13 @@ def run_agent(
     spec: AgentSpec,
     tools: Sequence[Any],
     sink: AgentSink,
+    on_reply: Callable[[Any], None] | None = None,
 ) -> AgentResult:
     """Run the model with `tools` until it answers, fails, is denied, cancelled or out of steps.
 
-    The client should carry `RetryNotices` (see `agent_client`) for retries to show as steps.
+    `on_reply(message)` sees each reply before its tool calls run (the approval gate takes the
+    model's stated reason from it). The client should carry `RetryNotices` (see
+    `agent_client`) for retries to show as steps.
     """
     tokens_in = tokens_out = 0
     replies = 0
@@ -271,6 +274,8 @@ def run_agent(
     try:
         for message in runner:
             replies += 1
+            if on_reply is not None:
+                on_reply(message)
             usage = message.usage
             tokens_in += usage.input_tokens or 0
             tokens_out += usage.output_tokens or 0

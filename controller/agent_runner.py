@@ -19,31 +19,34 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import sandbox
+from computer_use.agent import AgentOutcome, AgentResult, AgentSpec, Step, agent_client, run_agent
 from computer_use.gate import (
     ApprovalOutcome,
     ApprovalRequest,
     Confirmer,
     OutcomeKind,
     ToolCall,
+    reason_before,
     thaw,
 )
-
-import sandbox
-from computer_use.agent import AgentOutcome, AgentResult, AgentSpec, Step, agent_client, run_agent
 from computer_use.memory import StoredMemoryTool
-from computer_use.policy import AnyPolicy, Call, FolderMode, Policy, Verdict, combine
+from computer_use.policy import AnyPolicy, Call, FolderMode, Verdict
 from computer_use.sandbox_tools import SandboxBash, SandboxEdit
+from controller.agent_tasks import task_policy
+from controller.folders import FolderPlan
 from controller.settings import Settings
 from controller.store.approvals import ApprovalStore, NewApproval
 from controller.store.blobs import BlobStore
 from controller.store.memory import MemoryStore
 from controller.store.models import ApprovalState, Task
 from controller.store.tasks import TaskStore
-from sandbox import Mount, Network, Sandbox, SandboxSpec
+from sandbox import Network, Sandbox, SandboxSpec
+from sandbox.base import DEADLINE_GRACE_S
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +54,6 @@ log = logging.getLogger(__name__)
 CONTEXT_CHARS = 12_000
 CONTEXT_ITEM_CHARS = 2_000
 STEP_TEXT_CHARS = 16_000
-
-
-def task_policy(settings_policy: AnyPolicy, task: Task) -> AnyPolicy:
-    """The configured policy, tightened by the task's own (already validated at submission)."""
-    raw = (task.agent or {}).get("policy")
-    return combine(settings_policy, Policy.parse(raw) if raw is not None else None)
 
 
 @dataclass(frozen=True)
@@ -141,7 +138,7 @@ class TaskSteps:
         return self._cancelled()
 
 
-def thread_context(earlier: list[Mapping[str, Any]]) -> str:
+def thread_context(earlier: Sequence[Mapping[str, Any]]) -> str:
     """The thread's earlier work as text: prompts, answers, command results; newest kept."""
     parts: list[str] = []
     used = 0
@@ -157,45 +154,90 @@ def thread_context(earlier: list[Mapping[str, Any]]) -> str:
     return "Earlier in this thread:\n" + "\n\n".join(reversed(parts))
 
 
+class SandboxStartFailed(Exception):
+    """The task's sandbox could not start because its engine is away: the task waits."""
+
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
 @dataclass
-class AgentJob:
-    """Everything one agent task needs; `run()` returns how it ended."""
+class AgentServices:
+    """The controller's stores an agent job uses; one per controller."""
 
     settings: Settings
-    task: Task
-    mounts: tuple[Mount, ...]
     tasks: TaskStore
     approvals: ApprovalStore
     blobs: BlobStore
     memory: MemoryStore
+
+    def job(
+        self,
+        task: Task,
+        plan: FolderPlan,
+        *,
+        factory: Callable[[str, SandboxSpec], Sandbox],
+        attach: Callable[[Sandbox], bool],
+        cancelled: Callable[[], bool],
+        on_sandbox: Callable[[str], None],
+    ) -> AgentJob:
+        return AgentJob(
+            services=self,
+            task=task,
+            plan=plan,
+            policy=task_policy(self.settings, dict(task.agent or {})),
+            context=thread_context(self.tasks.earlier_in_thread(task)),
+            factory=factory,
+            attach=attach,
+            cancelled=cancelled,
+            on_sandbox=on_sandbox,
+        )
+
+
+@dataclass
+class AgentJob:
+    """Everything one agent task needs; `run()` returns how it ended."""
+
+    services: AgentServices
+    task: Task
+    plan: FolderPlan
     policy: AnyPolicy
     context: str
     factory: Callable[[str, SandboxSpec], Sandbox]
     attach: Callable[[Sandbox], bool]
     cancelled: Callable[[], bool]
+    on_sandbox: Callable[[str], None]
     closers: list[Callable[[], None]] = field(default_factory=list)
+    # The reply whose tool calls are running: the model's stated reason comes from it.
+    reply_content: list[Any] = field(default_factory=list)
+
+    @property
+    def settings(self) -> Settings:
+        return self.services.settings
 
     @property
     def agent(self) -> Mapping[str, Any]:
         return self.task.agent or {}
 
     def run(self) -> AgentResult:
+        """Raises: SandboxStartFailed (the engine is away), sandbox.SandboxError."""
         started = time.monotonic()
         tools = list(self.agent.get("tools", []))
-        box = self._sandbox(tools)
         try:
-            folders = tuple(m.mode for m in self.mounts)
+            box = self._sandbox(tools)
+            folders = tuple(m.mode for m in self.plan.requested)
             policy = FolderPolicy(self.policy, folders)  # type: ignore[arg-type]
-            gate = StoreGate(self.approvals, self.cancelled)
+            gate = StoreGate(self.services.approvals, self.cancelled)
             toolsets: list[Any] = []
             if box is not None and "bash" in tools:
                 guard = self._confirmer("bash", policy, gate).guard
-                workdir = str(self.mounts[0].host) if self.mounts else None
+                workdir = str(self.plan.requested[0].host) if self.plan.requested else None
                 toolsets.append(SandboxBash(box, guard, workdir=workdir))
             if box is not None and "edit" in tools:
                 toolsets.append(SandboxEdit(box, self._confirmer("edit", policy, gate).guard))
             if "memory" in tools:
-                toolsets.append(StoredMemoryTool(self.memory))
+                toolsets.append(StoredMemoryTool(self.services.memory))
             toolsets += self.screen_tools(tools, box, policy, gate)
             spec = AgentSpec(
                 prompt=str(self.agent.get("prompt", "")),
@@ -203,13 +245,13 @@ class AgentJob:
                 max_steps=int(self.agent.get("max_steps", 30)),
                 context=self.context,
             )
-            sink = TaskSteps(self.tasks, self.blobs, self.task, self.cancelled)
+            sink = TaskSteps(self.services.tasks, self.services.blobs, self.task, self.cancelled)
             client = agent_client(
                 api_key=self.settings.anthropic_api_key or "",
                 base_url=self.settings.anthropic_base_url,
                 on_retry=lambda text: sink.record(Step(kind="retry", text=text)),
             )
-            result = run_agent(client, spec, toolsets, sink)
+            result = run_agent(client, spec, toolsets, sink, on_reply=self._on_reply)
             log.info(
                 "agent task %s: %s in %.1f s",
                 self.task.id,
@@ -232,17 +274,40 @@ class AgentJob:
             return None
         spec = SandboxSpec(
             image=self.settings.desktop_image if wants_screen else self.settings.sandbox_image,
-            mounts=self.mounts,
+            mounts=self.plan.mounts,
             network=Network(self.task.network),
-            workdir=self.mounts[0].host if self.mounts else None,
+            workdir=self.plan.requested[0].host if self.plan.requested else None,
             labels={"dispatch.task": str(self.task.id)},
+            user=self.plan.user,
+            deadline_s=self.task.timeout_s + DEADLINE_GRACE_S,
         )
         box = self.factory(self.settings.sandbox_backend, spec)
+        # Removed at the end whatever happens (and by `attach`'s kill when cancelled).
+        self.closers.append(box.stop)
         if not self.attach(box):
-            raise sandbox.SandboxNotRunning("the task was cancelled before its sandbox started")
-        box.start()
-        self.tasks.set_sandbox(self.task.id, box.id)
+            raise sandbox.SandboxNotRunning("the task was stopped before its sandbox started")
+        try:
+            box.start()
+        except (sandbox.EngineUnavailable, OSError) as exc:
+            raise SandboxStartFailed(exc) from exc
+        self.on_sandbox(box.id)
         return box
+
+    def _on_reply(self, message: Any) -> None:
+        self.reply_content = list(message.content)
+
+    def stated_reason(self, tool_use_id: str | None) -> str:
+        """The model's words before the call: before that tool_use, or (for the sandbox tools,
+        whose guard does not know its tool_use) before the reply's first call."""
+        if tool_use_id is not None:
+            return reason_before(self.reply_content, tool_use_id)
+        texts = []
+        for block in self.reply_content:
+            if block.type == "tool_use":
+                break
+            if block.type == "text":
+                texts.append(block.text.strip())
+        return "\n".join(t for t in texts if t)
 
     def _confirmer(
         self, tool: str, policy: FolderPolicy, gate: StoreGate, **screen: Any
@@ -252,6 +317,7 @@ class AgentJob:
             tool=tool,
             policy=policy,
             gate=gate,
+            stated_reason=self.stated_reason,
             timeout_s=self.settings.approval_timeout_s,
             **screen,
         )
@@ -259,7 +325,9 @@ class AgentJob:
     def screen_tools(
         self, tools: list[str], box: Sandbox | None, policy: FolderPolicy, gate: StoreGate
     ) -> list[Any]:
-        """The computer and browser toolsets (wired in `controller.screens`)."""
+        """The computer and browser toolsets (see `controller.screens`)."""
+        if not {"computer", "browser"} & set(tools):
+            return []
         from controller.screens import screen_toolsets
 
         return screen_toolsets(self, tools, box, policy, gate)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import sandbox
+from controller.agent_runner import AgentServices
 from controller.auth import Auth
 from controller.disk import DiskGuard
 from controller.errors import ConfigError
@@ -98,7 +99,8 @@ class Controller:
         )
         self.memory = MemoryStore(self.db)
         self.disk = DiskGuard(settings)
-        self.runner = Runner(settings, self.tasks, factory, self.disk)
+        agents = AgentServices(settings, self.tasks, self.approvals, self.blobs, self.memory)
+        self.runner = Runner(settings, self.tasks, factory, self.disk, agents)
         self.tasks.on_queued = self.runner.wake
         self.counters = Counters()
         self.owner_token = ""

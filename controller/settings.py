@@ -27,13 +27,15 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 import sandbox
+from computer_use.errors import PolicyError
+from computer_use.policy import Policy
 from controller.errors import ConfigError
 from controller.paths import default_config_dir, default_data_dir
 from sandbox.mounts import validate_mount
 from sandbox.ownership import parse_user
 
 ENV_PREFIX = "DISPATCH_"
-DEFAULT_MODEL = "claude-sonnet-4-5"
+DEFAULT_MODEL = "claude-sonnet-4-6"
 MIB = 1024 * 1024
 MODES = ("ro", "rw")
 
@@ -94,6 +96,8 @@ class Settings:
     # From ANTHROPIC_API_KEY / ANTHROPIC_BASE_URL, as the official client reads them.
     anthropic_api_key: str | None = field(default=None, repr=False)
     anthropic_base_url: str | None = None
+    # The `[policy]` table of the config file (computer_use.policy's format); None: the default.
+    policy: dict[str, Any] | None = None
 
     @property
     def effective_database_url(self) -> str:
@@ -202,7 +206,7 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "approval_timeout_s": float,
     "max_agent_steps": int,
 }
-FILE_ONLY = ("folders",)
+FILE_ONLY = ("folders", "policy")
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
 
@@ -261,7 +265,18 @@ def load_settings(
     )
     _validate(settings, raw)
     folders = _folders(file_values.get("folders", []), file_path, settings)
-    return replace(settings, folders=folders)
+    return replace(settings, folders=folders, policy=_policy(file_values.get("policy"), file_path))
+
+
+def _policy(raw: Any, file_path: Path) -> dict[str, Any] | None:
+    """The `[policy]` table, checked now so a mistake stops start-up, not the first agent task."""
+    if raw is None:
+        return None
+    try:
+        Policy.parse(raw, where="[policy]")
+    except PolicyError as exc:
+        raise ConfigError(f"config file {file_path}: {exc}") from None
+    return dict(raw)
 
 
 def _read_config_file(path: Path, explicit: bool) -> dict[str, Any]:

@@ -28,11 +28,13 @@ from typing import Any
 from sqlalchemy.exc import OperationalError
 
 import sandbox
+from computer_use.agent import AgentOutcome, AgentResult
+from controller.agent_runner import AgentServices, SandboxStartFailed
 from controller.disk import DiskGuard, LowSpace
 from controller.errors import FolderNotGranted
 from controller.folders import plan_folders
 from controller.settings import Settings
-from controller.store.models import Task, TaskStatus
+from controller.store.models import Task, TaskKind, TaskStatus
 from controller.store.tasks import TaskStore, shutdown_reason
 from sandbox import ExecResult, Network, Outcome, Sandbox, SandboxSpec, Stream
 from sandbox.base import DEADLINE_GRACE_S
@@ -141,6 +143,7 @@ class Handle:
         self.cancelled = False
         self.interrupted = False
         self.disk_low: LowSpace | None = None
+        self.timed_out = False  # an agent task past its timeout_s
         self.lost_chars = 0  # output that could not be stored, not even as a marker
         self._box: Sandbox | None = None
         self._lock = threading.Lock()
@@ -149,15 +152,24 @@ class Handle:
         """Remember the sandbox; False when the task was already killed."""
         with self._lock:
             self._box = box
-            return not (self.cancelled or self.interrupted or self.disk_low)
+            return not self.stopping
 
-    def kill(self, *, cancel: bool = False, disk_low: LowSpace | None = None) -> None:
-        """Stop the task: cancelled, or its disk is nearly full, or else a shutdown."""
+    @property
+    def stopping(self) -> bool:
+        """Whether the task was told to stop, for any reason."""
+        return bool(self.cancelled or self.interrupted or self.disk_low or self.timed_out)
+
+    def kill(
+        self, *, cancel: bool = False, disk_low: LowSpace | None = None, timed_out: bool = False
+    ) -> None:
+        """Stop the task: cancelled, its disk nearly full, timed out, or else a shutdown."""
         with self._lock:
             if cancel:
                 self.cancelled = True
             elif disk_low is not None:
                 self.disk_low = disk_low
+            elif timed_out:
+                self.timed_out = True
             else:
                 self.interrupted = True
             box = self._box
@@ -177,8 +189,10 @@ class Runner:
         store: TaskStore,
         factory: SandboxFactory = sandbox.create,
         disk: DiskGuard | None = None,
+        agents: AgentServices | None = None,
     ) -> None:
         self.settings = settings
+        self.agents = agents
         self.store = store
         self.factory = factory
         self.disk = disk or DiskGuard(settings)
@@ -318,7 +332,10 @@ class Runner:
     def _run(self, handle: Handle) -> None:
         task = handle.task
         try:
-            self._execute(handle)
+            if task.kind is TaskKind.AGENT:
+                self._execute_agent(handle)
+            else:
+                self._execute(handle)
         except Exception as exc:  # a bug, not a task failure; still the task must end
             log.exception("task %s failed inside the controller", task.id)
             self._finish(handle, None, f"internal error in the controller: {exc}")
@@ -390,6 +407,74 @@ class Runner:
             self._wait_for_engine(handle, unreachable)
             return
         self._finish(handle, result, error)
+
+    def _execute_agent(self, handle: Handle) -> None:
+        """Run an agent task (see controller.agent_runner) and record how it ended."""
+        task = handle.task
+        if self.agents is None:
+            self._finish(handle, None, "this controller was started without agent support")
+            return
+        try:
+            plan = plan_folders(((f["path"], f["mode"]) for f in task.folders), self.settings)
+        except FolderNotGranted as exc:
+            self._finish(handle, None, f"refused before running: {exc.message}")
+            return
+        low = self.disk.first_low(m.host for m in plan.mounts if not m.read_only)
+        if low is not None:
+            handle.kill(disk_low=low)
+        timer = threading.Timer(task.timeout_s, lambda: handle.kill(timed_out=True))
+        timer.daemon = True
+        timer.start()
+        result: AgentResult | None = None
+        error: str | None = None
+        try:
+            job = self.agents.job(
+                task,
+                plan,
+                factory=self.factory,
+                attach=handle.attach,
+                cancelled=lambda: handle.stopping,
+                on_sandbox=lambda box_id: self._note_sandbox(task.id, box_id),
+            )
+            result = job.run()
+            self._engine_answered()
+        except SandboxStartFailed as exc:
+            if not handle.stopping:
+                self._wait_for_engine(handle, exc.cause)
+                return
+            error = f"the sandbox failed to start: {exc.cause}"
+        except sandbox.SandboxError as exc:
+            error = f"the sandbox, its display or its browser failed: {exc}"
+        finally:
+            timer.cancel()
+        if result is not None:
+            self._store_until_done(
+                "record the result of",
+                task.id,
+                self.store.record_agent_result,
+                final_answer=result.final_answer,
+                tokens_in=result.tokens_in,
+                tokens_out=result.tokens_out,
+                cost_usd=result.cost_usd,
+            )
+        if handle.timed_out and not handle.cancelled:
+            self._end(
+                handle,
+                TaskStatus.FAILED,
+                outcome=Outcome.TIMED_OUT.value,
+                reason=f"timed out after {task.timeout_s:g} s; retry with a larger timeout_s",
+            )
+            return
+        if handle.stopping or result is None:
+            self._finish(handle, None, error)
+            return
+        ok = result.outcome is AgentOutcome.SUCCEEDED
+        self._end(
+            handle,
+            TaskStatus.SUCCEEDED if ok else TaskStatus.FAILED,
+            outcome=result.outcome.value,
+            reason=None if ok else result.reason,
+        )
 
     def _note_sandbox(self, task_id: int, sandbox_id: str) -> None:
         # Only shown to people; a task is not failed because its disk cannot take this.

@@ -311,13 +311,20 @@ def allowed_methods(app: FastAPI, path: str) -> list[str]:
     return sorted(methods)
 
 
+TASK_KIND_TAGS = ("command", "agent")
+
+
 def _validation_message(exc: RequestValidationError) -> tuple[int, str, str]:
     errors = exc.errors()
     if any(e.get("type") == "json_invalid" for e in errors):
         return 400, "invalid_json", "the body is not valid JSON; send a JSON object"
     parts = []
     for error in errors[:5]:
-        where = ".".join(str(p) for p in error.get("loc", ()))
+        loc = list(error.get("loc", ()))
+        # A task body is a union tagged by its kind; the tag is not a field the client sent.
+        if len(loc) > 2 and loc[0] == "body" and loc[1] in TASK_KIND_TAGS:
+            del loc[1]
+        where = ".".join(str(p) for p in loc)
         parts.append(f"{where}: {error.get('msg', 'invalid')}")
     more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
     return 422, "invalid", "; ".join(parts) + more + "; see the API document for the shape"

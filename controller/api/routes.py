@@ -23,7 +23,10 @@ from fastapi.responses import HTMLResponse, PlainTextResponse, Response, Streami
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.exc import OperationalError
 
+from controller.agent_tasks import check_agent_task
 from controller.api.schemas import (
+    AgentTaskCreate,
+    AnyTaskCreate,
     DeviceOut,
     ErrorResponse,
     FolderOut,
@@ -49,7 +52,7 @@ from controller.errors import BadRequest, Forbidden, InsufficientStorage, Unproc
 from controller.folders import check_folders
 from controller.service import Controller
 from controller.settings import Settings
-from controller.store.models import Device, Task, TaskStatus
+from controller.store.models import Device, Task, TaskKind, TaskStatus
 from controller.store.tasks import NewTask
 from sandbox import Network
 
@@ -386,9 +389,10 @@ def add_message(thread_id: ThreadId, body: MessageCreate, c: Ctl, device: Authed
     response_model=TaskOut,
     responses=errors(400, 403, 413, 422, 507),
 )
-def submit_task(body: TaskCreate, c: Ctl, device: Authed) -> Response:
-    """Queue a task at the end of its thread; answers at once with its id. Network `open` needs
-    the owner's token or the `allow_open_network` setting."""
+def submit_task(body: AnyTaskCreate, c: Ctl, device: Authed) -> Response:
+    """Queue a task at the end of its thread; answers at once with its id. `kind` is `command`
+    (the default) or `agent`. Network `open` needs the owner's token or the
+    `allow_open_network` setting."""
     settings = c.settings
     check_network(device, Network(body.network), settings)
     timeout_s = body.timeout_s if body.timeout_s is not None else settings.default_task_timeout_s
@@ -398,14 +402,17 @@ def submit_task(body: TaskCreate, c: Ctl, device: Authed) -> Response:
             "ask for less (the limit is the max_task_timeout_s setting)",
             code="timeout_too_long",
         )
+    agent = check_agent_task(body, settings) if isinstance(body, AgentTaskCreate) else None
     mounts = check_folders(((f.path, f.mode) for f in body.folders), settings)
     c.disk.refuse_if_low()
     new = NewTask(
         thread=body.thread,
-        command=body.command,
+        command=body.command if isinstance(body, TaskCreate) else [],
         mounts=mounts,
         network=Network(body.network),
         timeout_s=timeout_s,
+        kind=TaskKind.AGENT if agent is not None else TaskKind.COMMAND,
+        agent=agent,
     )
     task = TaskOut.of(c.tasks.submit(new, device_id=device.id), device)
     # Serialised here, not validated again by FastAPI: this is the API's busiest route.
@@ -431,7 +438,8 @@ def list_tasks(
 def get_task(task_id: TaskId, c: Ctl) -> TaskDetail:
     """The task with its output so far, exit code and timings."""
     task = c.tasks.get(task_id)
-    return TaskDetail.with_output(task, submitter(c, task), c.tasks.output(task_id))
+    steps = c.tasks.steps(task_id) if task.kind is TaskKind.AGENT else []
+    return TaskDetail.with_output(task, submitter(c, task), c.tasks.output(task_id), steps)
 
 
 @private.post(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
 
 from controller.auth import Revocation, role_of, shown_name
 from controller.store.models import Device, Message, Task, TaskStatus, Thread
@@ -237,11 +237,36 @@ class AgentTaskCreate(Strict):
         return prompt
 
 
+def _kind_of(value: Any) -> str:
+    if isinstance(value, dict):
+        return str(value.get("kind", "command"))
+    return str(getattr(value, "kind", "command"))
+
+
+# A submission: a command (the default when `kind` is left out) or an agent task.
+AnyTaskCreate = Annotated[
+    Annotated[TaskCreate, Tag("command")] | Annotated[AgentTaskCreate, Tag("agent")],
+    Discriminator(_kind_of),
+]
+
+
+class AgentOut(BaseModel):
+    """What an agent task was asked to do, and with what."""
+
+    prompt: str
+    tools: list[str]
+    display: Literal["sandbox", "host"]
+    max_steps: int
+    model: str | None = Field(description="null: the controller's `model` setting.")
+    policy: dict[str, Any] | None
+    allowed_domains: list[str]
+
+
 class TaskOut(BaseModel):
     id: int
     thread_id: int
     position: int = Field(description="Place in the thread's history.")
-    kind: Literal["command"]
+    kind: Literal["command", "agent"]
     command: list[str]
     folders: list[FolderOut]
     network: Literal["none", "open"]
@@ -260,6 +285,13 @@ class TaskOut(BaseModel):
         description="The device whose token queued it (for a retry, the one that retried); "
         "null for tasks queued before this was recorded."
     )
+    agent: AgentOut | None = Field(default=None, description="For agent tasks.")
+    final_answer: str | None = Field(default=None, description="The agent's last words.")
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+    cost_usd: float | None = Field(
+        default=None, description="An estimate at list price; null when the model's is unknown."
+    )
 
     @classmethod
     def of(cls, t: Task, by: Device | None) -> TaskOut:
@@ -272,13 +304,37 @@ class OutputChunkOut(BaseModel):
     text: str
 
 
+class StepOut(BaseModel):
+    """One step of an agent task: a model reply, the tools' results, or a retried API call."""
+
+    index: int
+    kind: Literal["model", "tools", "retry"]
+    text: str = Field(description="The model's text, or what was retried.")
+    tool_calls: list[dict[str, Any]] = Field(description="id, name, toolset, input.")
+    results: list[dict[str, Any]] = Field(
+        description="tool_use_id, is_error, text, images (SHA-256 of screenshots, served at "
+        "/api/v1/images/{sha})."
+    )
+    tokens_in: int
+    tokens_out: int
+    at: datetime
+
+
 class TaskDetail(TaskOut):
     output: list[OutputChunkOut] = Field(description="Output in order; stream runs merged.")
+    steps: list[StepOut] = Field(default_factory=list, description="Agent tasks: in order.")
 
     @classmethod
-    def with_output(cls, t: Task, by: Device | None, output: list[OutputChunk]) -> TaskDetail:
+    def with_output(
+        cls,
+        t: Task,
+        by: Device | None,
+        output: list[OutputChunk],
+        steps: list[dict[str, Any]] | None = None,
+    ) -> TaskDetail:
         chunks = [OutputChunkOut(stream=c.stream, text=c.text) for c in output]  # type: ignore[arg-type]
-        return cls(**_task_fields(t, by), output=chunks)
+        shown = [StepOut(**{**s, "at": ts(s["at"])}) for s in steps or []]
+        return cls(**_task_fields(t, by), output=chunks, steps=shown)
 
 
 def _task_fields(t: Task, by: Device | None) -> dict[str, Any]:
@@ -306,6 +362,18 @@ def _task_fields(t: Task, by: Device | None) -> dict[str, Any]:
         "retry_of": t.retry_of,
         "sandbox_id": t.sandbox_id,
         "submitted_by": None if by is None else Submitter.of(by),
+        "agent": None if t.agent is None else AgentOut(**_agent_fields(t.agent)),
+        "final_answer": t.final_answer,
+        "tokens_in": t.tokens_in,
+        "tokens_out": t.tokens_out,
+        "cost_usd": t.cost_usd,
+    }
+
+
+def _agent_fields(agent: dict[str, Any]) -> dict[str, Any]:
+    keys = ("prompt", "tools", "display", "max_steps", "model", "policy", "allowed_domains")
+    return {key: agent.get(key) for key in keys} | {
+        "allowed_domains": agent.get("allowed_domains") or []
     }
 
 

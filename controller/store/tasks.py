@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,8 @@ from sandbox import Mount, Network
 RUNNER = socket.gethostname()
 # Built once: SQLAlchemy then reuses the compiled form instead of rebuilding it per call.
 INSERT_TASK = insert(Task).returning(Task.id)
+# How much of an earlier command's output an agent task of the same thread is shown.
+CONTEXT_OUTPUT_CHARS = 1500
 DEVICE_REVOKED_AT = select(Device.revoked_at).where(Device.id == bindparam("device_id"))
 
 
@@ -67,6 +69,8 @@ class NewTask:
     network: Network
     timeout_s: float
     kind: TaskKind = TaskKind.COMMAND
+    # Agent tasks: prompt, tools, display, max_steps, model, policy, allowed_domains.
+    agent: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -161,6 +165,7 @@ class TaskStore:
             "cancel_requested": False,
             "retry_of": retry_of,
             "submitted_by": device_id,
+            "agent": dict(new.agent) if new.agent is not None else None,
         }
         # Core statements, not the ORM unit of work: this is the hot path of the API.
         with self.db.write() as session:
@@ -199,6 +204,7 @@ class TaskStore:
             network=Network(old.network),
             timeout_s=old.timeout_s,
             kind=old.kind,
+            agent=old.agent,
         )
         return self.submit(new, device_id=device_id, retry_of=task_id)
 
@@ -388,6 +394,35 @@ class TaskStore:
                     thread_id=task.thread_id,
                     task_id=task.id,
                 )
+
+    def earlier_in_thread(self, task: Task, limit: int = 20) -> list[dict[str, Any]]:
+        """The finished tasks before `task` in its thread, oldest first, each as `{"text"}`:
+        an agent's prompt and answer, a command with its result and the end of its output."""
+        query = (
+            select(Task)
+            .where(Task.thread_id == task.thread_id, Task.position < task.position)
+            .order_by(Task.position.desc())
+            .limit(limit)
+        )
+        with self.db.read() as session:
+            earlier = list(session.scalars(query))
+        items = []
+        for old in reversed(earlier):
+            if not old.status.terminal:
+                continue
+            ending = old.reason or old.status.value
+            if old.kind is TaskKind.AGENT:
+                prompt = (old.agent or {}).get("prompt", "")
+                answer = old.final_answer or f"(no answer: {ending})"
+                text = f"Task {old.id} (agent), asked: {prompt}\nIt answered: {answer}"
+            else:
+                tail = "".join(c.text for c in self.output(old.id))[-CONTEXT_OUTPUT_CHARS:]
+                text = (
+                    f"Task {old.id} (command) ran: {' '.join(old.command)}\n"
+                    f"It ended {old.status.value} ({ending}); its output ended with:\n{tail}"
+                )
+            items.append({"text": text})
+        return items
 
     def append_step(self, task: Task, data: dict[str, Any]) -> None:
         """Persist one agent step as a `task.step` event."""
