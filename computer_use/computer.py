@@ -54,7 +54,9 @@ MAX_TYPE_CHARS = 10_000
 TYPEABLE_CONTROLS = frozenset("\n\t")
 
 # Members that act where the pointer is when they get no coordinate: for the gate, `to_screen`
-# fills in the pointer's position, so a region rule sees every click.
+# fills in the pointer's position, so a region rule sees every click, and pins it: the call then
+# acts there even if the pointer moved while a person was deciding (on a host display someone
+# may be using the mouse, and the screen comparison ignores the cursor).
 AT_POINTER = frozenset(
     {
         "left_click",
@@ -105,6 +107,8 @@ class X11ComputerToolset(BetaAbstractComputerToolset20260801):
         self._frame_lock = threading.Lock()
         self._last_frame: Frame | None = None
         self._scaler: Scaler | None = None
+        self._pinned: tuple[str, Point] | None = None
+        self._left_down = False
 
     # -- for the gate and the audit ----------------------------------------------------------
 
@@ -144,8 +148,25 @@ class X11ComputerToolset(BetaAbstractComputerToolset20260801):
         if given.get("region") is not None:
             mapped["region"] = list(scaler.region_to_screen(_quad(given["region"])))
         if member in AT_POINTER and given.get("coordinate") is None:
-            mapped["coordinate"] = list(self.screen.pointer())
+            pointer = self.screen.pointer()
+            self._pinned = (member, pointer)
+            mapped["coordinate"] = list(pointer)
         return mapped
+
+    def execute(self, context: BetaToolsetCallContext, name: Any, input: Any) -> Any:
+        try:
+            return super().execute(context, name, input)
+        finally:
+            # A pin serves the one call it was shown for.
+            self._pinned = None
+
+    def _at(self, member: str, coordinate: list[int] | None) -> Point | None:
+        """Where a pointer member acts: its coordinate, else the position the gate was shown."""
+        if coordinate is not None:
+            return self._point(coordinate, "coordinate")
+        if self._pinned is not None and self._pinned[0] == member:
+            return self._pinned[1]
+        return None
 
     # -- members -----------------------------------------------------------------------------
 
@@ -214,16 +235,24 @@ class X11ComputerToolset(BetaAbstractComputerToolset20260801):
         return None
 
     def left_mouse_down(self, context: BetaToolsetCallContext, input: object) -> str | None:
+        at = self._at("left_mouse_down", None)
+        if at is not None:
+            self.screen.move(at)
         self.screen.button(Button.LEFT, down=True)
+        self._left_down = True
         return None
 
     def left_mouse_up(self, context: BetaToolsetCallContext, input: object) -> str | None:
+        at = self._at("left_mouse_up", None)
+        if at is not None:
+            self.screen.move(at)
         self.screen.button(Button.LEFT, down=False)
+        self._left_down = False
         return None
 
     def _click(self, member: str, input: ClickInput) -> None:
         button, count = CLICKS[member]
-        at = None if input.coordinate is None else self._point(input.coordinate, "coordinate")
+        at = self._at(member, input.coordinate)
         self.screen.click(button, count=count, at=at, hold=_modifiers(input.text))
 
     def left_click(
@@ -275,7 +304,7 @@ class X11ComputerToolset(BetaAbstractComputerToolset20260801):
             raise ToolError(
                 f"scroll_direction {input.scroll_direction!r} is not one of up, down, left, right"
             )
-        at = None if input.coordinate is None else self._point(input.coordinate, "coordinate")
+        at = self._at("scroll", input.coordinate)
         self.screen.scroll(direction, input.scroll_amount, at=at, hold=_modifiers(input.text))
         return None
 
@@ -289,7 +318,12 @@ class X11ComputerToolset(BetaAbstractComputerToolset20260801):
 
     def close(self) -> None:
         super().close()
-        self.screen.close()
+        try:
+            if self._left_down:
+                # A button the model pressed and never released would stay down for the next user.
+                self.screen.button(Button.LEFT, down=False)
+        finally:
+            self.screen.close()
 
     def _point(self, value: list[int], field: str) -> Point:
         return self.scaler.to_screen(_pair(value, field), field=field)

@@ -11,7 +11,7 @@ import base64
 import io
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,11 +40,14 @@ class Recorder:
     toolset: X11ComputerToolset | None = None
     deny: set[str] = field(default_factory=set)
     asked: list[tuple[str, dict[str, Any], dict[str, Any]]] = field(default_factory=list)
+    while_deciding: Callable[[], None] | None = None
 
     def __call__(self, context: BetaComputerConfirmContext) -> bool:
         assert self.toolset is not None
         given = context.input.model_dump(exclude_none=True)
         self.asked.append((context.member, given, self.toolset.to_screen(context.member, given)))
+        if self.while_deciding is not None:
+            self.while_deciding()
         return context.member not in self.deny
 
 
@@ -413,3 +416,25 @@ def window_mapped(server: Xvfb) -> bool:
         ["xwininfo", "-root", "-tree"], env=server.env, capture_output=True, text=True, check=False
     )
     return '"XTerm"' in done.stdout
+
+
+def test_a_click_without_a_coordinate_lands_where_the_person_approved_it(
+    desktop: Desktop,
+) -> None:
+    desktop.screenshot()
+    x, y, _, _ = probe_app.PAD
+    approved = desktop.shot_point(x + 60, y + 60)
+    desktop.run("mouse_move", coordinate=approved)
+    shown = list(desktop.server.pointer())
+
+    def person_moves_the_mouse() -> None:
+        move = ["xdotool", "mousemove", "--sync", str(x + 300), str(y + 300)]
+        subprocess.run(move, env=desktop.server.env, check=True)
+
+    desktop.confirm.while_deciding = person_moves_the_mouse
+
+    assert not desktop.run("left_click").get("is_error")
+
+    (press,) = wait_for(lambda: probe(desktop).of("press1"), "the click")
+    assert desktop.confirm.asked[-1][2]["coordinate"] == shown
+    assert [press["x"], press["y"]] == shown
