@@ -399,13 +399,14 @@ def test_typing_into_xterm_runs_the_command_literally(tmp_path: Path) -> None:
             desktop.run("left_click", coordinate=[300, 200])
             # Typed in pieces; one begins with "--" and names xdotool commands: it must reach
             # the shell as text, not as xdotool options or chained commands.
-            for text in ["echo 'A", "--window 1 key ctrl+c", f' "$((6*7))"\' > {out}']:
+            long = "0123456789" * 10  # longer than one xdotool chunk
+            for text in [f"echo '{long}", "--window 1 key ctrl+c", f' "$((6*7))"\' > {out}']:
                 result = desktop.run("type", text=text)
                 assert not result.get("is_error"), result
             assert not desktop.run("key", text="Return").get("is_error")
 
             wait_for(lambda: out.exists() and out.read_text().endswith("\n"), f"{out}")
-            assert out.read_text() == 'A--window 1 key ctrl+c "$((6*7))"\n'
+            assert out.read_text() == f'{long}--window 1 key ctrl+c "$((6*7))"\n'
         finally:
             terminal.terminate()
             terminal.wait(timeout=10)
