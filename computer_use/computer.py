@@ -15,23 +15,30 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from anthropic.lib.tools._toolsets._runnable import BetaToolsetCallContext
 from anthropic.tools import (
     BetaAbstractComputerToolset20260801,
     BetaComputerConfirmCallable,
     BetaComputerCursorPositionResult,
+    BetaComputerMemberResult,
     BetaScreenshotResult,
+    BetaToolsetCallContext,
     ToolError,
 )
 from anthropic.types.beta import (
+    BetaComputerCursorPositionInput,
     BetaComputerDoubleClickInput,
     BetaComputerHoldKeyInput,
     BetaComputerKeyInput,
     BetaComputerLeftClickDragInput,
     BetaComputerLeftClickInput,
+    BetaComputerLeftMouseDownInput,
+    BetaComputerLeftMouseUpInput,
+    BetaComputerMemberInput,
+    BetaComputerMemberName,
     BetaComputerMiddleClickInput,
     BetaComputerMouseMoveInput,
     BetaComputerRightClickInput,
+    BetaComputerScreenshotInput,
     BetaComputerScrollInput,
     BetaComputerTripleClickInput,
     BetaComputerTypeInput,
@@ -133,8 +140,9 @@ class X11ComputerToolset(BetaAbstractComputerToolset20260801):
         """A member call's input with its points and region in screen pixels.
 
         `coordinate` and `start_coordinate` become `[x, y]` and `region` `[x0, y0, x1, y1]` on the
-        screen; a pointer member without a coordinate gets the pointer's position. Other fields are
-        kept as given.
+        screen; a pointer member without a coordinate gets the pointer's position, and the call
+        that follows acts there (the gate calls this from `confirm`, once per call). Other fields
+        are kept as given.
 
         Raises:
             ToolError: a point or region the call would refuse.
@@ -153,7 +161,12 @@ class X11ComputerToolset(BetaAbstractComputerToolset20260801):
             mapped["coordinate"] = list(pointer)
         return mapped
 
-    def execute(self, context: BetaToolsetCallContext, name: Any, input: Any) -> Any:
+    def execute(
+        self,
+        context: BetaToolsetCallContext,
+        name: BetaComputerMemberName,
+        input: BetaComputerMemberInput,
+    ) -> BetaComputerMemberResult:
         try:
             return super().execute(context, name, input)
         finally:
@@ -170,7 +183,9 @@ class X11ComputerToolset(BetaAbstractComputerToolset20260801):
 
     # -- members -----------------------------------------------------------------------------
 
-    def screenshot(self, context: BetaToolsetCallContext, input: object) -> BetaScreenshotResult:
+    def screenshot(
+        self, context: BetaToolsetCallContext, input: BetaComputerScreenshotInput
+    ) -> BetaScreenshotResult:
         frame = self.screen.capture()
         with self._frame_lock:
             self._last_frame = frame
@@ -187,7 +202,7 @@ class X11ComputerToolset(BetaAbstractComputerToolset20260801):
         )
 
     def cursor_position(
-        self, context: BetaToolsetCallContext, input: object
+        self, context: BetaToolsetCallContext, input: BetaComputerCursorPositionInput
     ) -> BetaComputerCursorPositionResult:
         x, y = self.scaler.to_shot(self.screen.pointer())
         return BetaComputerCursorPositionResult(x=x, y=y)
@@ -234,7 +249,9 @@ class X11ComputerToolset(BetaAbstractComputerToolset20260801):
         self.screen.move(self._point(input.coordinate, "coordinate"))
         return None
 
-    def left_mouse_down(self, context: BetaToolsetCallContext, input: object) -> str | None:
+    def left_mouse_down(
+        self, context: BetaToolsetCallContext, input: BetaComputerLeftMouseDownInput
+    ) -> str | None:
         at = self._at("left_mouse_down", None)
         if at is not None:
             self.screen.move(at)
@@ -242,7 +259,9 @@ class X11ComputerToolset(BetaAbstractComputerToolset20260801):
         self._left_down = True
         return None
 
-    def left_mouse_up(self, context: BetaToolsetCallContext, input: object) -> str | None:
+    def left_mouse_up(
+        self, context: BetaToolsetCallContext, input: BetaComputerLeftMouseUpInput
+    ) -> str | None:
         at = self._at("left_mouse_up", None)
         if at is not None:
             self.screen.move(at)
