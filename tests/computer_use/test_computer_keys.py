@@ -43,6 +43,9 @@ def test_model_key_names_become_keysyms(text: str, keysyms: tuple[str, ...]) -> 
         ("ctrl+", "empty part"),
         ("ctrl+notakey", "unknown key name 'notakey'"),
         ("--help", "unknown key name"),
+        # xdotool would read these as more commands if they reached it unchecked.
+        ("ctrl+c type --window 1 rm", "unknown key name 'c type --window 1 rm'"),
+        ("Return mousemove 0 0 click 1", "unknown key name"),
         ("a+b+c+d+e+f+g", "at most 6"),
     ],
 )
