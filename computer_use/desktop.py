@@ -21,6 +21,9 @@ from typing import Any
 
 from PIL import Image
 
+from computer_use.scaling import ImageLimits, Region, Size
+from computer_use.screen import Encoding, Frame, make_frame
+from computer_use.x11 import X11Error, X11Screen
 from sandbox import Process, Sandbox, SandboxError, Spawner
 
 DESKTOP_USER = (1001, 1001)
@@ -107,13 +110,19 @@ class SandboxDesktop:
             raise DesktopFailed(f"the screen agent failed: {header['error']}")
         return header, payload
 
-    def capture(self) -> Image.Image:
-        """The whole screen at full resolution (RGB)."""
+    def capture_raw(self) -> tuple[dict[str, Any], bytes]:
+        """The whole screen's pixels (BGRX, rows top to bottom) and the agent's header."""
         header, pixels = self._ask({"op": "capture"})
         width, height = int(header["width"]), int(header["height"])
         if header.get("format") != "BGRX" or len(pixels) != width * height * 4:
             raise DesktopFailed("the screen agent sent an image of the wrong size")
-        return Image.frombuffer("RGB", (width, height), pixels, "raw", "BGRX", 0, 1)
+        return header, pixels
+
+    def capture(self) -> Image.Image:
+        """The whole screen at full resolution (RGB)."""
+        header, pixels = self.capture_raw()
+        size = (int(header["width"]), int(header["height"]))
+        return Image.frombuffer("RGB", size, pixels, "raw", "BGRX", 0, 1)
 
     def xdotool(self, args: Sequence[str | int]) -> str:
         """Run xdotool against the desktop; its stdout.
@@ -138,3 +147,44 @@ class SandboxDesktop:
         for process in self._processes:
             process.close()
         self._processes.clear()
+
+
+class SandboxScreen(X11Screen):
+    """The computer toolset's `Screen` on a desktop sandbox: the X11 driver's input (xdotool
+    commands) and capture, both carried out by the screen agent inside the sandbox."""
+
+    def __init__(
+        self,
+        desktop: SandboxDesktop,
+        *,
+        limits: ImageLimits | None = None,
+        encoding: Encoding | None = None,
+    ) -> None:
+        # Not X11Screen.__init__: nothing here opens a display or runs xdotool on the host.
+        self.desktop = desktop
+        self.display = f"the desktop sandbox {desktop.box.id[:12]}"
+        self.limits = limits or ImageLimits()
+        self.encoding = encoding or Encoding()
+
+    def size(self) -> Size:
+        return Size(self.desktop.size.width, self.desktop.size.height)
+
+    def capture(self) -> Frame:
+        header, pixels = self.desktop.capture_raw()
+        taken = time.monotonic()
+        size = Size(int(header["width"]), int(header["height"]))
+        return make_frame(
+            pixels, size, limits=self.limits, encoding=self.encoding, captured_at_s=taken
+        )
+
+    def grab(self, region: Region) -> Image.Image:
+        return self.desktop.capture().crop((region.x0, region.y0, region.x1, region.y1))
+
+    def _run(self, *args: str) -> str:
+        try:
+            return self.desktop.xdotool(list(args))
+        except DesktopFailed as exc:
+            raise X11Error(str(exc)) from exc
+
+    def close(self) -> None:
+        self.desktop.close()

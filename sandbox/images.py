@@ -36,6 +36,8 @@ Progress = Callable[[str], None]
 class ImageDef:
     name: str
     tag: str
+    # Another Dispatch image this one builds on (its tag), instead of the Debian base.
+    on: str | None = None
 
     @property
     def context(self) -> Path:
@@ -43,7 +45,11 @@ class ImageDef:
 
 
 DESKTOP_IMAGE = "dispatch/desktop:latest"
-IMAGES = (ImageDef("sandbox", DEFAULT_IMAGE), ImageDef("desktop", DESKTOP_IMAGE))
+# In build order: the desktop image adds a screen to the sandbox image (its hardening included).
+IMAGES = (
+    ImageDef("sandbox", DEFAULT_IMAGE),
+    ImageDef("desktop", DESKTOP_IMAGE, on=DEFAULT_IMAGE),
+)
 
 
 @dataclass(frozen=True)
@@ -226,4 +232,6 @@ def build_all(
 ) -> list[BuildOutcome]:
     """Build every Dispatch image that is missing or out of date."""
     chosen = resolve_base(client, offline=offline, base=base, progress=progress)
-    return [build_image(client, image, base=chosen, progress=progress) for image in IMAGES]
+    return [
+        build_image(client, image, base=image.on or chosen, progress=progress) for image in IMAGES
+    ]

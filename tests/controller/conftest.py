@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from postgres import PostgresCluster, start_cluster
 
+from computer_use.testing.fake_model import FakeModel
 from controller.api.app import create_app
 from controller.api.edge import server_config
 from controller.client import Client, Event
@@ -156,11 +158,19 @@ class Api:
     def wait_task(
         self, task_id: int, statuses: Sequence[str] = TERMINAL, timeout_s: float = 10.0
     ) -> dict[str, Any]:
-        found: dict[str, Any] = wait_until(
-            lambda: (t := self.task(task_id))["status"] in statuses and t,
-            timeout_s,
-            f"task {task_id} to be {'/'.join(statuses)}",
-        )
+        seen: dict[str, Any] = {}
+
+        def reached() -> dict[str, Any] | None:
+            seen.update(self.task(task_id))
+            return seen if seen["status"] in statuses else None
+
+        try:
+            found: dict[str, Any] = wait_until(
+                reached, timeout_s, f"task {task_id} to be {'/'.join(statuses)}"
+            )
+        except pytest.fail.Exception:
+            print(f"task {task_id} when the wait ended: {seen.get('status')}: {seen.get('reason')}")
+            raise
         return found
 
 
@@ -328,3 +338,42 @@ def fill_disk(folder: Path, leave_mb: float = 0.0) -> Path:
             if exc.errno != errno.ENOSPC:
                 raise
     return filler
+
+
+# --- agent tasks: the scripted fake Messages API and an app that reaches it -------------------
+
+
+@pytest.fixture
+def fake_model(request: pytest.FixtureRequest) -> Iterator[FakeModel]:
+    model = FakeModel(name=request.node.nodeid)
+    model.start()
+    try:
+        yield model
+    finally:
+        model.stop()
+    model.assert_script_done()
+
+
+@pytest.fixture
+def make_agent_api(
+    make_settings: Callable[..., Settings], fake_model: FakeModel
+) -> Iterator[Callable[..., Api]]:
+    with ExitStack() as stack:
+
+        def make(real_sandbox: bool = False, key: str | None = "test-key", **flags: Any) -> Api:
+            settings = replace(
+                make_settings(**flags),
+                anthropic_api_key=key,
+                anthropic_base_url=fake_model.url,
+            )
+            factory = FakeFactory()
+            controller = (
+                Controller(settings) if real_sandbox else Controller(settings, factory=factory)
+            )
+            app = create_app(settings, controller=controller)
+            client = stack.enter_context(
+                TestClient(app, base_url=LOCAL_BASE_URL, raise_server_exceptions=False)
+            )
+            return Api(app, client, controller, factory)
+
+        yield make

@@ -4,58 +4,16 @@ fake Messages API, the controller's store as approval gate, and (marked) a real 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack
-from dataclasses import replace
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import LOCAL_BASE_URL, Api, FakeFactory, wait_until
-from fastapi.testclient import TestClient
+from conftest import Api, wait_until
 
 from computer_use.testing.fake_model import FakeModel, Fault, Reply, ToolCall
-from controller.api.app import create_app
-from controller.service import Controller
-from controller.settings import Settings
 
 OWNER = (4321, 4321)
-
-
-@pytest.fixture
-def fake_model(request: pytest.FixtureRequest) -> Iterator[FakeModel]:
-    model = FakeModel(name=request.node.nodeid)
-    model.start()
-    try:
-        yield model
-    finally:
-        model.stop()
-    model.assert_script_done()
-
-
-@pytest.fixture
-def make_agent_api(
-    make_settings: Callable[..., Settings], fake_model: FakeModel
-) -> Iterator[Callable[..., Api]]:
-    with ExitStack() as stack:
-
-        def make(real_sandbox: bool = False, key: str | None = "test-key", **flags: Any) -> Api:
-            settings = replace(
-                make_settings(**flags),
-                anthropic_api_key=key,
-                anthropic_base_url=fake_model.url,
-            )
-            factory = FakeFactory()
-            controller = (
-                Controller(settings) if real_sandbox else Controller(settings, factory=factory)
-            )
-            app = create_app(settings, controller=controller)
-            client = stack.enter_context(
-                TestClient(app, base_url=LOCAL_BASE_URL, raise_server_exceptions=False)
-            )
-            return Api(app, client, controller, factory)
-
-        yield make
 
 
 def submit_agent(api: Api, prompt: str, **body: Any) -> dict[str, Any]:

@@ -1,0 +1,69 @@
+"""The screen tools of an agent task: the computer toolset on the sandbox's screen or the host's,
+and (when built) the browser, each behind its own `Confirmer`.
+
+`display: "sandbox"` starts the virtual screen inside the task's desktop sandbox
+(computer_use.desktop); `display: "host"` drives the X display the `host_display` setting names
+(computer_use.x11). Either way every call asks the gate first, and an approved call is checked
+against a fresh capture of the same screen just before it runs.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from PIL import Image
+
+from computer_use.computer import X11ComputerToolset
+from computer_use.desktop import SandboxDesktop, SandboxScreen
+from computer_use.gate import Confirmer
+from computer_use.screen import Screen
+from computer_use.x11 import X11Screen
+from sandbox import Sandbox, SandboxError
+
+if TYPE_CHECKING:
+    from controller.agent_runner import AgentJob, FolderPolicy, StoreGate
+
+DESKTOP_SIZE = (1280, 800)
+
+
+def computer_screen(job: AgentJob, box: Sandbox | None) -> Screen:
+    """The screen the computer tool drives: the sandbox's desktop or the host display.
+
+    Raises:
+        SandboxError: the desktop could not start (the message says why).
+    """
+    if job.agent.get("display") == "host":
+        display = job.settings.host_display
+        if display is None:  # refused at submission; the setting may have changed since
+            raise SandboxError('display "host" needs the host_display setting, e.g. ":0"')
+        return X11Screen(display)
+    if box is None:
+        raise SandboxError("the desktop sandbox was not started")
+    desktop = SandboxDesktop(box, width=DESKTOP_SIZE[0], height=DESKTOP_SIZE[1])
+    desktop.start()
+    return SandboxScreen(desktop)
+
+
+def screen_toolsets(
+    job: AgentJob, tools: list[str], box: Sandbox | None, policy: FolderPolicy, gate: StoreGate
+) -> list[Any]:
+    """The computer (and browser) toolsets of `job`, closed when the job ends."""
+    toolsets: list[Any] = []
+    if "computer" in tools:
+        screen = computer_screen(job, box)
+        confirm: Confirmer = job._confirmer("computer", policy, gate, pointer=screen.pointer)
+        toolset = X11ComputerToolset(screen, confirm=confirm)
+        job.closers.append(toolset.close)
+
+        def capture() -> Image.Image:
+            return toolset.capture().full_image()
+
+        confirm.capture = capture
+        confirm.to_screen = toolset.to_screen
+        toolsets.append(toolset)
+    if "browser" in tools:
+        raise SandboxError("the browser tool is not available in this build of Dispatch")
+    return toolsets
+
+
+__all__ = ["computer_screen", "screen_toolsets"]

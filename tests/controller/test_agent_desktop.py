@@ -1,0 +1,130 @@
+"""An agent task on the desktop sandbox, end to end: the real client and tool runner against the
+scripted fake API, a real desktop container, and a click that runs only after a person approved
+it on the screenshot they were shown."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from conftest import Api
+from test_agent_tasks import submit_agent
+
+from computer_use.testing.fake_model import (
+    FakeModel,
+    ModelRequest,
+    Reply,
+    ToolCall,
+    centre_of_largest_region,
+    newest_screenshot,
+)
+
+pytestmark = pytest.mark.docker
+RED = (255, 0, 0)
+GREEN = (0, 192, 0)
+# A window with one red "button" (python-xlib, in the desktop image): a click on it turns it
+# green and writes "Send" to /tmp/clicked. Run by the model's bash step, as a task would.
+APP = """
+from Xlib import X, display
+d = display.Display()
+s = d.screen()
+w = s.root.create_window(300, 200, 240, 120, 0, s.root_depth, background_pixel=0xFF0000,
+                         event_mask=X.ExposureMask | X.ButtonPressMask)
+w.map()
+d.sync()
+open("/tmp/ready", "w").close()
+while True:
+    e = d.next_event()
+    if e.type == X.ButtonPress:
+        open("/tmp/clicked", "w").write("Send")
+        w.change_attributes(background_pixel=0x00C000)
+        w.clear_area()
+        d.sync()
+"""
+DIALOG = (
+    f"cat > /tmp/app.py <<'EOF'\n{APP}\nEOF\n"
+    "python3 /tmp/app.py & "
+    "for i in $(seq 100); do [ -e /tmp/ready ] && break; sleep 0.1; done; sleep 0.3"
+)
+
+
+def click_red(request: ModelRequest) -> Reply:
+    shot = newest_screenshot(request.messages)
+    shot.save("/tmp/dispatch-click-red.png")
+    print("RESULTS", [m for m in request.messages][-3:])
+    x, y = centre_of_largest_region(shot, RED, tolerance=60)
+    return Reply(
+        text="Clicking Send.",
+        tool_calls=[ToolCall("left_click", {"coordinate": [x, y]}, toolset="computer")],
+    )
+
+
+def saw_green(request: ModelRequest) -> Reply:
+    """The last turn: the window shows the click (the model's own screenshot has it green)."""
+    centre_of_largest_region(newest_screenshot(request.messages), GREEN, tolerance=60)
+    return Reply(text="Sent.")
+
+
+def bash(command: str) -> ToolCall:
+    return ToolCall("bash", {"command": command}, toolset=None)
+
+
+def test_a_click_on_the_desktop_runs_only_after_approval_and_the_window_shows_it(
+    make_agent_api: Callable[..., Api], fake_model: FakeModel
+) -> None:
+    api = make_agent_api(real_sandbox=True, sandbox_backend="docker")
+    fake_model.add(
+        Reply(text="Opening the dialog.", tool_calls=[bash(DIALOG)]),
+        Reply(tool_calls=[ToolCall("screenshot", {}, toolset="computer")]),
+        click_red,
+        Reply(tool_calls=[bash("sleep 0.5; cat /tmp/clicked")]),
+        Reply(tool_calls=[ToolCall("screenshot", {}, toolset="computer")]),
+        saw_green,
+    )
+    task = submit_agent(api, "Send the report", tools=["bash", "computer"], display="sandbox")
+    waiting = api.wait_task(task["id"], ("waiting_for_approval",), timeout_s=120)
+    assert waiting["status"] == "waiting_for_approval"
+    request = api.get("/api/v1/approvals?state=pending").json()[0]
+    assert request["tool"] == "computer" and request["member"] == "left_click"
+    assert request["model_reason"] == "Clicking Send."
+    assert request["description"].startswith("Click")
+    screenshot = api.get(request["screenshot_url"])
+    assert screenshot.headers["content-type"] == "image/png"
+    assert api.get(request["annotated_url"]).content != screenshot.content
+    # Nothing was clicked before the decision.
+    assert api.controller.tasks.steps(task["id"])[-1]["kind"] == "model"
+    api.post(f"/api/v1/approvals/{request['id']}/decision", json={"decision": "approve"})
+    done = api.wait_task(task["id"], timeout_s=120)
+    assert done["status"] == "succeeded", done
+    tools = [s for s in done["steps"] if s["kind"] == "tools"]
+    assert tools[2]["results"][0]["is_error"] is False  # the click, after approval
+    assert tools[3]["results"][0]["text"] == "Send"  # the window got it
+    # The screenshot the model saw is stored by reference, not in the step.
+    shot_step = [s for s in done["steps"] if s["kind"] == "tools"][1]
+    assert len(shot_step["results"][0]["images"]) == 1
+
+
+def test_a_denied_click_leaves_the_window_untouched_and_the_model_hears_why(
+    make_agent_api: Callable[..., Api], fake_model: FakeModel
+) -> None:
+    api = make_agent_api(real_sandbox=True, sandbox_backend="docker")
+    fake_model.add(
+        Reply(tool_calls=[bash(DIALOG)]),
+        Reply(tool_calls=[ToolCall("screenshot", {}, toolset="computer")]),
+        click_red,
+        Reply(tool_calls=[bash("sleep 0.5; cat /tmp/clicked 2>/dev/null || echo not clicked")]),
+        Reply(text="I did not send it."),
+    )
+    task = submit_agent(api, "Send the report", tools=["bash", "computer"])
+    api.wait_task(task["id"], ("waiting_for_approval",), timeout_s=120)
+    request = api.get("/api/v1/approvals?state=pending").json()[0]
+    api.post(
+        f"/api/v1/approvals/{request['id']}/decision",
+        json={"decision": "deny", "reason": "not yet"},
+    )
+    done = api.wait_task(task["id"], timeout_s=120)
+    tools = [s for s in done["steps"] if s["kind"] == "tools"]
+    denied = tools[2]["results"][0]
+    assert denied["is_error"] and "not yet" in denied["text"]
+    # The click never happened.
+    assert tools[3]["results"][0]["text"] == "not clicked"
