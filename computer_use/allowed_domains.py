@@ -1,4 +1,4 @@
-"""Which hosts a task's browser may reach: the task's `allowed_domains`, parsed once and checked per URL.
+"""Which hosts a task's browser may reach: the task's `allowed_domains`, checked per URL.
 
 A rule is an exact host name (`docs.python.org`) or a wildcard over its subdomains
 (`*.example.com`, which matches `a.example.com` and `a.b.example.com` but not `example.com`
@@ -125,8 +125,8 @@ class AllowedDomains:
             )
         if not self.allows_host(host):
             return (
-                f"{_short(url)} is not on this task's allowed domains (allowed: {self.describe()}); "
-                "ask the person to add it"
+                f"{_short(url)} is not on this task's allowed domains "
+                f"(allowed: {self.describe()}); ask the person to add it"
             )
         return None
 
@@ -134,7 +134,9 @@ class AllowedDomains:
         """Why the model's `navigate` URL is refused, or None; the scheme defaults to https."""
         if _UNSAFE_IN_URL.search(url):
             return "the URL contains spaces, control characters or backslashes; send it encoded"
-        full = url if "://" in url or url.lower().startswith(("about:", "data:")) else f"https://{url}"
+        full = (
+            url if "://" in url or url.lower().startswith(("about:", "data:")) else f"https://{url}"
+        )
         try:
             parts = urlsplit(full)
         except ValueError:

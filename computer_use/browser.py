@@ -40,7 +40,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from anthropic.tools import (
     BetaAbstractBrowserToolset20260801,
@@ -532,7 +532,7 @@ class ChromiumBrowser(BetaAbstractBrowserToolset20260801):
         png = page.screenshot(
             type="png", clip={"x": x0, "y": y0, "width": x1 - x0, "height": y1 - y0}
         )
-        image = Image.open(io.BytesIO(png))
+        image: Image.Image = Image.open(io.BytesIO(png))
         scale = min(width / image.width, height / image.height)
         if scale > 1:
             size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
@@ -620,7 +620,7 @@ class ChromiumBrowser(BetaAbstractBrowserToolset20260801):
         target: Any,
         modifiers: str | None,
         *,
-        button: str = "left",
+        button: Literal["left", "middle", "right"] = "left",
         count: int = 1,
     ) -> str | None:
         from playwright.sync_api import Error as PlaywrightError
@@ -635,14 +635,14 @@ class ChromiumBrowser(BetaAbstractBrowserToolset20260801):
                 self._locator(page, target.ref).click(
                     button=button,
                     click_count=count,
-                    modifiers=keys,  # type: ignore[arg-type]
+                    modifiers=keys,
                 )
             else:
                 x, y = self._point(target.x, target.y)
                 for key in keys:
                     page.keyboard.down(key)
                 try:
-                    page.mouse.click(x, y, button=button, click_count=count)  # type: ignore[arg-type]
+                    page.mouse.click(x, y, button=button, click_count=count)
                 finally:
                     for key in reversed(keys):
                         page.keyboard.up(key)
@@ -650,19 +650,29 @@ class ChromiumBrowser(BetaAbstractBrowserToolset20260801):
             raise ToolError(f"the click did not happen: {_first_line(exc)}") from None
         return self._settle(page)
 
-    def left_click(self, context: BetaToolsetCallContext, input: BetaBrowserLeftClickInput) -> str | None:  # fmt: skip
+    def left_click(
+        self, context: BetaToolsetCallContext, input: BetaBrowserLeftClickInput
+    ) -> str | None:
         return self._click(input.tab_id, input.target, input.modifiers)
 
-    def right_click(self, context: BetaToolsetCallContext, input: BetaBrowserRightClickInput) -> str | None:  # fmt: skip
+    def right_click(
+        self, context: BetaToolsetCallContext, input: BetaBrowserRightClickInput
+    ) -> str | None:
         return self._click(input.tab_id, input.target, input.modifiers, button="right")
 
-    def middle_click(self, context: BetaToolsetCallContext, input: BetaBrowserMiddleClickInput) -> str | None:  # fmt: skip
+    def middle_click(
+        self, context: BetaToolsetCallContext, input: BetaBrowserMiddleClickInput
+    ) -> str | None:
         return self._click(input.tab_id, input.target, input.modifiers, button="middle")
 
-    def double_click(self, context: BetaToolsetCallContext, input: BetaBrowserDoubleClickInput) -> str | None:  # fmt: skip
+    def double_click(
+        self, context: BetaToolsetCallContext, input: BetaBrowserDoubleClickInput
+    ) -> str | None:
         return self._click(input.tab_id, input.target, input.modifiers, count=2)
 
-    def triple_click(self, context: BetaToolsetCallContext, input: BetaBrowserTripleClickInput) -> str | None:  # fmt: skip
+    def triple_click(
+        self, context: BetaToolsetCallContext, input: BetaBrowserTripleClickInput
+    ) -> str | None:
         return self._click(input.tab_id, input.target, input.modifiers, count=3)
 
     def hover(self, context: BetaToolsetCallContext, input: BetaBrowserHoverInput) -> str | None:
@@ -673,24 +683,32 @@ class ChromiumBrowser(BetaAbstractBrowserToolset20260801):
             page.mouse.move(*self._point(input.target.x, input.target.y))
         return self._settle(page)
 
-    def mouse_move(self, context: BetaToolsetCallContext, input: BetaBrowserMouseMoveInput) -> str | None:  # fmt: skip
+    def mouse_move(
+        self, context: BetaToolsetCallContext, input: BetaBrowserMouseMoveInput
+    ) -> str | None:
         page = self._page(input.tab_id)
         page.mouse.move(*self._point(input.target.x, input.target.y))
         return self._settle(page)
 
-    def left_mouse_down(self, context: BetaToolsetCallContext, input: BetaBrowserLeftMouseDownInput) -> str | None:  # fmt: skip
+    def left_mouse_down(
+        self, context: BetaToolsetCallContext, input: BetaBrowserLeftMouseDownInput
+    ) -> str | None:
         page = self._page(input.tab_id)
         page.mouse.move(*self._point(input.target.x, input.target.y))
         page.mouse.down()
         return self._settle(page)
 
-    def left_mouse_up(self, context: BetaToolsetCallContext, input: BetaBrowserLeftMouseUpInput) -> str | None:  # fmt: skip
+    def left_mouse_up(
+        self, context: BetaToolsetCallContext, input: BetaBrowserLeftMouseUpInput
+    ) -> str | None:
         page = self._page(input.tab_id)
         page.mouse.move(*self._point(input.target.x, input.target.y))
         page.mouse.up()
         return self._settle(page)
 
-    def left_click_drag(self, context: BetaToolsetCallContext, input: BetaBrowserLeftClickDragInput) -> str | None:  # fmt: skip
+    def left_click_drag(
+        self, context: BetaToolsetCallContext, input: BetaBrowserLeftClickDragInput
+    ) -> str | None:
         page = self._page(input.tab_id)
         start = self._point(input.from_.x, input.from_.y)
         end = self._point(input.target.x, input.target.y)
@@ -716,7 +734,9 @@ class ChromiumBrowser(BetaAbstractBrowserToolset20260801):
         page.mouse.wheel(dx, dy)
         return self._settle(page)
 
-    def scroll_to(self, context: BetaToolsetCallContext, input: BetaBrowserScrollToInput) -> str | None:  # fmt: skip
+    def scroll_to(
+        self, context: BetaToolsetCallContext, input: BetaBrowserScrollToInput
+    ) -> str | None:
         page = self._page(input.tab_id)
         self._locator(page, input.target.ref).scroll_into_view_if_needed()
         return None
@@ -741,7 +761,9 @@ class ChromiumBrowser(BetaAbstractBrowserToolset20260801):
             raise ToolError(f"could not press {input.text!r}: {_first_line(exc)}") from None
         return self._settle(page)
 
-    def hold_key(self, context: BetaToolsetCallContext, input: BetaBrowserHoldKeyInput) -> str | None:  # fmt: skip
+    def hold_key(
+        self, context: BetaToolsetCallContext, input: BetaBrowserHoldKeyInput
+    ) -> str | None:
         from playwright.sync_api import Error as PlaywrightError
 
         page = self._page(input.tab_id)
@@ -760,7 +782,9 @@ class ChromiumBrowser(BetaAbstractBrowserToolset20260801):
                     page.keyboard.up(key)
         return self._settle(page)
 
-    def form_input(self, context: BetaToolsetCallContext, input: BetaBrowserFormInputInput) -> str | None:  # fmt: skip
+    def form_input(
+        self, context: BetaToolsetCallContext, input: BetaBrowserFormInputInput
+    ) -> str | None:
         """A checkbox or radio takes a boolean, a select an option's value or label, any other
         field the text of the value."""
         from playwright.sync_api import Error as PlaywrightError

