@@ -6,6 +6,7 @@ import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal
 
 import pytest
 from anthropic.tools import BetaToolsetCallContext, ToolError
@@ -59,9 +60,24 @@ def box(make_sandbox: MakeSandbox) -> Iterator[Sandbox]:
     server.close()
 
 
-def test_a_page_served_inside_the_sandbox_is_read_through_the_bridge(box: Sandbox) -> None:
+def listening_ports(box: Sandbox) -> set[int]:
+    """TCP ports listening in the sandbox, from /proc (state 0A is LISTEN)."""
+    ports: set[int] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in box.read_file(Path(table)).decode().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A":
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+@pytest.mark.parametrize("transport", ["pipe", "port"])
+def test_a_page_served_inside_the_sandbox_is_read_through_the_bridge(
+    box: Sandbox, transport: Literal["pipe", "port"]
+) -> None:
     launcher = SandboxChromium(
         box,
+        transport=transport,
         extra_args=("--host-resolver-rules=MAP site.test 127.0.0.1, MAP other.test 127.0.0.1",),
     )
     browser = ChromiumBrowser(
@@ -79,10 +95,14 @@ def test_a_page_served_inside_the_sandbox_is_read_through_the_bridge(box: Sandbo
         assert 'button "Ok" [ref_' in call(browser, "read_page")[0]
         refused, error = call(browser, "navigate", url="http://other.test:8000/secret")
         assert error and "is not on this task's allowed domains (allowed: site.test)" in refused
-        # Once Playwright is connected the bridge takes no more connections.
-        assert launcher.bridge_port is not None
-        with pytest.raises(OSError):
-            socket.create_connection(("127.0.0.1", launcher.bridge_port), timeout=5).close()
+        if transport == "port":
+            # Once Playwright is connected the bridge takes no more connections.
+            assert launcher.bridge_port is not None
+            with pytest.raises(OSError):
+                socket.create_connection(("127.0.0.1", launcher.bridge_port), timeout=5).close()
+        else:
+            # No DevTools port in the sandbox: the task's own commands cannot drive the browser.
+            assert listening_ports(box) == {8000}
     log = box.read_file(Path(LOG)).decode()
     assert '"GET / HTTP/1.1" 200' in log and "/secret" not in log
     deadline = time.monotonic() + 20
