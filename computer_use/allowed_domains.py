@@ -146,6 +146,13 @@ class AllowedDomains:
             return f"{_short(url)} has a user name in it; URLs with credentials are not allowed"
         return self.refusal(full)
 
+    def connect_src(self) -> str:
+        """A CSP `connect-src` directive with the same hosts, for what request interception does
+        not see (WebSocket handshakes): the browser adds it to every response it receives."""
+        hosts = [*sorted(self.exact), *(f"*.{base}" for base in sorted(self.wildcard_bases))]
+        sources = [f"{scheme}://{host}:*" for host in hosts for scheme in sorted(WEB_SCHEMES)]
+        return "connect-src " + (" ".join([*sources, "data:", "blob:"]) if sources else "'none'")
+
     def describe(self) -> str:
         return ", ".join(self.shown) if self.shown else "none"
 

@@ -18,8 +18,10 @@ document request is failed as `Aborted`, so the tab stays on the page it was sho
 workers are blocked; downloads are refused. Requests wait while Python is not pumping Playwright's
 events (between calls), so a page that navigates on its own is held, never let through.
 
-Not covered by `Fetch` (so covered by where Chromium runs, the desktop sandbox, which has no
-network or an egress allowlist): WebSocket handshakes, WebRTC, DNS prefetch and preconnect.
+`Fetch` does not pause WebSocket handshakes, so every document and worker script is delivered
+with a CSP `connect-src` naming the same hosts. Not covered here (so covered by where Chromium
+runs, the desktop sandbox, which has no network or an egress allowlist): WebRTC, DNS prefetch
+and preconnect.
 
 Screenshots: the viewport is set to a size the model takes as it is (at most 1568 px on a side
 and 1.15 megapixels, device scale 1), so screenshot pixels are viewport pixels and coordinates
@@ -103,6 +105,9 @@ MAX_WAIT_S = 30.0
 # consequence is reported with the call that caused it rather than the next one.
 SETTLE_S = 0.15
 SCROLL_NOTCH_PX = 100
+# Responses that can carry a CSP for scripts: documents (pages, iframes) and worker scripts
+# (which Chromium's DevTools reports as "Other").
+CSP_CARRIERS = frozenset({"Document", "Other"})
 # Chromium flags for every launch: no first-run noise, and WebRTC kept off non-proxied UDP.
 CHROMIUM_FLAGS = (
     "--no-first-run",
@@ -111,6 +116,11 @@ CHROMIUM_FLAGS = (
     "--disable-component-update",
     "--disable-sync",
     "--force-webrtc-ip-handling-policy=disable_non_proxied_udp",
+    # A document the fence re-delivers (to add its CSP) loses the address it came from, so
+    # Chromium's local-network checks would take every such page for a public one and block
+    # its requests to a site on a private address. The fence already limits every request to
+    # the named hosts.
+    "--disable-features=LocalNetworkAccessChecks",
 )
 
 
@@ -177,6 +187,7 @@ class RequestFence:
 
     def __init__(self, domains: AllowedDomains) -> None:
         self.domains = domains
+        self.csp = domains.connect_src()
         self.refusals: list[Refusal] = []
         self.allowed_count = 0
         self._session: CDPSession | None = None
@@ -185,7 +196,11 @@ class RequestFence:
     def attach(self, browser: Browser) -> None:
         session = browser.new_browser_cdp_session()
         session.on("Fetch.requestPaused", self._paused)
-        session.send("Fetch.enable", {"patterns": [{"urlPattern": "*", "requestStage": "Request"}]})
+        patterns = [
+            {"urlPattern": "*", "requestStage": "Request"},
+            {"urlPattern": "*", "requestStage": "Response"},
+        ]
+        session.send("Fetch.enable", {"patterns": patterns})
         self._session = session
 
     def _paused(self, event: dict[str, Any]) -> None:
@@ -193,6 +208,9 @@ class RequestFence:
         if session is None:
             return
         request_id = event["requestId"]
+        if "responseStatusCode" in event or "responseErrorReason" in event:
+            self._answered(session, event)
+            return
         url = str(event.get("request", {}).get("url", ""))
         reason = self.domains.refusal(url)
         document = event.get("resourceType") == "Document"
@@ -206,6 +224,46 @@ class RequestFence:
             # `Aborted` cancels a navigation without an error page: the tab keeps its page.
             error = "Aborted" if document else "BlockedByClient"
             session.send("Fetch.failRequest", {"requestId": request_id, "errorReason": error})
+
+    def _answered(self, session: CDPSession, event: dict[str, Any]) -> None:
+        """A response on its way in. Documents and worker scripts are delivered again with the
+        fence's CSP `connect-src` added, so that neither a page nor a worker can open a
+        WebSocket (which `Fetch` does not pause) to a host off the list. Chromium honours a CSP
+        header only on a fulfilled response, not on one continued with edited headers, so those
+        bodies pass through here; every other response continues untouched."""
+        request_id = event["requestId"]
+        try:
+            status = int(event.get("responseStatusCode", 0))
+            if (
+                "responseErrorReason" in event
+                or event.get("resourceType") not in CSP_CARRIERS
+                or 300 <= status < 400  # a redirect: its next hop is paused as a request
+            ):
+                session.send("Fetch.continueRequest", {"requestId": request_id})
+                return
+            body = session.send("Fetch.getResponseBody", {"requestId": request_id})
+            data = body.get("body", "")
+            if not body.get("base64Encoded"):
+                data = base64.b64encode(str(data).encode()).decode("ascii")
+            headers = [
+                *event.get("responseHeaders", []),
+                {"name": "Content-Security-Policy", "value": self.csp},
+            ]
+            answer: dict[str, Any] = {
+                "requestId": request_id,
+                "responseCode": event["responseStatusCode"],
+                "responseHeaders": headers,
+                "body": data,
+            }
+            if event.get("responseStatusText"):
+                answer["responsePhrase"] = event["responseStatusText"]
+            session.send("Fetch.fulfillRequest", answer)
+        except Exception:
+            # Never leave a response paused: one that cannot carry the CSP is not delivered.
+            with contextlib.suppress(Exception):
+                session.send(
+                    "Fetch.failRequest", {"requestId": request_id, "errorReason": "BlockedByClient"}
+                )
 
     def mark(self) -> int:
         with self._lock:

@@ -229,6 +229,15 @@ def test_off_list_subresources_and_fetches_never_leave(browser: Driver, site: Si
     assert "other.test" not in site.hosts_seen()
 
 
+def test_websockets_reach_only_allowed_hosts(browser: Driver, site: Site) -> None:
+    # Request interception does not see WebSocket handshakes; the fence's CSP does.
+    browser("navigate", url=site.url("allowed.test", "/websockets"))
+    browser.text_eventually("sockets done")
+    browser("wait", duration=1)
+    assert "/ws-allowed" in site.paths_seen("allowed.test")
+    assert "other.test" not in site.hosts_seen()
+
+
 def test_a_popup_to_an_off_list_url_is_refused(browser: Driver, site: Site) -> None:
     browser("navigate", url=site.url("allowed.test", "/popup"))
     result = browser("left_click", target={"type": "coordinate", "x": 100, "y": 30})

@@ -49,6 +49,18 @@ PAGES = {
     "/hostile": """<title>Hostile</title><p>Nothing to see</p>
         <script>setTimeout(() => { location = 'http://other.test:{port}/stolen?c=1' }, 200)
         </script>""",
+    "/websockets": """<title>Sockets</title><p id=out>waiting</p>
+        <script>
+        const tries = ['ws://allowed.test:{port}/ws-allowed', 'ws://other.test:{port}/ws-stolen'];
+        const worker = new Worker(URL.createObjectURL(new Blob(
+          ["new WebSocket('ws://other.test:{port}/ws-from-worker')"], {type: 'text/javascript'})));
+        let done = 0;
+        for (const url of tries) {
+          try { const ws = new WebSocket(url); ws.onerror = ws.onclose = () => {
+            if (++done === tries.length) out.textContent = 'sockets done'; }; }
+          catch (e) { if (++done === tries.length) out.textContent = 'sockets done'; }
+        }
+        </script>""",
     "/ip-link": """<title>IP link</title>
         <a id=ip href="http://127.0.0.1:{port}/by-address"
           style="position:absolute;left:10px;top:10px;width:200px;height:40px;display:block">go</a>""",
