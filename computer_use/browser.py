@@ -38,8 +38,7 @@ import contextlib
 import io
 import itertools
 import threading
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -101,6 +100,7 @@ DEFAULT_VIEWPORT = (1280, 800)
 ACTION_TIMEOUT_S = 10.0
 NAVIGATION_TIMEOUT_S = 30.0
 MAX_WAIT_S = 30.0
+MAX_TABS = 50
 # After an input, the page's own script gets this long to react (navigate, open a popup) so the
 # consequence is reported with the call that caused it rather than the next one.
 SETTLE_S = 0.15
@@ -476,10 +476,16 @@ class ChromiumBrowser(BetaAbstractBrowserToolset20260801):
 
     def _browser_state(self, context: BetaToolsetCallContext) -> BetaBrowserState:
         changes: list[Any] = []
+        self._target_info()  # learns the target ids of popups opened since the last call
         refused_frames = {r.frame_id for r in self.fence.since(0) if r.document}
         for tab_id in self._popups_opened:
             page = self._tabs.get(tab_id)
             if page is None:
+                continue
+            if len(self._tabs) > MAX_TABS:
+                # A page opening popups in a loop: the API takes at most 100 tabs.
+                with contextlib.suppress(Exception):
+                    page.close()
                 continue
             # A popup whose first page was refused would stay a blank tab: closed instead.
             target = self._target_ids.get(tab_id)
@@ -925,14 +931,3 @@ def _field_text(value: str | float | bool) -> str:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
-
-
-def wait_until(predicate: Callable[[], bool], timeout_s: float, interval_s: float = 0.1) -> bool:
-    """Poll `predicate` until it holds or the deadline passes; whether it held."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if predicate():
-            return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(interval_s)

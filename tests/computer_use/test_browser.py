@@ -257,6 +257,13 @@ def test_a_popup_to_an_off_list_url_is_refused(browser: Driver, site: Site) -> N
     assert "other.test" not in site.hosts_seen()
 
 
+def test_a_dialog_is_dismissed_and_the_model_told(browser: Driver, site: Site) -> None:
+    browser("navigate", url=site.url("allowed.test", "/dialog"))
+    clicked = browser("left_click", target={"type": "coordinate", "x": 50, "y": 20})
+    assert 'dialog "Delete everything?" was dismissed' in clicked.text
+    assert "kept" in browser("get_page_text").text
+
+
 def test_ip_literals_are_refused_typed_or_clicked(browser: Driver, site: Site) -> None:
     for url in (
         f"http://127.0.0.1:{site.port}/",

@@ -61,6 +61,10 @@ PAGES = {
           catch (e) { if (++done === tries.length) out.textContent = 'sockets done'; }
         }
         </script>""",
+    "/dialog": """<title>Dialog</title><p id=out>before</p>
+        <button style="position:absolute;left:10px;top:10px;width:200px;height:40px"
+          onclick="out.textContent = confirm('Delete everything?') ? 'deleted' : 'kept'"
+          >Go</button>""",
     "/ip-link": """<title>IP link</title>
         <a id=ip href="http://127.0.0.1:{port}/by-address"
           style="position:absolute;left:10px;top:10px;width:200px;height:40px;display:block">go</a>""",
