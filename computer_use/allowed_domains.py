@@ -28,6 +28,8 @@ WEB_SCHEMES = frozenset({"http", "https", "ws", "wss"})
 # `http://2130706433/` and `http://127.1/` are addresses, not names.
 _NUMERIC_LABEL = re.compile(r"^(0x[0-9a-f]*|[0-9]+)$")
 _UNSAFE_IN_URL = re.compile(r"[\\\s\x00-\x1f\x7f]")
+_SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:")
+_PORT_AFTER_COLON = re.compile(r"^[0-9]+(?:[/?#]|$)")
 
 
 class DomainRuleError(ValueError):
@@ -134,9 +136,7 @@ class AllowedDomains:
         """Why the model's `navigate` URL is refused, or None; the scheme defaults to https."""
         if _UNSAFE_IN_URL.search(url):
             return "the URL contains spaces, control characters or backslashes; send it encoded"
-        full = (
-            url if "://" in url or url.lower().startswith(("about:", "data:")) else f"https://{url}"
-        )
+        full = typed_url(url)
         try:
             parts = urlsplit(full)
         except ValueError:
@@ -155,6 +155,15 @@ class AllowedDomains:
 
     def describe(self) -> str:
         return ", ".join(self.shown) if self.shown else "none"
+
+
+def typed_url(url: str) -> str:
+    """The URL the model typed with https:// added when it has no scheme (`a.test:8080/x` has
+    none; `javascript:...` and `file:///...` do), as the browser toolset documents."""
+    scheme = _SCHEME.match(url)
+    if scheme is not None and not _PORT_AFTER_COLON.match(url[scheme.end() :]):
+        return url
+    return f"https://{url}"
 
 
 def normalise_host(host: str) -> str | None:

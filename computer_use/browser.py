@@ -88,7 +88,7 @@ from anthropic.types.beta import (
 from PIL import Image
 
 from computer_use import browser_page
-from computer_use.allowed_domains import AllowedDomains
+from computer_use.allowed_domains import AllowedDomains, typed_url
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, BrowserContext, CDPSession, Locator, Page, Playwright
@@ -550,7 +550,7 @@ class ChromiumBrowser(BetaAbstractBrowserToolset20260801):
                 reason = self.domains.refuse_typed_url(input.url)
                 if reason is not None:  # the SDK asked url_policy already; kept as a second lock
                     raise ToolError(reason)
-                url = input.url if "://" in input.url else f"https://{input.url}"
+                url = typed_url(input.url)
                 response = page.goto(url, wait_until="load")
         except PlaywrightError as exc:
             refused = [r for r in self.fence.since(mark) if r.document]

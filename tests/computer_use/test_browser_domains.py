@@ -79,6 +79,7 @@ def test_nothing_is_allowed_by_default() -> None:
         ("https://evil.test\\@a.test/", False),
         ("https://a.test/ x", False),
         ("https://a.test\n.evil.test/", False),
+        ("a.test:8443/x", True),
     ],
 )
 def test_typed_urls(rules: AllowedDomains, typed: str, allowed: bool) -> None:
@@ -133,3 +134,17 @@ def test_refs_and_keys_round_trip() -> None:
     assert browser_page.chord("Return") == "Enter"
     with pytest.raises(ValueError, match="not a modifier"):
         browser_page.modifiers("ctrl+q")
+
+
+@pytest.mark.parametrize(
+    ("typed", "why"),
+    [
+        ("javascript:alert(1)", "javascript: URLs are never allowed"),
+        ("file:///etc/passwd", "file: URLs are never allowed"),
+        ("chrome://settings", "chrome: URLs are never allowed"),
+        ("view-source:https://a.test/", "view-source: URLs are never allowed"),
+        ("data:text/html,hi", "only allowed for images"),
+    ],
+)
+def test_typed_urls_with_other_schemes_say_why(rules: AllowedDomains, typed: str, why: str) -> None:
+    assert why in str(rules.refuse_typed_url(typed))
