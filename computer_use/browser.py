@@ -8,20 +8,16 @@ uploads and scripts reach outside what a person approves on a screenshot, and co
 network logs are page-controlled text the outline already covers.
 
 The domain fence. The task's `allowed_domains` (`allowed_domains.AllowedDomains`) are enforced
-on every request Chromium makes, by the Chrome DevTools Protocol's `Fetch` domain enabled on the
-*browser* target: each request of every tab, popup, iframe and worker is paused before it leaves
-and continued only if its URL passes, and each redirect hop is paused again as a new request.
-Playwright's own `context.route` is not used because it does not see redirect hops (Playwright
-continues them itself; a test here showed the off-list host receiving the request). A refused
-document request is failed as `Aborted`, so the tab stays on the page it was showing. The SDK's
-`url_policy` refuses the model's own `navigate` with a sentence before anything is sent; service
-workers are blocked; downloads are refused. Requests wait while Python is not pumping Playwright's
-events (between calls), so a page that navigates on its own is held, never let through.
-
-`Fetch` does not pause WebSocket handshakes, so every document and worker script is delivered
-with a CSP `connect-src` naming the same hosts. Not covered here (so covered by where Chromium
-runs, the desktop sandbox, which has no network or an egress allowlist): WebRTC, DNS prefetch
-and preconnect.
+on every request Chromium makes by `browser_fence.RequestFence` (the DevTools `Fetch` domain on
+the browser target: each redirect hop is paused as a request of its own). Playwright's own
+`context.route` is not used because it does not see redirect hops (Playwright continues them
+itself; tried with Playwright 1.65, the off-list host received the hop). The SDK's `url_policy`
+refuses the model's own `navigate` with a sentence before anything is sent; a navigation the
+page starts is refused on the wire, the tab stays where it was, and the model is told with the
+call's result. Service workers are blocked; downloads are refused. Requests wait while Python is
+not pumping Playwright's events (between calls), so a page that navigates on its own is held,
+never let through. Not covered here (so covered by where Chromium runs, the desktop sandbox,
+which has no network or an egress allowlist): WebRTC, DNS prefetch and preconnect.
 
 Screenshots: the viewport is set to a size the model takes as it is (at most 1568 px on a side
 and 1.15 megapixels, device scale 1), so screenshot pixels are viewport pixels and coordinates
@@ -37,7 +33,6 @@ import base64
 import contextlib
 import io
 import itertools
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,9 +84,10 @@ from PIL import Image
 
 from computer_use import browser_page
 from computer_use.allowed_domains import AllowedDomains, typed_url
+from computer_use.browser_fence import Refusal, RequestFence
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, BrowserContext, CDPSession, Locator, Page, Playwright
+    from playwright.sync_api import Browser, BrowserContext, Locator, Page, Playwright
 
 CHROMIUM = Path("/usr/bin/chromium")
 MAX_IMAGE_EDGE_PX = 1568
@@ -105,9 +101,6 @@ MAX_TABS = 50
 # consequence is reported with the call that caused it rather than the next one.
 SETTLE_S = 0.15
 SCROLL_NOTCH_PX = 100
-# Responses that can carry a CSP for scripts: documents (pages, iframes) and worker scripts
-# (which Chromium's DevTools reports as "Other").
-CSP_CARRIERS = frozenset({"Document", "Other"})
 # Chromium flags for every launch: no first-run noise, and WebRTC kept off non-proxied UDP.
 CHROMIUM_FLAGS = (
     "--no-first-run",
@@ -169,109 +162,6 @@ class LocalChromium:
         if browser is not None:
             with contextlib.suppress(Exception):
                 browser.close()
-
-
-@dataclass(frozen=True)
-class Refusal:
-    """A request the fence stopped."""
-
-    url: str
-    reason: str
-    document: bool
-    frame_id: str
-
-
-class RequestFence:
-    """Pauses every request of the browser (CDP `Fetch` on the browser target) and lets through
-    only those `AllowedDomains` allows; redirect hops arrive here as requests of their own."""
-
-    def __init__(self, domains: AllowedDomains) -> None:
-        self.domains = domains
-        self.csp = domains.connect_src()
-        self.refusals: list[Refusal] = []
-        self.allowed_count = 0
-        self._session: CDPSession | None = None
-        self._lock = threading.Lock()
-
-    def attach(self, browser: Browser) -> None:
-        session = browser.new_browser_cdp_session()
-        session.on("Fetch.requestPaused", self._paused)
-        patterns = [
-            {"urlPattern": "*", "requestStage": "Request"},
-            {"urlPattern": "*", "requestStage": "Response"},
-        ]
-        session.send("Fetch.enable", {"patterns": patterns})
-        self._session = session
-
-    def _paused(self, event: dict[str, Any]) -> None:
-        session = self._session
-        if session is None:
-            return
-        request_id = event["requestId"]
-        if "responseStatusCode" in event or "responseErrorReason" in event:
-            self._answered(session, event)
-            return
-        url = str(event.get("request", {}).get("url", ""))
-        reason = self.domains.refusal(url)
-        document = event.get("resourceType") == "Document"
-        with contextlib.suppress(Exception):  # the request may be gone (tab closed)
-            if reason is None:
-                self.allowed_count += 1
-                session.send("Fetch.continueRequest", {"requestId": request_id})
-                return
-            with self._lock:
-                self.refusals.append(Refusal(url, reason, document, str(event.get("frameId", ""))))
-            # `Aborted` cancels a navigation without an error page: the tab keeps its page.
-            error = "Aborted" if document else "BlockedByClient"
-            session.send("Fetch.failRequest", {"requestId": request_id, "errorReason": error})
-
-    def _answered(self, session: CDPSession, event: dict[str, Any]) -> None:
-        """A response on its way in. Documents and worker scripts are delivered again with the
-        fence's CSP `connect-src` added, so that neither a page nor a worker can open a
-        WebSocket (which `Fetch` does not pause) to a host off the list. Chromium honours a CSP
-        header only on a fulfilled response, not on one continued with edited headers, so those
-        bodies pass through here; every other response continues untouched."""
-        request_id = event["requestId"]
-        try:
-            status = int(event.get("responseStatusCode", 0))
-            if (
-                "responseErrorReason" in event
-                or event.get("resourceType") not in CSP_CARRIERS
-                or 300 <= status < 400  # a redirect: its next hop is paused as a request
-            ):
-                session.send("Fetch.continueRequest", {"requestId": request_id})
-                return
-            body = session.send("Fetch.getResponseBody", {"requestId": request_id})
-            data = body.get("body", "")
-            if not body.get("base64Encoded"):
-                data = base64.b64encode(str(data).encode()).decode("ascii")
-            headers = [
-                *event.get("responseHeaders", []),
-                {"name": "Content-Security-Policy", "value": self.csp},
-            ]
-            answer: dict[str, Any] = {
-                "requestId": request_id,
-                "responseCode": event["responseStatusCode"],
-                "responseHeaders": headers,
-                "body": data,
-            }
-            if event.get("responseStatusText"):
-                answer["responsePhrase"] = event["responseStatusText"]
-            session.send("Fetch.fulfillRequest", answer)
-        except Exception:
-            # Never leave a response paused: one that cannot carry the CSP is not delivered.
-            with contextlib.suppress(Exception):
-                session.send(
-                    "Fetch.failRequest", {"requestId": request_id, "errorReason": "BlockedByClient"}
-                )
-
-    def mark(self) -> int:
-        with self._lock:
-            return len(self.refusals)
-
-    def since(self, mark: int) -> list[Refusal]:
-        with self._lock:
-            return self.refusals[mark:]
 
 
 class ChromiumBrowser(BetaAbstractBrowserToolset20260801):
