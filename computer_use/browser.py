@@ -1,0 +1,823 @@
+"""The browser tool: the SDK's browser toolset driving Chromium through Playwright.
+
+`ChromiumBrowser` implements every member of `BetaAbstractBrowserToolset20260801` that makes
+sense for one Chromium (navigation and history, screenshots and zoom, mouse and keyboard,
+element references from an accessibility outline, forms, tabs). `file_upload`, `read_console`,
+`read_network` and `javascript_exec` are not implemented, so the SDK declares them disabled:
+uploads and scripts reach outside what a person approves on a screenshot, and console and
+network logs are page-controlled text the outline already covers.
+
+The domain fence. The task's `allowed_domains` (`allowed_domains.AllowedDomains`) are enforced
+on every request Chromium makes by `browser_fence.RequestFence` (the DevTools `Fetch` domain on
+the browser target: each redirect hop is paused as a request of its own). Playwright's own
+`context.route` is not used because it does not see redirect hops (Playwright continues them
+itself; tried with Playwright 1.65, the off-list host received the hop). The SDK's `url_policy`
+refuses the model's own `navigate` with a sentence before anything is sent; a navigation the
+page starts is refused on the wire, the tab stays where it was, and the model is told with the
+call's result. Service workers are blocked; downloads are refused. Requests wait while Python is
+not pumping Playwright's events (between calls), so a page that navigates on its own is held,
+never let through. Not covered here (so covered by where Chromium runs, the desktop sandbox,
+which has no network or an egress allowlist): WebRTC, DNS prefetch and preconnect.
+
+Screenshots: the viewport is set to a size the model takes as it is (at most 1568 px on a side
+and 1.15 megapixels, device scale 1), so screenshot pixels are viewport pixels and coordinates
+need no mapping.
+
+Playwright's sync API is bound to the thread that started it: start, call and close the toolset
+from one thread (the tool runner's), outside any asyncio loop.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from anthropic.tools import (
+    BetaAbstractBrowserToolset20260801,
+    BetaBrowserNavigateResult,
+    BetaBrowserState,
+    BetaConfirmCallable,
+    BetaDialogDismissed,
+    BetaNavigationRefused,
+    BetaScreenshotResult,
+    BetaToolsetCallContext,
+    BetaURLContext,
+    ToolError,
+)
+from anthropic.types.beta import (
+    BetaBrowserCloseTabInput,
+    BetaBrowserDoubleClickInput,
+    BetaBrowserFindInput,
+    BetaBrowserFormInputInput,
+    BetaBrowserGetPageTextInput,
+    BetaBrowserHoldKeyInput,
+    BetaBrowserHoverInput,
+    BetaBrowserKeyInput,
+    BetaBrowserLeftClickDragInput,
+    BetaBrowserLeftClickInput,
+    BetaBrowserLeftMouseDownInput,
+    BetaBrowserLeftMouseUpInput,
+    BetaBrowserListTabsInput,
+    BetaBrowserMiddleClickInput,
+    BetaBrowserMouseMoveInput,
+    BetaBrowserNavigateInput,
+    BetaBrowserNewTabInput,
+    BetaBrowserReadPageInput,
+    BetaBrowserRightClickInput,
+    BetaBrowserScreenshotInput,
+    BetaBrowserScrollInput,
+    BetaBrowserScrollToInput,
+    BetaBrowserStateTabEntryParam,
+    BetaBrowserSwitchTabInput,
+    BetaBrowserTripleClickInput,
+    BetaBrowserTypeInput,
+    BetaBrowserWaitInput,
+    BetaBrowserZoomInput,
+)
+from PIL import Image
+
+from computer_use import browser_page
+from computer_use.allowed_domains import AllowedDomains, typed_url
+from computer_use.browser_fence import Refusal, RequestFence
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, BrowserContext, Locator, Page, Playwright
+
+CHROMIUM = Path("/usr/bin/chromium")
+MAX_IMAGE_EDGE_PX = 1568
+MAX_IMAGE_PIXELS = 1_150_000
+DEFAULT_VIEWPORT = (1280, 800)
+ACTION_TIMEOUT_S = 10.0
+NAVIGATION_TIMEOUT_S = 30.0
+MAX_WAIT_S = 30.0
+MAX_TABS = 50
+# After an input, the page's own script gets this long to react (navigate, open a popup) so the
+# consequence is reported with the call that caused it rather than the next one.
+SETTLE_S = 0.15
+SCROLL_NOTCH_PX = 100
+# Chromium flags for every launch: no first-run noise, and WebRTC kept off non-proxied UDP.
+CHROMIUM_FLAGS = (
+    "--no-first-run",
+    "--no-default-browser-check",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--force-webrtc-ip-handling-policy=disable_non_proxied_udp",
+    # A document the fence re-delivers (to add its CSP) loses the address it came from, so
+    # Chromium's local-network checks would take every such page for a public one and block
+    # its requests to a site on a private address. The fence already limits every request to
+    # the named hosts.
+    "--disable-features=LocalNetworkAccessChecks",
+)
+
+
+class BrowserFailed(RuntimeError):
+    """Chromium could not be started or connected to (the message says which and why)."""
+
+
+class BrowserLauncher(Protocol):
+    """Where Chromium runs: gives a connected Playwright `Browser`, and takes it down."""
+
+    def connect(self, playwright: Playwright) -> Browser:
+        """Start (or reach) Chromium and return it connected. Raises BrowserFailed."""
+
+    def close(self) -> None:
+        """Stop what `connect` started."""
+
+
+@dataclass
+class LocalChromium:
+    """Debian's Chromium on this machine, headless (tests and development; no confinement)."""
+
+    executable: Path = CHROMIUM
+    extra_args: Sequence[str] = ()
+    _browser: Browser | None = field(default=None, init=False, repr=False)
+
+    def connect(self, playwright: Playwright) -> Browser:
+        from playwright.sync_api import Error as PlaywrightError
+
+        if not self.executable.exists():
+            raise BrowserFailed(
+                f"{self.executable} does not exist; install Debian's chromium package "
+                "(`apt-get install chromium`) or pass executable="
+            )
+        try:
+            self._browser = playwright.chromium.launch(
+                executable_path=str(self.executable),
+                headless=True,
+                args=[*CHROMIUM_FLAGS, *self.extra_args],
+            )
+        except PlaywrightError as exc:
+            raise BrowserFailed(f"Chromium did not start: {_first_line(exc)}") from None
+        return self._browser
+
+    def close(self) -> None:
+        browser, self._browser = self._browser, None
+        if browser is not None:
+            with contextlib.suppress(Exception):
+                browser.close()
+
+
+class ChromiumBrowser(BetaAbstractBrowserToolset20260801):
+    """The SDK's browser toolset on one Chromium, fenced to the task's allowed domains.
+
+    Use it as a context manager (or call `start()` and `close()`): it starts Chromium through
+    `launcher`, one browser context (no service workers, no downloads) and one empty tab.
+    """
+
+    def __init__(
+        self,
+        *,
+        launcher: BrowserLauncher,
+        allowed_domains: AllowedDomains,
+        confirm: BetaConfirmCallable | None,
+        viewport: tuple[int, int] = DEFAULT_VIEWPORT,
+        action_timeout_s: float = ACTION_TIMEOUT_S,
+        navigation_timeout_s: float = NAVIGATION_TIMEOUT_S,
+    ) -> None:
+        """Args:
+        launcher: where Chromium runs (`LocalChromium`, `cdp_bridge.SandboxChromium`).
+        allowed_domains: the task's fence; the default of a task (no rules) allows nothing.
+        confirm: the approval gate, called by the SDK before every member call.
+        viewport: width and height in CSS pixels; screenshots have exactly this size.
+
+        Raises:
+            ValueError: the viewport would give screenshots larger than the model takes.
+        """
+        width, height = viewport
+        if not (
+            0 < width <= MAX_IMAGE_EDGE_PX
+            and 0 < height <= MAX_IMAGE_EDGE_PX
+            and width * height <= MAX_IMAGE_PIXELS
+        ):
+            raise ValueError(
+                f"a {width}x{height} viewport gives screenshots the model cannot take (at most "
+                f"{MAX_IMAGE_EDGE_PX} px a side and {MAX_IMAGE_PIXELS} pixels); use 1280x800"
+            )
+        super().__init__(confirm=confirm, url_policy=self._check_typed_url)
+        self.launcher = launcher
+        self.domains = allowed_domains
+        self.viewport = (width, height)
+        self.action_timeout_s = action_timeout_s
+        self.navigation_timeout_s = navigation_timeout_s
+        self.fence = RequestFence(allowed_domains)
+        self._playwright: Playwright | None = None
+        self._browser: Browser | None = None
+        self._context: BrowserContext | None = None
+        self._tabs: dict[str, Page] = {}
+        self._target_ids: dict[str, str] = {}
+        self._active: str | None = None
+        self._ids = itertools.count(1)
+        self._opening_own_tab = False
+        self._popups_opened: list[str] = []
+        self._dialogs: list[BetaDialogDismissed] = []
+        self._reported = 0  # refusals already told to the model
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> ChromiumBrowser:
+        """Start Chromium, the fence and one empty tab. Raises BrowserFailed."""
+        from playwright.sync_api import Error as PlaywrightError
+        from playwright.sync_api import sync_playwright
+
+        if self._context is not None:
+            return self
+        self._playwright = sync_playwright().start()
+        try:
+            self._browser = self.launcher.connect(self._playwright)
+            self.fence.attach(self._browser)
+            width, height = self.viewport
+            self._context = self._browser.new_context(
+                viewport={"width": width, "height": height},
+                device_scale_factor=1,
+                service_workers="block",
+                accept_downloads=False,
+            )
+            self._context.set_default_timeout(self.action_timeout_s * 1000)
+            self._context.set_default_navigation_timeout(self.navigation_timeout_s * 1000)
+            self._context.on("page", self._on_page)
+            self._opening_own_tab = True
+            try:
+                page = self._context.new_page()
+            finally:
+                self._opening_own_tab = False
+            self._active = self._id_of(page)
+        except (PlaywrightError, BrowserFailed) as exc:
+            self._teardown()
+            if isinstance(exc, BrowserFailed):
+                raise
+            raise BrowserFailed(f"the browser failed to start: {_first_line(exc)}") from None
+        except BaseException:
+            self._teardown()
+            raise
+        return self
+
+    def __enter__(self) -> ChromiumBrowser:
+        super().__enter__()
+        return self.start()
+
+    def close(self) -> None:
+        super().close()
+        self._teardown()
+
+    def _teardown(self) -> None:
+        context, self._context = self._context, None
+        if context is not None:
+            with contextlib.suppress(Exception):
+                context.close()
+        browser, self._browser = self._browser, None
+        if browser is not None:
+            with contextlib.suppress(Exception):
+                browser.close()
+        self.launcher.close()
+        playwright, self._playwright = self._playwright, None
+        if playwright is not None:
+            with contextlib.suppress(Exception):
+                playwright.stop()
+        self._tabs.clear()
+        self._active = None
+
+    # --- tabs -----------------------------------------------------------------------------
+
+    def _on_page(self, page: Page) -> None:
+        tab_id = f"tab_{next(self._ids)}"
+        self._tabs[tab_id] = page
+        page.on("dialog", self._on_dialog)
+        page.on("close", lambda closed: self._forget(closed))
+        if not self._opening_own_tab:
+            self._popups_opened.append(tab_id)
+
+    def _on_dialog(self, dialog: Any) -> None:
+        self._dialogs.append(BetaDialogDismissed(kind=dialog.type, message=dialog.message[:500]))
+        with contextlib.suppress(Exception):
+            dialog.dismiss()
+
+    def _forget(self, page: Page) -> None:
+        for tab_id, known in list(self._tabs.items()):
+            if known is page:
+                del self._tabs[tab_id]
+                self._target_ids.pop(tab_id, None)
+                if self._active == tab_id:
+                    self._active = next(reversed(self._tabs), None)
+
+    def _id_of(self, page: Page) -> str:
+        for tab_id, known in self._tabs.items():
+            if known is page:
+                return tab_id
+        raise BrowserFailed("a tab the browser opened was not registered")
+
+    def _page(self, tab_id: str | None) -> Page:
+        if self._context is None:
+            raise ToolError("the browser is not running; the task must start it first")
+        if tab_id is None:
+            if self._active is None:
+                raise ToolError("no tab is open; call new_tab first")
+            return self._tabs[self._active]
+        page = self._tabs.get(tab_id)
+        if page is None:
+            raise ToolError(f"there is no tab {tab_id!r}; list_tabs shows the open tabs")
+        return page
+
+    def _target_info(self) -> dict[str, tuple[str, str]]:
+        """Each tab's (url, title) from the browser process, not the page: a page stuck in a
+        script loop cannot hold up the report."""
+        infos: dict[str, tuple[str, str]] = {}
+        if self._browser is None or self._context is None:
+            return infos
+        for tab_id, page in self._tabs.items():
+            if tab_id not in self._target_ids:
+                with contextlib.suppress(Exception):
+                    session = self._context.new_cdp_session(page)
+                    info = session.send("Target.getTargetInfo")["targetInfo"]
+                    self._target_ids[tab_id] = info["targetId"]
+                    session.detach()
+        with contextlib.suppress(Exception):
+            session = self._browser.new_browser_cdp_session()
+            targets = session.send("Target.getTargets")["targetInfos"]
+            session.detach()
+            by_target = {t["targetId"]: (t.get("url", ""), t.get("title", "")) for t in targets}
+            for tab_id, target_id in self._target_ids.items():
+                if target_id in by_target:
+                    infos[tab_id] = by_target[target_id]
+        return infos
+
+    def _entries(self) -> list[BetaBrowserStateTabEntryParam]:
+        infos = self._target_info()
+        entries: list[BetaBrowserStateTabEntryParam] = []
+        for tab_id, page in self._tabs.items():
+            url, title = infos.get(tab_id, (page.url, ""))
+            if title == url:  # Chromium titles an untitled page with its URL
+                title = ""
+            if url == "about:blank":
+                url = ""
+            entries.append(
+                {"tab_id": tab_id, "title": title, "url": url, "active": tab_id == self._active}
+            )
+        return entries
+
+    def _entry(self, tab_id: str) -> BetaBrowserStateTabEntryParam:
+        return next(e for e in self._entries() if e["tab_id"] == tab_id)
+
+    def _browser_state(self, context: BetaToolsetCallContext) -> BetaBrowserState:
+        changes: list[Any] = []
+        self._target_info()  # learns the target ids of popups opened since the last call
+        refused_frames = {r.frame_id for r in self.fence.since(0) if r.document}
+        for tab_id in self._popups_opened:
+            page = self._tabs.get(tab_id)
+            if page is None:
+                continue
+            if len(self._tabs) > MAX_TABS:
+                # A page opening popups in a loop: the API takes at most 100 tabs.
+                with contextlib.suppress(Exception):
+                    page.close()
+                continue
+            # A popup whose first page was refused would stay a blank tab: closed instead.
+            target = self._target_ids.get(tab_id)
+            if page.url == "about:blank" and target in refused_frames:
+                with contextlib.suppress(Exception):
+                    page.close()
+                continue
+            changes.append({"type": "tab_opened", "tab_id": tab_id})
+        self._popups_opened.clear()
+        if any(r.document for r in self._unreported()):
+            changes.append(BetaNavigationRefused())
+        self._reported = self.fence.mark()
+        changes.extend(self._dialogs)
+        self._dialogs.clear()
+        return BetaBrowserState(tabs=self._entries(), state_changes=changes)
+
+    def _unreported(self) -> list[Refusal]:
+        return self.fence.since(self._reported)
+
+    # --- the domain fence, as the model hears it ------------------------------------------
+
+    def _check_typed_url(self, context: BetaURLContext, url: str) -> None:
+        reason = self.domains.refuse_typed_url(url)
+        if reason is not None:
+            raise ToolError(reason)
+
+    def _settle(self, page: Page) -> str | None:
+        """Let the page react to an input, then say which navigations the fence refused."""
+        with contextlib.suppress(Exception):
+            page.wait_for_timeout(SETTLE_S * 1000)
+            page.wait_for_load_state("domcontentloaded", timeout=self.action_timeout_s * 1000)
+        # Popups appear through events; ask the browser for its targets so they are pumped.
+        self._target_info()
+        refused = [r for r in self._unreported() if r.document]
+        self._reported = self.fence.mark()
+        if not refused:
+            return None
+        more = f" ({len(refused) - 1} more like it)" if len(refused) > 1 else ""
+        return (
+            f"The page started a navigation the browser refused{more}: {refused[0].reason}. "
+            "The tab stayed where it was."
+        )
+
+    # --- navigation -----------------------------------------------------------------------
+
+    def navigate(
+        self, context: BetaToolsetCallContext, input: BetaBrowserNavigateInput
+    ) -> BetaBrowserNavigateResult:
+        from playwright.sync_api import Error as PlaywrightError
+
+        page = self._page(input.tab_id)
+        mark = self.fence.mark()
+        response = None
+        try:
+            if input.url == "back":
+                response = page.go_back(wait_until="load")
+            elif input.url == "forward":
+                response = page.go_forward(wait_until="load")
+            elif input.url == "reload":
+                response = page.reload(wait_until="load")
+            else:
+                reason = self.domains.refuse_typed_url(input.url)
+                if reason is not None:  # the SDK asked url_policy already; kept as a second lock
+                    raise ToolError(reason)
+                url = typed_url(input.url)
+                response = page.goto(url, wait_until="load")
+        except PlaywrightError as exc:
+            refused = [r for r in self.fence.since(mark) if r.document]
+            self._reported = self.fence.mark()
+            if refused:
+                raise ToolError(
+                    f"refused: {refused[-1].reason}. The tab stayed at {page.url}"
+                ) from None
+            raise ToolError(f"could not open {input.url}: {_first_line(exc)}") from None
+        refused = [r for r in self.fence.since(mark) if r.document]
+        if refused and response is None:
+            self._reported = self.fence.mark()
+            raise ToolError(f"refused: {refused[-1].reason}. The tab stayed at {page.url}")
+        tab_id = self._id_of(page)
+        title = self._target_info().get(tab_id, (page.url, ""))[1]
+        return BetaBrowserNavigateResult(
+            url=page.url, status=response.status if response else None, title=title or None
+        )
+
+    # --- seeing ---------------------------------------------------------------------------
+
+    def screenshot(
+        self, context: BetaToolsetCallContext, input: BetaBrowserScreenshotInput
+    ) -> BetaScreenshotResult:
+        page = self._page(input.tab_id)
+        png = page.screenshot(type="png", animations="disabled", caret="initial")
+        return BetaScreenshotResult(data=base64.b64encode(png).decode("ascii"))
+
+    def zoom(
+        self, context: BetaToolsetCallContext, input: BetaBrowserZoomInput
+    ) -> BetaScreenshotResult:
+        """The region cut from a viewport screenshot and enlarged to fill the model's frame."""
+        page = self._page(input.tab_id)
+        if len(input.region) != 4:
+            raise ToolError("region must be [x0, y0, x1, y1] in viewport pixels")
+        x0, y0, x1, y1 = input.region
+        width, height = self.viewport
+        if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
+            raise ToolError(
+                f"region {input.region} is not inside the {width}x{height} viewport with x0 < x1 "
+                "and y0 < y1"
+            )
+        png = page.screenshot(
+            type="png", clip={"x": x0, "y": y0, "width": x1 - x0, "height": y1 - y0}
+        )
+        image: Image.Image = Image.open(io.BytesIO(png))
+        scale = min(width / image.width, height / image.height)
+        if scale > 1:
+            size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+            image = image.resize(size, Image.Resampling.LANCZOS)
+        out = io.BytesIO()
+        image.save(out, format="PNG")
+        return BetaScreenshotResult(data=base64.b64encode(out.getvalue()).decode("ascii"))
+
+    def _snapshot(self, page: Page) -> str:
+        return page.aria_snapshot(mode="ai", boxes=True, timeout=self.action_timeout_s * 1000)
+
+    def read_page(self, context: BetaToolsetCallContext, input: BetaBrowserReadPageInput) -> str:
+        page = self._page(input.tab_id)
+        root = None
+        if input.ref is not None:
+            root = browser_page.playwright_ref(input.ref)
+            if root is None:
+                raise ToolError(f"{input.ref!r} is not an element reference (they look like ref_7)")
+        snapshot = self._snapshot(page)
+        try:
+            return browser_page.outline(
+                snapshot,
+                viewport=self.viewport,
+                depth=input.depth,
+                interactive_only=input.filter == "interactive",
+                include_offscreen=input.filter == "all" or input.ref is not None,
+                root_ref=root,
+            )
+        except LookupError:
+            raise ToolError(
+                f"{input.ref} is not on the page any more; call read_page without ref"
+            ) from None
+
+    def find(self, context: BetaToolsetCallContext, input: BetaBrowserFindInput) -> str:
+        """Elements whose role, name or text share words with the description (a heuristic:
+        words are matched, meaning is not understood), best first, at most 20."""
+        page = self._page(input.tab_id)
+        matches = browser_page.find(self._snapshot(page), input.query)
+        if not matches:
+            return f"Nothing on the page matched {input.query!r}; read_page shows everything."
+        return "\n".join(matches)
+
+    def get_page_text(
+        self, context: BetaToolsetCallContext, input: BetaBrowserGetPageTextInput
+    ) -> str:
+        page = self._page(input.tab_id)
+        # The article or main region when the page marks one, else the whole body.
+        text = page.evaluate(
+            """() => {
+                const main = document.querySelector('article, main, [role=main]');
+                return (main || document.body || document.documentElement)?.innerText ?? '';
+            }"""
+        )
+        text = str(text).strip()
+        if not text:
+            return "(the page has no text)"
+        return browser_page.cap(text, "read_page with a ref reads one part")
+
+    # --- pointer --------------------------------------------------------------------------
+
+    def _point(self, x: int, y: int) -> tuple[int, int]:
+        width, height = self.viewport
+        if not (0 <= x < width and 0 <= y < height):
+            raise ToolError(
+                f"({x}, {y}) is outside the {width}x{height} viewport; use coordinates from "
+                "the latest screenshot"
+            )
+        return x, y
+
+    def _locator(self, page: Page, ref: str) -> Locator:
+        inner = browser_page.playwright_ref(ref)
+        if inner is None:
+            raise ToolError(f"{ref!r} is not an element reference (they look like ref_7)")
+        locator = page.locator(f"aria-ref={inner}")
+        if locator.count() == 0:
+            raise ToolError(
+                f"{ref} is not on the page any more (it changed or navigated); call read_page "
+                "or find again for fresh references"
+            )
+        return locator.first
+
+    def _click(
+        self,
+        tab_id: str | None,
+        target: Any,
+        modifiers: str | None,
+        *,
+        button: Literal["left", "middle", "right"] = "left",
+        count: int = 1,
+    ) -> str | None:
+        from playwright.sync_api import Error as PlaywrightError
+
+        page = self._page(tab_id)
+        try:
+            keys = browser_page.modifiers(modifiers)
+        except ValueError as exc:
+            raise ToolError(str(exc)) from None
+        try:
+            if target.type == "ref":
+                self._locator(page, target.ref).click(
+                    button=button,
+                    click_count=count,
+                    modifiers=keys,
+                )
+            else:
+                x, y = self._point(target.x, target.y)
+                for key in keys:
+                    page.keyboard.down(key)
+                try:
+                    page.mouse.click(x, y, button=button, click_count=count)
+                finally:
+                    for key in reversed(keys):
+                        page.keyboard.up(key)
+        except PlaywrightError as exc:
+            raise ToolError(f"the click did not happen: {_first_line(exc)}") from None
+        return self._settle(page)
+
+    def left_click(
+        self, context: BetaToolsetCallContext, input: BetaBrowserLeftClickInput
+    ) -> str | None:
+        return self._click(input.tab_id, input.target, input.modifiers)
+
+    def right_click(
+        self, context: BetaToolsetCallContext, input: BetaBrowserRightClickInput
+    ) -> str | None:
+        return self._click(input.tab_id, input.target, input.modifiers, button="right")
+
+    def middle_click(
+        self, context: BetaToolsetCallContext, input: BetaBrowserMiddleClickInput
+    ) -> str | None:
+        return self._click(input.tab_id, input.target, input.modifiers, button="middle")
+
+    def double_click(
+        self, context: BetaToolsetCallContext, input: BetaBrowserDoubleClickInput
+    ) -> str | None:
+        return self._click(input.tab_id, input.target, input.modifiers, count=2)
+
+    def triple_click(
+        self, context: BetaToolsetCallContext, input: BetaBrowserTripleClickInput
+    ) -> str | None:
+        return self._click(input.tab_id, input.target, input.modifiers, count=3)
+
+    def hover(self, context: BetaToolsetCallContext, input: BetaBrowserHoverInput) -> str | None:
+        page = self._page(input.tab_id)
+        if input.target.type == "ref":
+            self._locator(page, input.target.ref).hover()
+        else:
+            page.mouse.move(*self._point(input.target.x, input.target.y))
+        return self._settle(page)
+
+    def mouse_move(
+        self, context: BetaToolsetCallContext, input: BetaBrowserMouseMoveInput
+    ) -> str | None:
+        page = self._page(input.tab_id)
+        page.mouse.move(*self._point(input.target.x, input.target.y))
+        return self._settle(page)
+
+    def left_mouse_down(
+        self, context: BetaToolsetCallContext, input: BetaBrowserLeftMouseDownInput
+    ) -> str | None:
+        page = self._page(input.tab_id)
+        page.mouse.move(*self._point(input.target.x, input.target.y))
+        page.mouse.down()
+        return self._settle(page)
+
+    def left_mouse_up(
+        self, context: BetaToolsetCallContext, input: BetaBrowserLeftMouseUpInput
+    ) -> str | None:
+        page = self._page(input.tab_id)
+        page.mouse.move(*self._point(input.target.x, input.target.y))
+        page.mouse.up()
+        return self._settle(page)
+
+    def left_click_drag(
+        self, context: BetaToolsetCallContext, input: BetaBrowserLeftClickDragInput
+    ) -> str | None:
+        page = self._page(input.tab_id)
+        start = self._point(input.from_.x, input.from_.y)
+        end = self._point(input.target.x, input.target.y)
+        page.mouse.move(*start)
+        page.mouse.down()
+        try:
+            page.mouse.move(*end, steps=10)
+        finally:
+            page.mouse.up()
+        return self._settle(page)
+
+    def scroll(self, context: BetaToolsetCallContext, input: BetaBrowserScrollInput) -> str | None:
+        page = self._page(input.tab_id)
+        notches = min(10, max(1, input.scroll_amount or 3))
+        step = notches * SCROLL_NOTCH_PX
+        dx, dy = {
+            "up": (0, -step),
+            "down": (0, step),
+            "left": (-step, 0),
+            "right": (step, 0),
+        }[input.scroll_direction]
+        page.mouse.move(*self._point(input.target.x, input.target.y))
+        page.mouse.wheel(dx, dy)
+        return self._settle(page)
+
+    def scroll_to(
+        self, context: BetaToolsetCallContext, input: BetaBrowserScrollToInput
+    ) -> str | None:
+        page = self._page(input.tab_id)
+        self._locator(page, input.target.ref).scroll_into_view_if_needed()
+        return None
+
+    # --- keyboard and forms ---------------------------------------------------------------
+
+    def type(self, context: BetaToolsetCallContext, input: BetaBrowserTypeInput) -> str | None:
+        page = self._page(input.tab_id)
+        page.keyboard.type(input.text)
+        return self._settle(page)
+
+    def key(self, context: BetaToolsetCallContext, input: BetaBrowserKeyInput) -> str | None:
+        from playwright.sync_api import Error as PlaywrightError
+
+        page = self._page(input.tab_id)
+        repeat = min(100, max(1, input.repeat or 1))
+        try:
+            for _ in range(repeat):
+                for press in input.text.split():
+                    page.keyboard.press(browser_page.chord(press))
+        except PlaywrightError as exc:
+            raise ToolError(f"could not press {input.text!r}: {_first_line(exc)}") from None
+        return self._settle(page)
+
+    def hold_key(
+        self, context: BetaToolsetCallContext, input: BetaBrowserHoldKeyInput
+    ) -> str | None:
+        from playwright.sync_api import Error as PlaywrightError
+
+        page = self._page(input.tab_id)
+        keys = [browser_page.key_name(k) for k in input.text.split("+") if k]
+        pressed: list[str] = []
+        try:
+            for key in keys:
+                page.keyboard.down(key)
+                pressed.append(key)
+            page.wait_for_timeout(min(MAX_WAIT_S, max(0.0, input.duration)) * 1000)
+        except PlaywrightError as exc:
+            raise ToolError(f"could not hold {input.text!r}: {_first_line(exc)}") from None
+        finally:
+            for key in reversed(pressed):
+                with contextlib.suppress(PlaywrightError):
+                    page.keyboard.up(key)
+        return self._settle(page)
+
+    def form_input(
+        self, context: BetaToolsetCallContext, input: BetaBrowserFormInputInput
+    ) -> str | None:
+        """A checkbox or radio takes a boolean, a select an option's value or label, any other
+        field the text of the value."""
+        from playwright.sync_api import Error as PlaywrightError
+
+        page = self._page(input.tab_id)
+        element = self._locator(page, input.target.ref)
+        kind = element.evaluate(
+            "e => e.tagName.toLowerCase() + ':' + (e.getAttribute('type') || '').toLowerCase()"
+        )
+        value = input.value
+        try:
+            if kind in ("input:checkbox", "input:radio"):
+                if not isinstance(value, bool):
+                    raise ToolError(f"{input.target.ref} is a {kind[6:]}; send true or false")
+                element.set_checked(value)
+            elif kind.startswith("select:"):
+                text = str(value)
+                try:
+                    element.select_option(value=text, timeout=1000)
+                except PlaywrightError:
+                    element.select_option(label=text)
+            else:
+                element.fill(_field_text(value))
+        except PlaywrightError as exc:
+            raise ToolError(
+                f"could not set {input.target.ref} ({kind.rstrip(':')}): {_first_line(exc)}"
+            ) from None
+        return self._settle(page)
+
+    def wait(self, context: BetaToolsetCallContext, input: BetaBrowserWaitInput) -> str | None:
+        page = self._page(input.tab_id)
+        # Pumps Playwright's events meanwhile, so the fence keeps answering the page.
+        page.wait_for_timeout(min(MAX_WAIT_S, max(0.0, input.duration)) * 1000)
+        return self._settle(page)
+
+    # --- tabs as members ------------------------------------------------------------------
+
+    def new_tab(
+        self, context: BetaToolsetCallContext, input: BetaBrowserNewTabInput
+    ) -> BetaBrowserStateTabEntryParam:
+        if self._context is None:
+            raise ToolError("the browser is not running; the task must start it first")
+        self._opening_own_tab = True
+        try:
+            page = self._context.new_page()
+        finally:
+            self._opening_own_tab = False
+        self._active = self._id_of(page)
+        return self._entry(self._active)
+
+    def list_tabs(
+        self, context: BetaToolsetCallContext, input: BetaBrowserListTabsInput
+    ) -> list[BetaBrowserStateTabEntryParam]:
+        return self._entries()
+
+    def switch_tab(
+        self, context: BetaToolsetCallContext, input: BetaBrowserSwitchTabInput
+    ) -> BetaBrowserStateTabEntryParam:
+        page = self._page(input.tab_id)
+        page.bring_to_front()
+        self._active = input.tab_id
+        return self._entry(input.tab_id)
+
+    def close_tab(self, context: BetaToolsetCallContext, input: BetaBrowserCloseTabInput) -> None:
+        page = self._page(input.tab_id)
+        page.close()
+        self._forget(page)
+        if self._active is not None:
+            self._tabs[self._active].bring_to_front()
+
+
+def _field_text(value: str | float | bool) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
