@@ -48,7 +48,7 @@ $(STAMP): pyproject.toml
 	  { echo "Python >= 3.11 is needed (found $$($(PYTHON) --version)); set PYTHON=python3.11"; exit 1; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test,browser]'
 	@rm -f $(VENV)/.installed-* && touch $@
 
 images: venv engine

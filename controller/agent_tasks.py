@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from computer_use.allowed_domains import AllowedDomains, DomainRuleError
 from computer_use.errors import PolicyError
 from computer_use.policy import AnyPolicy, Decision, Policy, Rule, combine, default_policy
 from controller.api.schemas import AgentTaskCreate
@@ -72,17 +73,10 @@ def check_agent_task(body: AgentTaskCreate, settings: Settings) -> dict[str, Any
             Policy.parse(body.policy)
         except PolicyError as exc:
             raise Unprocessable(str(exc), code="invalid_policy") from None
-    domains = []
-    for index, domain in enumerate(body.allowed_domains):
-        name = domain.strip().lower().rstrip(".")
-        bare = name.removeprefix("*.")
-        if not bare or any(ch in bare for ch in "/:@*?# ") or bare.replace(".", "").isdigit():
-            raise Unprocessable(
-                f"allowed_domains[{index}] {domain!r} is not a host name; write example.com or "
-                "*.example.com",
-                code="invalid_domain",
-            )
-        domains.append(name)
+    try:
+        domains = list(AllowedDomains.parse(body.allowed_domains).shown)
+    except DomainRuleError as exc:
+        raise Unprocessable(str(exc), code="invalid_domain") from None
     if domains and "browser" not in body.tools:
         raise Unprocessable(
             'allowed_domains is for the browser tool; add "browser" to tools or leave it out',

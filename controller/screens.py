@@ -62,8 +62,41 @@ def screen_toolsets(
         confirm.to_screen = toolset.to_screen
         toolsets.append(toolset)
     if "browser" in tools:
-        raise SandboxError("the browser tool is not available in this build of Dispatch")
+        toolsets.append(browser_toolset(job, box, policy, gate))
     return toolsets
+
+
+def browser_toolset(
+    job: AgentJob, box: Sandbox | None, policy: FolderPolicy, gate: StoreGate
+) -> Any:
+    """Chromium in the task's desktop sandbox, fenced to the task's allowed domains.
+
+    Raises:
+        SandboxError: Playwright is not installed (the `browser` extra), or Chromium did not
+            start (the message says why).
+    """
+    try:
+        from computer_use.allowed_domains import AllowedDomains
+        from computer_use.browser import BrowserFailed, ChromiumBrowser
+        from computer_use.cdp_bridge import SandboxChromium
+    except ImportError as exc:
+        raise SandboxError(
+            f"the browser tool needs Playwright ({exc}); install Dispatch with its browser "
+            "extra: pip install 'dispatch[browser]'"
+        ) from None
+    if box is None:
+        raise SandboxError("the desktop sandbox for the browser was not started")
+    domains = AllowedDomains.parse(job.agent.get("allowed_domains") or [])
+    confirm = job._confirmer("browser", policy, gate)
+    browser = ChromiumBrowser(
+        launcher=SandboxChromium(box), allowed_domains=domains, confirm=confirm
+    )
+    try:
+        browser.start()
+    except BrowserFailed as exc:
+        raise SandboxError(f"the browser did not start: {exc}") from None
+    job.closers.append(browser.close)
+    return browser
 
 
 __all__ = ["computer_screen", "screen_toolsets"]

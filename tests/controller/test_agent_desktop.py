@@ -128,3 +128,46 @@ def test_a_denied_click_leaves_the_window_untouched_and_the_model_hears_why(
     assert denied["is_error"] and "not yet" in denied["text"]
     # The click never happened.
     assert tools[3]["results"][0]["text"] == "not clicked"
+
+
+@pytest.mark.browser
+def test_a_browser_task_reads_an_allowed_page_after_approval_and_is_refused_elsewhere(
+    make_agent_api: Callable[..., Api], fake_model: FakeModel
+) -> None:
+    api = make_agent_api(real_sandbox=True, sandbox_backend="docker")
+    serve = (
+        "mkdir -p /tmp/site && echo '<h1>Quarterly report ready</h1>' > /tmp/site/index.html && "
+        "(cd /tmp/site && python3 -m http.server 8000 >/dev/null 2>&1 &) && "
+        "for i in $(seq 50); do curl -s localhost:8000 >/dev/null && break; sleep 0.1; done"
+    )
+    fake_model.add(
+        Reply(tool_calls=[bash(serve)]),
+        Reply(
+            text="Opening the report.",
+            tool_calls=[ToolCall("navigate", {"url": "http://localhost:8000/"}, toolset="browser")],
+        ),
+        Reply(tool_calls=[ToolCall("get_page_text", {}, toolset="browser")]),
+        Reply(tool_calls=[ToolCall("navigate", {"url": "http://other.test/"}, toolset="browser")]),
+        Reply(text="The report is ready."),
+    )
+    task = submit_agent(
+        api,
+        "Read the report",
+        tools=["bash", "browser"],
+        allowed_domains=["localhost"],
+        timeout_s=300,
+    )
+    api.wait_task(task["id"], ("waiting_for_approval",), timeout_s=180)
+    request = api.get("/api/v1/approvals?state=pending").json()[0]
+    assert request["tool"] == "browser" and request["member"] == "navigate"
+    assert "http://localhost:8000/" in request["description"]
+    api.post(f"/api/v1/approvals/{request['id']}/decision", json={"decision": "approve"})
+    done = api.wait_task(task["id"], timeout_s=180)
+    assert done["status"] == "succeeded", done
+    tools = [s for s in done["steps"] if s["kind"] == "tools"]
+    assert "Quarterly report ready" in tools[2]["results"][0]["text"]
+    refused = tools[3]["results"][0]
+    assert refused["is_error"] and "other.test" in refused["text"]
+    assert "allowed domains" in refused["text"]
+    # The refusal came from the fence, not from a person: only one request was ever made.
+    assert len(api.get("/api/v1/approvals").json()) == 1

@@ -89,7 +89,7 @@ def test_a_model_api_error_fails_the_task_with_status_and_message(
         ({"tools": ["computer"], "display": "host"}, "host_display"),
         ({"tools": ["memory"], "policy": {"default": "maybe"}}, "policy.default"),
         ({"tools": ["memory"], "policy": {"rules": [{"tool": "bash"}]}}, "policy.rules[0]"),
-        ({"tools": ["browser"], "allowed_domains": ["http://x.test/"]}, "allowed_domains[0]"),
+        ({"tools": ["browser"], "allowed_domains": ["http://x.test/"]}, "allowed_domains entry"),
         ({"tools": ["memory"], "display": "phone"}, "body.display"),
     ],
 )
