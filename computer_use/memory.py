@@ -60,7 +60,7 @@ def normalise(path: str, *, allow_root: bool = False) -> str:
     """
     if not isinstance(path, str) or len(path) > MAX_PATH_CHARS:
         raise ToolError(f"a memory path is a string of at most {MAX_PATH_CHARS} characters")
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in path):
+    if any(ord(ch) < 32 or 127 <= ord(ch) < 160 for ch in path):
         raise ToolError(f"memory path {path!r} contains control characters")
     if path != ROOT and not path.startswith(ROOT + "/"):
         raise ToolError(f"memory paths start with {ROOT}/, got {path!r}")

@@ -136,7 +136,9 @@ def approval_annotated(approval_id: ApprovalId, c: Ctl) -> Response:
     return _image(c, approval_id, "annotated")
 
 
-@router.post("/api/v1/approvals/{approval_id}/decision", responses=errors(404, 409, 422))
+@router.post(
+    "/api/v1/approvals/{approval_id}/decision", responses=errors(400, 404, 409, 413, 422, 507)
+)
 def decide(approval_id: ApprovalId, body: DecisionIn, c: Ctl, device: Authed) -> ApprovalOut:
     """Approve or deny a pending request, once; a late, second or void decision is a 409."""
     approval = c.approvals.decide(

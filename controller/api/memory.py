@@ -7,9 +7,11 @@ leading `/memories/`: `GET /api/v1/memory/notes.md`.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
 from anthropic.tools import ToolError
 from fastapi import APIRouter, Depends
+from fastapi import Path as PathParam
 from pydantic import BaseModel, Field
 
 from computer_use.memory import MAX_FILE_BYTES, ROOT, normalise
@@ -22,6 +24,19 @@ router = APIRouter(
     responses=errors(401),
     tags=["memory"],
 )
+
+
+# A path below /memories: segments of printable characters, none starting with a dot (so no
+# `.` or `..`), no empty segment.
+_SEGMENT = r"[^/\x00-\x1f\x7f-\x9f.][^/\x00-\x1f\x7f-\x9f]*"
+MemoryPath = Annotated[
+    str,
+    PathParam(
+        max_length=400,
+        pattern=f"^{_SEGMENT}(/{_SEGMENT})*$",
+        description="Below /memories/, e.g. notes.md or people/me.md.",
+    ),
+]
 
 
 class MemoryFileOut(BaseModel):
@@ -57,7 +72,7 @@ def list_memory(c: Ctl) -> list[MemoryFileOut]:
 
 
 @router.get("/api/v1/memory/{path:path}", responses=errors(404, 422))
-def read_memory(path: str, c: Ctl) -> MemoryFileDetail:
+def read_memory(path: MemoryPath, c: Ctl) -> MemoryFileDetail:
     found = c.memory.get(_path(path))
     if found is None:
         raise NotFound(f"the agent has no memory file {ROOT}/{path}; see GET /api/v1/memory")
@@ -69,16 +84,16 @@ def read_memory(path: str, c: Ctl) -> MemoryFileDetail:
     )
 
 
-@router.put("/api/v1/memory/{path:path}", responses=errors(413, 422))
-def write_memory(path: str, body: MemoryWrite, c: Ctl) -> MemoryFileDetail:
+@router.put("/api/v1/memory/{path:path}", responses=errors(400, 413, 422, 507))
+def write_memory(path: MemoryPath, body: MemoryWrite, c: Ctl) -> MemoryFileDetail:
     """Create or replace a memory file; the agent reads it in its next task."""
     clean = _path(path)
     c.memory.write(clean, body.content)
     return read_memory(clean[len(ROOT) + 1 :], c)
 
 
-@router.delete("/api/v1/memory/{path:path}", status_code=204, responses=errors(404, 422))
-def delete_memory(path: str, c: Ctl) -> None:
+@router.delete("/api/v1/memory/{path:path}", status_code=204, responses=errors(404, 422, 507))
+def delete_memory(path: MemoryPath, c: Ctl) -> None:
     """Forget a file (or every file under a folder)."""
     clean = _path(path)
     doomed = [p for p in c.memory.paths() if p == clean or p.startswith(clean + "/")]

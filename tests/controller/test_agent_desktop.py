@@ -41,10 +41,23 @@ while True:
         w.clear_area()
         d.sync()
 """
+# Until the screen shows the window: a loaded machine can take seconds to draw it.
+SHOWN = """
+import time
+from Xlib import X, display
+root = display.Display().screen().root
+for _ in range(300):
+    pixel = root.get_image(420, 260, 1, 1, X.ZPixmap, 0xFFFFFFFF).data
+    if pixel[2] > 200 and pixel[1] < 60:
+        break
+    time.sleep(0.1)
+else:
+    raise SystemExit("the window never showed on the screen")
+"""
 DIALOG = (
     f"cat > /tmp/app.py <<'EOF'\n{APP}\nEOF\n"
-    "python3 /tmp/app.py & "
-    "for i in $(seq 100); do [ -e /tmp/ready ] && break; sleep 0.1; done; sleep 0.3"
+    f"cat > /tmp/shown.py <<'EOF'\n{SHOWN}\nEOF\n"
+    "python3 /tmp/app.py & python3 /tmp/shown.py"
 )
 
 

@@ -1,0 +1,154 @@
+"""How fast an approval request reaches a person, and a decision reaches the action.
+
+    .venv/bin/python bench/approval.py [--runs 30]
+
+Starts the controller in process on a loopback port (SQLite with fsync in a temporary data
+directory, the fake sandbox), with one task running, and for each run:
+
+1. the toolset asks: the `Confirmer` (the toolsets' confirm hook) is called for a click, with a
+   1280x800 screenshot to encode and annotate, the policy says `ask`, the request is stored;
+   measured until it is visible to a device polling `GET /api/v1/approvals?state=pending`
+   (every 2 ms) and until an `approval.requested` event arrives on `/api/v1/events`;
+2. a device posts the decision; measured until the confirm hook returns True (the action would
+   start).
+
+The baseline is a plain `GET /healthz` round trip on the same connection.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import httpx
+import uvicorn
+from PIL import Image, ImageDraw
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from computer_use.gate import Confirmer  # noqa: E402
+from computer_use.policy import Decision, Policy  # noqa: E402
+from controller.agent_runner import FolderPolicy, StoreGate  # noqa: E402
+from controller.api.app import create_app  # noqa: E402
+from controller.service import Controller  # noqa: E402
+from controller.settings import load_settings  # noqa: E402
+
+
+def p95(samples: list[float]) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+
+
+def screen() -> Image.Image:
+    image = Image.new("RGB", (1280, 800), "#f4f4f4")
+    draw = ImageDraw.Draw(image)
+    for row in range(0, 800, 24):
+        draw.text((20, row), "Quarterly report - row %d - lorem ipsum dolor sit amet" % row, "#222")
+    draw.rectangle((1000, 700, 1200, 760), fill="#3060c0")
+    return image
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=30)
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="dispatch-bench-approval-"))
+    (root / "config.toml").write_text("")
+    settings = load_settings(
+        {"data_dir": root / "data", "sandbox_backend": "fake", "log_level": "warning"},
+        {"XDG_CONFIG_HOME": str(root / "xdg")},
+        config=root / "config.toml",
+    )
+    settings = replace(settings, approval_timeout_s=600.0)
+    controller = Controller(settings)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings, controller=controller), log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.01)
+    url = f"http://127.0.0.1:{port}"
+    headers = {"Authorization": f"Bearer {controller.owner_token}"}
+    http = httpx.Client(base_url=url, headers=headers)
+    task = http.post("/api/v1/tasks", json={"command": ["sleep", "3600"]}).json()
+    while http.get(f"/api/v1/tasks/{task['id']}").json()["status"] != "running":
+        time.sleep(0.01)
+
+    image = screen()
+    policy = FolderPolicy(Policy(default=Decision.ASK), ())
+    gate = StoreGate(controller.approvals, cancelled=lambda: False)
+    confirm = Confirmer(
+        task_id=task["id"], tool="computer", policy=policy, gate=gate, capture=lambda: image
+    )
+
+    sse_seen: dict[int, float] = {}
+
+    def listen() -> None:
+        with httpx.stream("GET", f"{url}/api/v1/events", headers=headers, timeout=None) as r:
+            for line in r.iter_lines():
+                if line.startswith("data:"):
+                    event = json.loads(line[5:])
+                    if event["kind"] == "approval.requested":
+                        sse_seen[event["data"]["approval_id"]] = time.perf_counter()
+
+    threading.Thread(target=listen, daemon=True).start()
+    time.sleep(0.5)
+
+    baseline, visible_api, visible_sse, decided = [], [], [], []
+    for _ in range(args.runs + 2):  # the first two warm up, untimed
+        started = time.perf_counter()
+        http.get("/healthz")
+        baseline.append(time.perf_counter() - started)
+        returned: list[float] = []
+        asked = time.perf_counter()
+        asker = threading.Thread(
+            target=lambda: (
+                confirm.check("computer", "left_click", {"coordinate": [1100, 730]}),
+                returned.append(time.perf_counter()),
+            )
+        )
+        asker.start()
+        while True:
+            pending = http.get("/api/v1/approvals?state=pending").json()
+            if pending:
+                break
+            time.sleep(0.002)
+        seen_api = time.perf_counter()
+        approval_id = pending[0]["id"]
+        while approval_id not in sse_seen:
+            time.sleep(0.001)
+        posted = time.perf_counter()
+        http.post(f"/api/v1/approvals/{approval_id}/decision", json={"decision": "approve"})
+        asker.join()
+        visible_api.append(seen_api - asked)
+        visible_sse.append(sse_seen[approval_id] - asked)
+        decided.append(returned[0] - posted)
+    rows = {
+        "baseline GET /healthz": baseline[2:],
+        "ask -> visible (API poll)": visible_api[2:],
+        "ask -> visible (SSE)": visible_sse[2:],
+        "decision -> action starts": decided[2:],
+    }
+    print(f"approval round trip, {args.runs} runs, 1280x800 screenshot, SQLite with fsync")
+    print(f"{'case':<28}{'median ms':>11}{'p95 ms':>10}")
+    for name, values in rows.items():
+        print(f"{name:<28}{statistics.median(values) * 1000:>11.1f}{p95(values) * 1000:>10.1f}")
+    server.should_exit = True
+    thread.join(10)
+
+
+if __name__ == "__main__":
+    main()
