@@ -13,6 +13,7 @@ import pty
 import socket
 import subprocess
 import sys
+import time
 import tty
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,10 +24,12 @@ import pytest
 from click.testing import CliRunner, Result
 from conftest import LiveServer, wait_until
 
+from controller.auth import hash_secret
 from controller.cli import main
 from controller.cli.exit_codes import ExitCode
 from controller.cli.text import UNSAFE, safe, safe_output
 from controller.client import Client
+from controller.store.models import Device
 
 REPO = Path(__file__).parents[2]
 # Clears the screen, then reverses what follows; the newline would fake a row of the table.
@@ -56,10 +59,12 @@ def test_safe_escapes_controls_and_bidi_and_keeps_the_rest() -> None:
 def test_tasks_and_devices_print_what_others_wrote_escaped(live_server: LiveServer) -> None:
     with Client(live_server.url, live_server.token) as client:
         client.submit(["printf", HOSTILE])
-        code = client.pairing_code()["code"]
-    paired = httpx.post(
-        f"{live_server.url}/api/v1/pair", json={"code": code, "device_name": HOSTILE_NAME}
-    ).json()
+    # Pairing now refuses such a name; a device paired before that check keeps its name.
+    with live_server.controller.db.write() as session:
+        device = Device(name=HOSTILE_NAME, token_hash=hash_secret("old"), created_at=time.time())
+        session.add(device)
+        session.flush()
+        paired = {"device_id": device.id}
 
     listed = cli(live_server, "tasks")
     assert listed.exit_code == 0, listed.output

@@ -122,10 +122,15 @@ def test_tasks_wait_in_order_for_an_unreachable_engine_then_run(
     second = api.submit(["echo", "two"], thread="t")
     other = api.submit(["echo", "three"], thread="u")
     # Tried, put back, tried again after a longer pause: never failed.
-    waiting = wait_until(
-        lambda: "retrying in 2 s" in ((t := api.task(first["id"]))["reason"] or "") and t,
-        30,
+    # Read from the task's state events, not by polling its reason: under load a poll can
+    # miss the 2 s in which that reason is current.
+    wait_until(
+        lambda: any("retrying in 2 s" in (s["reason"] or "") for s in states(api, first["id"])),
+        60,
         "a second attempt to start a sandbox",
+    )
+    waiting = wait_until(
+        lambda: (t := api.task(first["id"]))["status"] == "queued" and t, 10, "queued again"
     )
     assert waiting["status"] == "queued", waiting
     assert waiting["reason"].startswith("waiting for the fake engine: cannot reach the engine")
