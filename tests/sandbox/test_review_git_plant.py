@@ -1,0 +1,60 @@
+"""Review: the read-only `.git` mounts do not stop a task planting a new repository.
+
+The existing `.git` is read-only and the work tree pinned, but a task may still create a `.git`
+in any folder below it (or in a read-write folder that had none). Git looks for the nearest
+`.git` upwards from where it runs, so the next `git status` the owner runs in that subfolder
+(or a git-aware shell prompt, on `cd`) runs the task's `core.fsmonitor` command on the host, as
+the owner: the planted repository belongs to them, so `safe.directory` does not object.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from sandbox import SandboxSpec
+from sandbox.mounts import git_mounts, validate_mount
+from tests.sandbox.conftest import OWNER, MakeSandbox
+
+pytestmark = pytest.mark.docker
+
+
+def as_owner(*command: str, cwd: Path, home: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        command,
+        cwd=cwd,
+        user=OWNER[0],
+        group=OWNER[1],
+        extra_groups=[],
+        env={"HOME": str(home), "PATH": os.environ["PATH"]},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_review_a_planted_nested_repository_runs_code_on_the_host(
+    make_sandbox: MakeSandbox, workspace: Path
+) -> None:
+    app = workspace / "app"
+    app.mkdir()
+    os.chown(app, *OWNER)
+    assert as_owner("git", "init", "-q", str(app), cwd=workspace, home=workspace).returncode == 0
+    mounts = (validate_mount(workspace, read_only=False),)
+    protected = git_mounts([workspace], skip={workspace})
+    assert any(m.host == app / ".git" and m.read_only for m in protected)
+    box = make_sandbox("docker", SandboxSpec(mounts=(*mounts, *protected)))
+    marker = workspace / "ran-on-the-host"
+    plant = (
+        f"mkdir -p {app}/src && cd {app}/src && git init -q . && "
+        f"git config core.fsmonitor 'touch {marker}; false'"
+    )
+    result = box.exec(["sh", "-c", plant])
+    assert result.ok, result.stderr
+    box.stop()
+    # The owner, later, on the host, in a subfolder of their own repository.
+    as_owner("git", "status", cwd=app / "src", home=workspace)
+    assert not marker.exists(), "the task's core.fsmonitor ran on the host"
