@@ -20,7 +20,7 @@ from tests.sandbox.conftest import MakeSandbox
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
-FREEZE = Path(__file__).parent / "review_data" / "freeze_init.py"
+FREEZE = Path(__file__).parent / "review_data" / "freeze_init.py.txt"
 DEADLINE_S = 3
 
 
@@ -28,14 +28,10 @@ def test_review_a_task_cannot_freeze_init_past_the_deadline(
     make_sandbox: MakeSandbox, workspace: Path, docker_client: docker.DockerClient
 ) -> None:
     shutil.copy(FREEZE, workspace / "f.py")
-    spec = SandboxSpec(
-        mounts=(validate_mount(workspace, read_only=False),), deadline_s=DEADLINE_S
-    )
+    spec = SandboxSpec(mounts=(validate_mount(workspace, read_only=False),), deadline_s=DEADLINE_S)
     box = make_sandbox("docker", spec)
     log = workspace / "log"
-    box.exec(
-        ["sh", "-c", f"setsid python3 {workspace}/f.py {log} </dev/null >/dev/null 2>&1 &"]
-    )
+    box.exec(["sh", "-c", f"setsid python3 {workspace}/f.py {log} </dev/null >/dev/null 2>&1 &"])
     # The controller is "gone": nothing from the host stops the sandbox. Poll well past the
     # deadline for the container to stop by itself.
     give_up = time.monotonic() + DEADLINE_S + 60

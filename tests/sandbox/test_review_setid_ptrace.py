@@ -22,7 +22,7 @@ from tests.sandbox.conftest import MakeSandbox
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
-TRACER = Path(__file__).parent / "review_data" / "ptrace_window.py"
+TRACER = Path(__file__).parent / "review_data" / "ptrace_window.py.txt"
 
 
 def test_review_ptrace_of_an_unconfined_new_process_leaves_a_setuid_file(
