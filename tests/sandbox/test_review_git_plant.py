@@ -58,3 +58,34 @@ def test_review_a_planted_nested_repository_runs_code_on_the_host(
     # The owner, later, on the host, in a subfolder of their own repository.
     as_owner("git", "status", cwd=app / "src", home=workspace)
     assert not marker.exists(), "the task's core.fsmonitor ran on the host"
+
+
+def test_review_a_git_dir_kept_apart_from_its_work_tree_is_left_writable(
+    make_sandbox: MakeSandbox, workspace: Path
+) -> None:
+    # `git init --separate-git-dir` (as some tools and dotfile managers do): the work tree's
+    # `.git` is a file naming the real git folder, which is not called `.git`.
+    app, meta = workspace / "app", workspace / "meta"
+    for folder in (app, meta):
+        folder.mkdir()
+        os.chown(folder, *OWNER)
+    made = as_owner(
+        "git",
+        "init",
+        "-q",
+        f"--separate-git-dir={meta / 'app.git'}",
+        str(app),
+        cwd=workspace,
+        home=workspace,
+    )
+    assert made.returncode == 0, made.stderr
+    mounts = (validate_mount(workspace, read_only=False),)
+    protected = git_mounts([workspace], skip={workspace})
+    box = make_sandbox("docker", SandboxSpec(mounts=(*mounts, *protected)))
+    marker = workspace / "ran-on-the-host"
+    plant = f"git --git-dir={meta / 'app.git'} config core.fsmonitor 'touch {marker}; false'"
+    result = box.exec(["sh", "-c", plant])
+    box.stop()
+    assert result.ok, result.stderr
+    as_owner("git", "status", cwd=app, home=workspace)
+    assert not marker.exists(), "the task's core.fsmonitor ran on the host"
