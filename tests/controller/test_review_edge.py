@@ -55,3 +55,27 @@ def test_review_a_reconnecting_flood_without_a_token_does_not_lock_the_owner_out
         for thread in flood:
             thread.join(timeout=60)
     assert 200 in statuses, statuses
+
+
+def test_review_a_request_begun_before_revocation_does_not_act_after_it(
+    make_live_server: Callable[..., LiveServer],
+) -> None:
+    server = make_live_server(body_timeout_s=60.0)
+    owner = httpx.Client(base_url=server.url, headers=server.headers, timeout=30)
+    code = owner.post("/api/v1/pairing-codes").json()["code"]
+    paired = owner.post("/api/v1/pair", json={"code": code, "device_name": "stolen"}).json()
+    thread = owner.post("/api/v1/threads", json={"name": "review"}).json()
+    body = b'{"text": "posted after the revocation"}'
+    head = (
+        f"POST /api/v1/threads/{thread['id']}/messages HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Authorization: Bearer {paired['token']}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(head + body[:5])  # the token is checked now, the body still owed
+        time.sleep(1.0)
+        assert owner.delete(f"/api/v1/devices/{paired['device_id']}").status_code == 200
+        sock.sendall(body[5:])
+        answer = sock.recv(65536).split(b"\r\n", 1)[0]
+    history = owner.get(f"/api/v1/threads/{thread['id']}").json()["history"]
+    assert not history, (answer, history)
