@@ -89,3 +89,50 @@ def test_review_a_git_dir_kept_apart_from_its_work_tree_is_left_writable(
     assert result.ok, result.stderr
     as_owner("git", "status", cwd=app, home=workspace)
     assert not marker.exists(), "the task's core.fsmonitor ran on the host"
+
+
+def git_mounts_as_owner(root: Path) -> list[str]:
+    """The read-only `.git` mounts a controller running as the owner (not root) would plan."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child drops to the owner, plans, and reports through the pipe
+        try:
+            os.setgroups([])
+            os.setgid(OWNER[1])
+            os.setuid(OWNER[0])
+            found = [str(m.host) for m in git_mounts([root], skip={root}) if m.read_only]
+            os.write(write, "\n".join(found).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        text = pipe.read().decode()
+    os.waitpid(pid, 0)
+    return text.split()
+
+
+def test_review_a_folder_made_unreadable_hides_its_git_from_the_next_plan(
+    make_sandbox: MakeSandbox, workspace: Path
+) -> None:
+    app = workspace / "app"
+    app.mkdir()
+    os.chown(app, *OWNER)
+    assert as_owner("git", "init", "-q", str(app), cwd=workspace, home=workspace).returncode == 0
+    assert git_mounts_as_owner(workspace) == [str(app / ".git")]
+    mounts = (validate_mount(workspace, read_only=False),)
+    # Task 1, with app/.git read-only and app pinned: a pinned folder can still be chmod-ed.
+    first = make_sandbox("docker", SandboxSpec(mounts=(*mounts, *git_mounts([workspace]))))
+    assert first.exec(["chmod", "000", str(app)]).ok
+    first.stop()
+    # Task 2: the controller (running as the owner, as `dispatch serve` normally does) cannot
+    # look inside app, and os.walk skips it without a word.
+    protected = git_mounts_as_owner(workspace)
+    second = make_sandbox("docker", SandboxSpec(mounts=mounts))
+    marker = workspace / "ran-on-the-host"
+    plant = f"chmod 755 {app} && git -C {app} config core.fsmonitor 'touch {marker}; false'"
+    result = second.exec(["sh", "-c", plant])
+    second.stop()
+    assert result.ok, result.stderr
+    as_owner("git", "status", cwd=app, home=workspace)
+    # Expected: app/.git found and protected, and so the planted command never runs.
+    assert (protected, marker.exists()) == ([str(app / ".git")], False)
