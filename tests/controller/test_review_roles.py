@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import pytest
 from conftest import Api
+from sqlalchemy import update
 from test_roles import pair_device
+
+from controller.store.models import Device
 
 # Cyrillic o, i, a, e (U+043E, U+0456, U+0430, U+0435) render as the Latin letters.
 LOOKALIKES = ["\u043ewner (th\u0456s m\u0430chine)", "own\u0435r"]
@@ -22,8 +25,17 @@ def test_review_a_lookalike_of_the_owner_name_is_refused(api: Api, name: str) ->
     assert response.status_code == 422, response.json()
 
 
+def paired_before_the_name_check(api: Api, name: str) -> dict[str, str]:
+    """A device whose name pairing now refuses, as a database from before the check holds."""
+    device_id, headers = pair_device(api, "renamed below")
+    with api.controller.db.write() as session:
+        session.execute(update(Device).where(Device.id == device_id).values(name=name))
+    return headers
+
+
 def test_review_a_message_from_a_device_cannot_pass_for_the_owners(api: Api) -> None:
-    _, owner_like = pair_device(api, "\u043ewner (th\u0456s m\u0430chine)")
+    # Adjusted by the fix: pairing now refuses this name, so the device is one paired before.
+    owner_like = paired_before_the_name_check(api, "\u043ewner (th\u0456s m\u0430chine)")
     thread = api.post("/api/v1/threads", json={"name": "review"}).json()
     path = f"/api/v1/threads/{thread['id']}/messages"
     api.post(path, json={"text": "from the owner"})
@@ -35,3 +47,4 @@ def test_review_a_message_from_a_device_cannot_pass_for_the_owners(api: Api) -> 
     # Only the lookalike letters tell them apart: the message should also carry who sent it by
     # role or device id (as tasks carry `submitted_by`), not just a name a device chose.
     assert any(key in device for key in ("role", "device_id", "submitted_by")), (owner, device)
+    assert (owner["role"], device["role"]) == ("owner", "device")
