@@ -17,6 +17,7 @@ that could pass for the owner's, so a stolen device token cannot hide a second d
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import secrets
 import socket
@@ -31,6 +32,7 @@ from pathlib import Path
 
 from confusable_homoglyphs import categories, confusables
 from sqlalchemy import select, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from controller.errors import (
@@ -59,6 +61,8 @@ SHARED_RECHECK_S = 5.0
 # Whose owner token a device is: rotating one controller's token must not log out the others
 # that share its database.
 OWNER_HOST = socket.gethostname()
+
+log = logging.getLogger(__name__)
 
 
 # Not text, or text that changes how the text around it is shown: controls, bidi overrides and
@@ -344,10 +348,15 @@ class Auth:
         now = time.time()
         if now - self._seen.get(device.id, 0.0) > LAST_SEEN_RESOLUTION_S:
             self._seen[device.id] = now
-            with self.db.write() as session:
-                session.execute(
-                    update(Device).where(Device.id == device.id).values(last_seen_at=now)
-                )
+            try:
+                with self.db.write() as session:
+                    session.execute(
+                        update(Device).where(Device.id == device.id).values(last_seen_at=now)
+                    )
+            except (OperationalError, OSError) as exc:
+                # Bookkeeping only: a full disk (or a locked database) must not turn a read into
+                # an error. The next request after LAST_SEEN_RESOLUTION_S tries again.
+                log.warning("could not record that device %d was seen: %s", device.id, exc)
         if self._cache:
             with self._lock:
                 if self.generation == generation:

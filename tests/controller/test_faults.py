@@ -267,6 +267,30 @@ def test_a_full_database_disk_answers_507_and_a_task_end_is_stored_once_space_re
     assert api.submit(["echo", "again"])["status"] == "queued"
 
 
+@pytest.mark.slow
+def test_reads_keep_working_while_the_database_disk_is_full(
+    small_disk: Path, make_app: Callable[..., Api], caplog: pytest.LogCaptureFixture
+) -> None:
+    api = make_app(min_free_mb=0)  # no floor: the database itself runs out of space
+    task = api.submit(["echo", "hello"])
+    api.wait_task(task["id"])
+    code = api.post("/api/v1/pairing-codes").json()["code"]
+    paired = api.client.post("/api/v1/pair", json={"code": code, "device_name": "phone"}).json()
+    phone = {"Authorization": f"Bearer {paired['token']}"}
+
+    filler = fill_disk(small_disk / "elsewhere")
+    try:
+        # The phone's first request would record when it was last seen: a write, which fails.
+        response = api.client.get(f"/api/v1/tasks/{task['id']}", headers=phone)
+        assert response.status_code == 200, response.text
+        assert response.json()["output"] == [{"stream": "stdout", "text": "hello\n"}]
+        assert "could not record that device" in caplog.text
+        refused = api.client.post("/api/v1/threads", json={"name": "x"}, headers=phone)
+        assert refused.status_code == 507, refused.text
+    finally:
+        filler.unlink()
+
+
 def test_is_disk_full_recognises_the_drivers_errors() -> None:
 
     full = sqlite3.OperationalError("database or disk is full")
