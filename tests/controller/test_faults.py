@@ -14,12 +14,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import LOCAL_BASE_URL, Api, FakeFactory, fill_disk, test_handler, wait_until
+from click.testing import CliRunner, Result
+from conftest import (
+    LOCAL_BASE_URL,
+    Api,
+    FakeFactory,
+    LiveServer,
+    fill_disk,
+    test_handler,
+    wait_until,
+)
 from fastapi.testclient import TestClient
 from sqlalchemy.exc import OperationalError
 
 import sandbox
 from controller.api.app import create_app
+from controller.cli import main
 from controller.disk import free_mb as disk_free_mb
 from controller.disk import is_disk_full
 from controller.errors import ConfigError
@@ -64,10 +74,11 @@ GATES: dict[str, threading.Event] = {}
 class FlakyEngine(FakeFactory):
     """Fake sandboxes whose start fails with EngineUnavailable while `down` is set."""
 
-    def __init__(self) -> None:
+    def __init__(self, message: str = "cannot reach the engine (connection refused)") -> None:
         super().__init__()
         self.down = threading.Event()
         self.refused = 0
+        self.message = message
 
     def __call__(self, backend: str, spec: SandboxSpec) -> FakeSandbox:
         box = FlakySandbox(spec, self)
@@ -83,7 +94,7 @@ class FlakySandbox(FakeSandbox):
     def start(self) -> None:
         if self.engine.down.is_set():
             self.engine.refused += 1
-            raise sandbox.EngineUnavailable("cannot reach the engine (connection refused)")
+            raise sandbox.EngineUnavailable(self.engine.message)
         super().start()
 
 
@@ -142,6 +153,35 @@ def test_tasks_wait_in_order_for_an_unreachable_engine_then_run(
     assert [t["reason"] for t in done] == [None] * 3  # the waiting reason is gone
     assert done[0]["started_at"] <= done[1]["started_at"]  # thread t kept its order
     assert done[0]["output"] == [{"stream": "stdout", "text": "one\n"}]
+
+
+def test_submit_wait_says_why_a_task_waits_for_the_engine(
+    make_settings: Callable[..., Settings],
+) -> None:
+    # The reason carries the engine's own words, so terminal escapes in it must stay inert.
+    engine = FlakyEngine("cannot reach the engine \x1b[2J(connection refused)")
+    engine.down.set()
+    server = LiveServer(make_settings(), engine)
+    server.start()
+    try:
+        env = {"DISPATCH_SERVER": server.url, "DISPATCH_TOKEN": server.token}
+        outcome: list[Result] = []
+        waiter = threading.Thread(
+            target=lambda: outcome.append(
+                CliRunner().invoke(main, ["submit", "--wait", "--", "echo", "one"], env=env)
+            )
+        )
+        waiter.start()
+        wait_until(lambda: engine.refused >= 2, 60, "two attempts to start a sandbox")
+        engine.down.clear()
+        waiter.join(60)
+    finally:
+        server.stop()
+    result = outcome[0]
+    assert (result.exit_code, result.stdout) == (0, "one\n"), result.stderr
+    assert "waiting for the fake engine: cannot reach the engine" in result.stderr
+    assert "retrying in" in result.stderr
+    assert "\x1b" not in result.stderr and "\\x1b[2J" in result.stderr
 
 
 def test_a_task_whose_engine_vanishes_mid_run_fails_and_its_thread_continues(
