@@ -535,3 +535,61 @@ def test_bad_edge_settings_name_the_setting_and_the_fix(
     with pytest.raises(ConfigError, match=names) as raised:
         load_settings({"data_dir": tmp_path / "data"}, environ)
     assert f"DISPATCH_{key.upper()}" in str(raised.value)
+
+
+# --- a revocation between the headers and the body --------------------------------------
+
+
+def send_half(server: LiveServer, path: str, token: str, body: bytes) -> socket.socket:
+    """A POST whose token has been checked (the headers are in) but whose body is still owed."""
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode()
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=PATIENCE_S)
+    sock.sendall(head + body[:1])
+    return sock
+
+
+@pytest.mark.parametrize("write", ["thread", "message", "task", "retry", "cancel"])
+def test_a_write_begun_before_its_device_is_revoked_is_refused_after(
+    make_live_server: Callable[..., LiveServer], write: str
+) -> None:
+    server = make_live_server(body_timeout_s=60.0)
+    owner = httpx.Client(base_url=server.url, headers=server.headers, timeout=PATIENCE_S)
+    code = owner.post("/api/v1/pairing-codes").json()["code"]
+    paired = owner.post("/api/v1/pair", json={"code": code, "device_name": "stolen"}).json()
+    thread = owner.post("/api/v1/threads", json={"name": "t"}).json()
+    finished = owner.post("/api/v1/tasks", json={"command": ["echo", "x"]}).json()
+    wait_until(
+        lambda: owner.get(f"/api/v1/tasks/{finished['id']}").json()["status"] in TERMINAL,
+        PATIENCE_S,
+        "the first task to finish",
+    )
+    running = owner.post("/api/v1/tasks", json={"command": ["sleep", "60"]}).json()
+
+    def state() -> tuple[list[str], list[tuple[int, str]]]:
+        threads = [t["name"] for t in owner.get("/api/v1/threads").json()]
+        return threads, [(t["id"], t["status"]) for t in owner.get("/api/v1/tasks").json()]
+
+    wait_until(lambda: (running["id"], "running") in state()[1], PATIENCE_S, "a running task")
+    path, body = {
+        "thread": ("/api/v1/threads", b'{"name": "after the revocation"}'),
+        "message": (f"/api/v1/threads/{thread['id']}/messages", b'{"text": "after"}'),
+        "task": ("/api/v1/tasks", b'{"command": ["echo", "after"]}'),
+        "retry": (f"/api/v1/tasks/{finished['id']}/retry", b"{}"),
+        "cancel": (f"/api/v1/tasks/{running['id']}/cancel", b"{}"),
+    }[write]
+    before = state()
+    with send_half(server, path, paired["token"], body) as sock:
+        assert owner.delete(f"/api/v1/devices/{paired['device_id']}").status_code == 200
+        sock.sendall(body[1:])
+        status, _, answer = parse(read_until_closed(sock))
+    assert status == 401, answer
+    history = owner.get(f"/api/v1/threads/{thread['id']}").json()["history"]
+    assert not [item for item in history if item["type"] == "message"]
+    # Nothing changed: no thread, no task, and the running one still runs.
+    assert state() == before
+    owner.post(f"/api/v1/tasks/{running['id']}/cancel")
+    owner.close()
