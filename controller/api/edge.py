@@ -79,54 +79,69 @@ class Admission:
 
     limits: EdgeLimits
     _open: Counter[str] = field(default_factory=Counter)
+    _total: int = 0
+
+    def __post_init__(self) -> None:
+        self._proxies = [ipaddress.ip_network(p) for p in self.limits.trusted_proxies]
 
     def admit(self, address: str) -> str | None:
         """Take a slot for a connection from `address`; None, or why it is refused."""
         limits = self.limits
-        total = sum(self._open.values())
-        if total >= limits.max_connections:
+        ip = peer_ip(address)
+        if self._total >= limits.max_connections:
             return (
                 f"the controller already has {limits.max_connections} connections open; try "
                 "again shortly (the limit is the max_connections setting)"
             )
-        if not is_loopback(address) and (total >= limits.max_connections - limits.loopback_reserve):
+        local = ip is None or ip.is_loopback
+        if not local and self._total >= limits.max_connections - limits.loopback_reserve:
             return (
-                f"the controller already has {total} connections open and keeps the last "
+                f"the controller already has {self._total} connections open and keeps the last "
                 f"{limits.loopback_reserve} for clients on its own machine; try again shortly "
                 "(the limit is the max_connections setting)"
             )
-        if self._open[address] >= limits.max_connections_per_client and not self._is_trusted_proxy(
-            address
-        ):
+        client = client_key(ip)
+        proxy = ip is not None and any(ip in network for network in self._proxies)
+        if self._open[client] >= limits.max_connections_per_client and not proxy:
             return (
-                f"{address} already has {self._open[address]} connections open; close some "
+                f"{client} already has {self._open[client]} connections open; close some "
                 "(the limit is the max_connections_per_client setting)"
             )
-        self._open[address] += 1
+        self._open[client] += 1
+        self._total += 1
         return None
 
     def release(self, address: str) -> None:
         """Give back the slot `admit` took for a connection from `address`."""
-        self._open[address] -= 1
-        if self._open[address] <= 0:
-            del self._open[address]
-
-    def _is_trusted_proxy(self, address: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            return False
-        return any(ip in ipaddress.ip_network(proxy) for proxy in self.limits.trusted_proxies)
+        client = client_key(peer_ip(address))
+        self._open[client] -= 1
+        self._total -= 1
+        if self._open[client] <= 0:
+            del self._open[client]
 
 
-def is_loopback(address: str) -> bool:
-    """Whether a peer address is this machine's loopback (a Unix socket's empty one counts)."""
-    if not address:
-        return True
+def peer_ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """A socket peer's IP, IPv4-mapped IPv6 unwrapped; None for a Unix socket (no address)."""
     try:
-        return ipaddress.ip_address(address).is_loopback
+        ip = ipaddress.ip_address(address)
     except ValueError:
-        return False
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def client_key(ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None) -> str:
+    """Whom a connection is counted under: its IPv4 address, or its IPv6 /64.
+
+    One IPv6 subscriber is usually handed a whole /64, so counting each of its addresses apart
+    would give one client millions of shares.
+    """
+    if ip is None:
+        return "a local socket"
+    if isinstance(ip, ipaddress.IPv6Address) and not ip.is_loopback:
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
 
 
 def raw_response(status: int, code: str, message: str) -> bytes:

@@ -392,6 +392,21 @@ def test_the_share_and_the_loopback_reserve_are_counted_per_address() -> None:
     assert admission.admit("127.0.0.1") is None
 
 
+def test_an_ipv6_client_is_its_slash_64_and_a_mapped_loopback_is_local() -> None:
+    admission = Admission(EdgeLimits(1.0, 10, 2, 2))
+    assert admission.admit("2001:db8:0:1::1") is None
+    assert admission.admit("2001:db8:0:1::2") is None
+    refusal = admission.admit("2001:db8:0:1:ffff::3")  # the same /64, another address
+    assert refusal and "2001:db8:0:1::/64" in refusal
+    assert admission.admit("2001:db8:0:2::1") is None  # another /64
+    for host in range(5):
+        assert admission.admit(f"198.51.100.{host}") is None
+    # 8 of 10 taken: the rest is the loopback reserve, which IPv4 loopback seen over IPv6 gets.
+    assert admission.admit("203.0.113.9") is not None
+    assert admission.admit("::ffff:127.0.0.1") is None
+    assert admission.admit("") is None  # a Unix socket is on this machine too
+
+
 def test_a_trusted_proxy_is_not_held_to_one_clients_share() -> None:
     limits = EdgeLimits(1.0, 10, 2, 0, trusted_proxies=("10.0.0.0/8",))
     admission = Admission(limits)
