@@ -132,12 +132,14 @@ def test_tasks_wait_in_order_for_an_unreachable_engine_then_run(
     first = api.submit(["echo", "one"], thread="t")
     second = api.submit(["echo", "two"], thread="t")
     other = api.submit(["echo", "three"], thread="u")
-    # Tried, put back, tried again after a longer pause: never failed.
-    waiting = wait_until(
-        lambda: "retrying in 2 s" in ((t := api.task(first["id"]))["reason"] or "") and t,
-        30,
+    # Tried, put back, tried again after a longer pause: never failed. Read from the task's
+    # events, not its current reason, which a slow poll on a busy machine can miss.
+    wait_until(
+        lambda: any("retrying in 2 s" in (s["reason"] or "") for s in states(api, first["id"])),
+        60,
         "a second attempt to start a sandbox",
     )
+    waiting = api.task(first["id"])
     assert waiting["status"] == "queued", waiting
     assert waiting["reason"].startswith("waiting for the fake engine: cannot reach the engine")
     assert "retrying in" in waiting["reason"]
