@@ -82,7 +82,16 @@ class Settings:
     body_timeout_s: float = 30.0
     idle_timeout_s: float = 5.0
     max_connections: int = 200
+    # None: a quarter of max_connections, at least 4 (see connections_per_client).
+    max_connections_per_client: int | None = None
     trusted_proxies: tuple[str, ...] = ()
+
+    @property
+    def connections_per_client(self) -> int:
+        """How many connections one client address may hold open at once."""
+        if self.max_connections_per_client is not None:
+            return self.max_connections_per_client
+        return min(self.max_connections, max(4, self.max_connections // 4))
 
     @property
     def effective_database_url(self) -> str:
@@ -184,6 +193,7 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "body_timeout_s": float,
     "idle_timeout_s": float,
     "max_connections": int,
+    "max_connections_per_client": int,
     "trusted_proxies": _addresses,
 }
 FILE_ONLY = ("folders",)
@@ -362,6 +372,12 @@ def _validate(settings: Settings, raw: Mapping[str, tuple[Any, str]]) -> None:
     if not 1 <= settings.max_connections <= 10_000:
         raise ConfigError(
             f"{where('max_connections')} = {settings.max_connections} must be between 1 and 10000"
+        )
+    per_client = settings.max_connections_per_client
+    if per_client is not None and not 1 <= per_client <= settings.max_connections:
+        raise ConfigError(
+            f"{where('max_connections_per_client')} = {per_client} must be between 1 and "
+            f"max_connections ({settings.max_connections})"
         )
     for proxy in settings.trusted_proxies:
         _check_proxy(proxy, where("trusted_proxies"))
