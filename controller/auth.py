@@ -17,6 +17,8 @@ that could pass for the owner's, so a stolen device token cannot hide a second d
 from __future__ import annotations
 
 import hashlib
+import logging
+import re
 import secrets
 import socket
 import threading
@@ -28,7 +30,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from confusable_homoglyphs import categories, confusables
 from sqlalchemy import select, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from controller.errors import (
@@ -58,10 +62,14 @@ SHARED_RECHECK_S = 5.0
 # that share its database.
 OWNER_HOST = socket.gethostname()
 
+log = logging.getLogger(__name__)
+
 
 # Not text, or text that changes how the text around it is shown: controls, bidi overrides and
 # isolates, zero-width and other format characters, surrogates, private use, line separators.
 HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Zl", "Zp"})
+# Scripts with many letters that look alike; one word may not mix them.
+LOOKALIKE_SCRIPTS = frozenset({"LATIN", "CYRILLIC", "GREEK"})
 
 
 class Role(StrEnum):
@@ -99,8 +107,29 @@ def require_owner(device: Device, action: str, command: str) -> None:
 
 
 def _skeleton(name: str) -> str:
-    """Letters and digits only, compatibility-folded and case-folded: how a name reads."""
-    return "".join(ch for ch in unicodedata.normalize("NFKC", name).casefold() if ch.isalnum())
+    """How a name reads: letters and digits only, compatibility-, confusable- and case-folded.
+
+    Confusables come from Unicode's own table (UTS #39 confusables.txt, as the
+    confusable-homoglyphs package ships it): Cyrillic U+043E reads as Latin `o`, `0` as `O`.
+    """
+    folded = []
+    for ch in unicodedata.normalize("NFKC", name):
+        found = confusables.is_confusable(ch, preferred_aliases=["latin"], greedy=True)
+        folded.append(found[0]["homoglyphs"][0]["c"] if found else ch)
+    return "".join(ch for ch in "".join(folded).casefold() if ch.isalnum())
+
+
+def _mixed_script_word(name: str) -> str | None:
+    """The first word mixing scripts whose letters pass for each other's, or None.
+
+    Only Latin, Cyrillic and Greek are checked: Japanese, say, mixes Han and kana in one word
+    by right, and no other scripts share so many glyphs.
+    """
+    for word in re.findall(r"\w+", unicodedata.normalize("NFKC", name)):
+        scripts = {categories.alias(ch) for ch in word} & LOOKALIKE_SCRIPTS
+        if len(scripts) > 1:
+            return word
+    return None
 
 
 def check_device_name(name: str) -> str:
@@ -122,6 +151,13 @@ def check_device_name(name: str) -> str:
                 "text around it; choose a name of visible characters only",
                 code="invalid_device_name",
             )
+    word = _mixed_script_word(name)
+    if word is not None:
+        raise Unprocessable(
+            f"device_name word {word!r} mixes Latin, Cyrillic or Greek letters, which can make "
+            "one name look like another; write each word in one script",
+            code="invalid_device_name",
+        )
     skeleton = _skeleton(name)
     if skeleton.startswith("owner") or "thismachine" in skeleton:
         raise Unprocessable(
@@ -312,10 +348,15 @@ class Auth:
         now = time.time()
         if now - self._seen.get(device.id, 0.0) > LAST_SEEN_RESOLUTION_S:
             self._seen[device.id] = now
-            with self.db.write() as session:
-                session.execute(
-                    update(Device).where(Device.id == device.id).values(last_seen_at=now)
-                )
+            try:
+                with self.db.write() as session:
+                    session.execute(
+                        update(Device).where(Device.id == device.id).values(last_seen_at=now)
+                    )
+            except (OperationalError, OSError) as exc:
+                # Bookkeeping only: a full disk (or a locked database) must not turn a read into
+                # an error. The next request after LAST_SEEN_RESOLUTION_S tries again.
+                log.warning("could not record that device %d was seen: %s", device.id, exc)
         if self._cache:
             with self._lock:
                 if self.generation == generation:

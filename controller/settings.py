@@ -86,6 +86,8 @@ class Settings:
     body_timeout_s: float = 30.0
     idle_timeout_s: float = 5.0
     max_connections: int = 200
+    # None: a quarter of max_connections, at least 4 (see connections_per_client).
+    max_connections_per_client: int | None = None
     trusted_proxies: tuple[str, ...] = ()
     # The agent (see computer_use): the model, the screen, and how long a person has to decide.
     model: str = DEFAULT_MODEL
@@ -98,6 +100,13 @@ class Settings:
     anthropic_base_url: str | None = None
     # The `[policy]` table of the config file (computer_use.policy's format); None: the default.
     policy: dict[str, Any] | None = None
+
+    @property
+    def connections_per_client(self) -> int:
+        """How many connections one client address may hold open at once."""
+        if self.max_connections_per_client is not None:
+            return self.max_connections_per_client
+        return min(self.max_connections, max(4, self.max_connections // 4))
 
     @property
     def effective_database_url(self) -> str:
@@ -199,6 +208,7 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "body_timeout_s": float,
     "idle_timeout_s": float,
     "max_connections": int,
+    "max_connections_per_client": int,
     "trusted_proxies": _addresses,
     "model": _text,
     "host_display": _text,
@@ -411,6 +421,12 @@ def _validate(settings: Settings, raw: Mapping[str, tuple[Any, str]]) -> None:
     if not 1 <= settings.max_connections <= 10_000:
         raise ConfigError(
             f"{where('max_connections')} = {settings.max_connections} must be between 1 and 10000"
+        )
+    per_client = settings.max_connections_per_client
+    if per_client is not None and not 1 <= per_client <= settings.max_connections:
+        raise ConfigError(
+            f"{where('max_connections_per_client')} = {per_client} must be between 1 and "
+            f"max_connections ({settings.max_connections})"
         )
     for proxy in settings.trusted_proxies:
         _check_proxy(proxy, where("trusted_proxies"))

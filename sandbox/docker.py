@@ -71,10 +71,13 @@ CONFINE = "/usr/local/lib/dispatch/confine"
 DEADLINE_EXIT = 124
 # PID 1 reaps orphans and ignores every catchable signal: a namespace's init only receives the
 # signals it handles, so a command's `kill 1` cannot end the sandbox. The engine removes it with
-# SIGKILL from outside. Given a deadline (epoch seconds, argv[1]: a wall-clock time, so a
-# restarted container keeps it) it kills every process of the sandbox user and exits at that
-# time; the kernel then kills whatever is left in the namespace, and the container stops.
-INIT = """import os, signal, sys, time
+# SIGKILL from outside. It makes itself undumpable (PR_SET_DUMPABLE 0): a task of the same user
+# could otherwise ptrace it, or write its memory, and so switch the deadline off. Given a
+# deadline (epoch seconds, argv[1]: a wall-clock time, so a restarted container keeps it) it
+# kills every process of the sandbox user and exits at that time; the kernel then kills
+# whatever is left in the namespace, and the container stops.
+INIT = """import ctypes, os, signal, sys, time
+ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)
 for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
     signal.signal(sig, signal.SIG_IGN)
 signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})

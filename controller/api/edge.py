@@ -6,7 +6,9 @@ its `limit_concurrency` answers 503 only once a whole request has arrived. So on
 opens connections and trickles a byte now and then could hold sockets and file descriptors
 until the process runs out. `EdgeProtocol` (uvicorn's h11 protocol with three additions) closes
 
-    a connection over `max_connections` as soon as it is accepted, with a 503;
+    a connection `Admission` refuses as soon as it is accepted, with a 503: one over
+    `max_connections`, one more than its address's `max_connections_per_client`, or one from
+    another machine that would take the last slots, which are kept for loopback clients;
     a connection whose request headers are not complete `header_timeout_s` after it opened (or
     after the first byte of its next request), with a 408 if it had sent anything;
     a connection whose response is finished while the client still owes body bytes, so a body
@@ -22,9 +24,11 @@ header deadline ends when the request is parsed, and the idle one only runs betw
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import resource
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, ClassVar
 
@@ -37,6 +41,9 @@ from controller.settings import Settings
 
 # Descriptors the controller needs besides its connections: database, Docker, logs, threads.
 SPARE_DESCRIPTORS = 256
+# Slots only loopback clients may take (at most a quarter of the cap): the owner's CLI runs on
+# this machine, so a flood from many addresses elsewhere still cannot keep the owner out.
+LOOPBACK_RESERVE = 4
 
 
 @dataclass(frozen=True)
@@ -45,12 +52,96 @@ class EdgeLimits:
 
     header_timeout_s: float
     max_connections: int
+    max_connections_per_client: int
+    loopback_reserve: int
+    # Proxies carry many clients, so their address is not held to one client's share.
+    trusted_proxies: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, settings: Settings) -> EdgeLimits:
         return cls(
-            header_timeout_s=settings.header_timeout_s, max_connections=settings.max_connections
+            header_timeout_s=settings.header_timeout_s,
+            max_connections=settings.max_connections,
+            max_connections_per_client=settings.connections_per_client,
+            loopback_reserve=min(LOOPBACK_RESERVE, settings.max_connections // 4),
+            trusted_proxies=settings.trusted_proxies,
         )
+
+
+@dataclass
+class Admission:
+    """Who holds the connection slots, in all and per client address; one per server.
+
+    A client is the connection's address (the peer of the socket; `X-Forwarded-For` is not read
+    yet when a connection is accepted). Every open connection counts, a device's long-lived
+    event streams included, so a stolen token cannot hold more than its address's share either.
+    """
+
+    limits: EdgeLimits
+    _open: Counter[str] = field(default_factory=Counter)
+    _total: int = 0
+
+    def __post_init__(self) -> None:
+        self._proxies = [ipaddress.ip_network(p) for p in self.limits.trusted_proxies]
+
+    def admit(self, address: str) -> str | None:
+        """Take a slot for a connection from `address`; None, or why it is refused."""
+        limits = self.limits
+        ip = peer_ip(address)
+        if self._total >= limits.max_connections:
+            return (
+                f"the controller already has {limits.max_connections} connections open; try "
+                "again shortly (the limit is the max_connections setting)"
+            )
+        local = ip is None or ip.is_loopback
+        if not local and self._total >= limits.max_connections - limits.loopback_reserve:
+            return (
+                f"the controller already has {self._total} connections open and keeps the last "
+                f"{limits.loopback_reserve} for clients on its own machine; try again shortly "
+                "(the limit is the max_connections setting)"
+            )
+        client = client_key(ip)
+        proxy = ip is not None and any(ip in network for network in self._proxies)
+        if self._open[client] >= limits.max_connections_per_client and not proxy:
+            return (
+                f"{client} already has {self._open[client]} connections open; close some "
+                "(the limit is the max_connections_per_client setting)"
+            )
+        self._open[client] += 1
+        self._total += 1
+        return None
+
+    def release(self, address: str) -> None:
+        """Give back the slot `admit` took for a connection from `address`."""
+        client = client_key(peer_ip(address))
+        self._open[client] -= 1
+        self._total -= 1
+        if self._open[client] <= 0:
+            del self._open[client]
+
+
+def peer_ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """A socket peer's IP, IPv4-mapped IPv6 unwrapped; None for a Unix socket (no address)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def client_key(ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None) -> str:
+    """Whom a connection is counted under: its IPv4 address, or its IPv6 /64.
+
+    One IPv6 subscriber is usually handed a whole /64, so counting each of its addresses apart
+    would give one client millions of shares.
+    """
+    if ip is None:
+        return "a local socket"
+    if isinstance(ip, ipaddress.IPv6Address) and not ip.is_loopback:
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
 
 
 def raw_response(status: int, code: str, message: str) -> bytes:
@@ -69,30 +160,26 @@ class EdgeProtocol(H11Protocol):
     """uvicorn's h11 protocol with a connection cap and a header deadline; see the module."""
 
     limits: ClassVar[EdgeLimits]
+    admission: ClassVar[Admission]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._header_deadline: asyncio.TimerHandle | None = None
         self._request_begun = False
+        # The address this connection holds a slot under; None until (and unless) admitted.
+        self._slot: str | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        if len(self.connections) > self.limits.max_connections:
-            self.logger.warning(
-                "refused a connection: %d open, the max_connections setting allows %d",
-                len(self.connections) - 1,
-                self.limits.max_connections,
-            )
-            transport.write(
-                raw_response(
-                    503,
-                    "too_many_connections",
-                    f"the controller already has {self.limits.max_connections} connections "
-                    "open; try again shortly (the limit is the max_connections setting)",
-                )
-            )
+        peer = transport.get_extra_info("peername")
+        address = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+        refusal = self.admission.admit(address)
+        if refusal is not None:
+            self.logger.warning("refused a connection from %s: %s", address or "a socket", refusal)
+            transport.write(raw_response(503, "too_many_connections", refusal))
             transport.close()
             return
+        self._slot = address
         # A connection that never sends a request is closed like one that sends it slowly.
         self._arm_header_deadline()
 
@@ -109,6 +196,9 @@ class EdgeProtocol(H11Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_header_deadline()
+        if self._slot is not None:
+            self.admission.release(self._slot)
+            self._slot = None
         super().connection_lost(exc)
 
     def on_response_complete(self) -> None:
@@ -153,6 +243,7 @@ def edge_protocol(limits: EdgeLimits) -> type[EdgeProtocol]:
         pass
 
     BoundEdgeProtocol.limits = limits
+    BoundEdgeProtocol.admission = Admission(limits)
     return BoundEdgeProtocol
 
 

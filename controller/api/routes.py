@@ -46,7 +46,7 @@ from controller.api.schemas import (
     ThreadDetail,
     ThreadOut,
 )
-from controller.auth import Auth, require_owner
+from controller.auth import Auth, require_owner, shown_name
 from controller.disk import is_disk_full
 from controller.errors import BadRequest, Forbidden, InsufficientStorage, Unprocessable
 from controller.folders import check_folders
@@ -347,8 +347,8 @@ def folders(c: Ctl) -> list[FolderOut]:
 @private.post(
     "/api/v1/threads", tags=["threads"], status_code=201, responses=errors(400, 409, 413, 422)
 )
-def create_thread(body: ThreadCreate, c: Ctl) -> ThreadOut:
-    return ThreadOut.of(c.threads.create(body.name))
+def create_thread(body: ThreadCreate, c: Ctl, device: Authed) -> ThreadOut:
+    return ThreadOut.of(c.threads.create(body.name, device_id=device.id))
 
 
 @private.get("/api/v1/threads", tags=["threads"])
@@ -360,8 +360,10 @@ def list_threads(c: Ctl) -> list[ThreadOut]:
 def get_thread(thread_id: ThreadId, c: Ctl) -> ThreadDetail:
     """The thread with its history of messages and tasks in order."""
     history = c.threads.history(thread_id)
+    senders = c.auth.devices_by_id(m.device_id for m in history.messages)
     items: list[MessageItem | TaskItem] = [
-        MessageItem(message=MessageOut.of(m)) for m in history.messages
+        MessageItem(message=MessageOut.of(m, senders.get(m.device_id) if m.device_id else None))
+        for m in history.messages
     ]
     items += [TaskItem(task=t) for t in tasks_out(c, history.tasks)]
     items.sort(key=lambda i: i.message.position if isinstance(i, MessageItem) else i.task.position)
@@ -376,7 +378,8 @@ def get_thread(thread_id: ThreadId, c: Ctl) -> ThreadDetail:
     responses=errors(400, 404, 413, 422),
 )
 def add_message(thread_id: ThreadId, body: MessageCreate, c: Ctl, device: Authed) -> MessageOut:
-    return MessageOut.of(c.threads.add_message(thread_id, device.name, body.text))
+    message = c.threads.add_message(thread_id, shown_name(device), body.text, device_id=device.id)
+    return MessageOut.of(message, device)
 
 
 # --- tasks -------------------------------------------------------------------------------
@@ -445,10 +448,10 @@ def get_task(task_id: TaskId, c: Ctl) -> TaskDetail:
 @private.post(
     "/api/v1/tasks/{task_id}/cancel", tags=["tasks"], responses=errors(404, 409, 422, 507)
 )
-def cancel_task(task_id: TaskId, c: Ctl) -> TaskOut:
+def cancel_task(task_id: TaskId, c: Ctl, device: Authed) -> TaskOut:
     """Cancel a queued task, or kill a running one's sandbox; answers once it has ended."""
     try:
-        task = c.tasks.cancel_queued(task_id)
+        task = c.tasks.cancel_queued(task_id, device_id=device.id)
     except (OperationalError, OSError) as exc:
         # A full disk must not keep a runaway task alive: one running here is killed anyway,
         # and its end is recorded once the database takes writes again.

@@ -143,17 +143,29 @@ class MessageOut(BaseModel):
     thread_id: int
     position: int
     created_at: datetime
-    author: str
+    author: str = Field(description="The sender's name; the owner's comes from its role.")
+    device_id: int | None = Field(
+        description="The device whose token sent it; null for messages from before this was "
+        "recorded."
+    )
+    role: RoleName | None = Field(
+        description="The sender's role: tells the owner's messages from a device's whatever the "
+        "names; null when device_id is."
+    )
     text: str
 
     @classmethod
-    def of(cls, m: Message) -> MessageOut:
+    def of(cls, m: Message, by: Device | None) -> MessageOut:
+        """`by`: the device `m.device_id` names."""
+        assert by is None or by.id == m.device_id, f"message {m.id} was not sent by {by.id}"
         return cls(
             id=m.id,
             thread_id=m.thread_id,
             position=m.position,
             created_at=ts(m.created_at),  # type: ignore[arg-type]
-            author=m.author,
+            author=m.author if by is None else shown_name(by),
+            device_id=m.device_id,
+            role=None if by is None else role_of(by).value,
             text=m.text,
         )
 

@@ -120,12 +120,23 @@ RAW_OPTION = click.option(
 
 
 def follow(client: Client, task_id: int, raw: bool = False) -> dict[str, Any]:
-    """Print a task's output as it streams; return the task once it has finished."""
+    """Print a task's output as it streams; return the task once it has finished.
+
+    While it waits in the queue for a reason (the sandbox engine is unreachable, say), the reason
+    goes to stderr, so a wait that lasts says why.
+    """
+    said = None
     for event in client.events(task_id=task_id, after=0):
         if event.kind == "task.output":
             print_output(event.data["data"], raw)
-        elif event.kind == "task.state" and event.data["data"]["status"] in TERMINAL:
-            break
+        elif event.kind == "task.state":
+            state = event.data["data"]
+            if state["status"] in TERMINAL:
+                break
+            reason = state.get("reason")
+            if state["status"] == "queued" and reason and reason != said:
+                click.echo(f"task {task_id}: {safe(reason)}", err=True)
+                said = reason
     return client.task(task_id)
 
 

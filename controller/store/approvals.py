@@ -27,6 +27,7 @@ from sqlalchemy import select, update
 from controller.errors import Conflict, NotFound
 from controller.store.blobs import BlobStore
 from controller.store.db import Database
+from controller.store.devices import still_valid
 from controller.store.events import EventLog
 from controller.store.models import Approval, ApprovalState, Task, TaskStatus
 
@@ -167,6 +168,9 @@ class ApprovalStore:
         """
         now = time.time() if now is None else now
         with self.db.write() as session:
+            if device_id is not None:
+                # A decision whose body arrived after its device was revoked is refused.
+                still_valid(session, device_id)
             approval = session.get(Approval, approval_id)
             if approval is None:
                 raise NotFound(

@@ -121,6 +121,8 @@ class Message(Base):
     created_at: Mapped[float]
     author: Mapped[str] = mapped_column(String(100))
     text: Mapped[str] = mapped_column(Text)
+    # Who sent it: the name alone is a device's choice. Null for messages from before 0004.
+    device_id: Mapped[int | None] = mapped_column(ForeignKey("devices.id"))
 
 
 class Task(Base):

@@ -17,11 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, bindparam, exists, func, insert, select, update
+from sqlalchemy import and_, exists, func, insert, select, update
 from sqlalchemy.orm import Session, aliased
 
-from controller.errors import Conflict, NotFound, Unauthorized
+from controller.errors import Conflict, NotFound
 from controller.store.db import Database
+from controller.store.devices import still_valid
 from controller.store.events import EventLog
 from controller.store.models import ACTIVE, Device, Event, Task, TaskKind, TaskStatus, Thread
 from controller.store.threads import ThreadStore, next_position
@@ -32,7 +33,6 @@ RUNNER = socket.gethostname()
 INSERT_TASK = insert(Task).returning(Task.id)
 # How much of an earlier command's output an agent task of the same thread is shown.
 CONTEXT_OUTPUT_CHARS = 1500
-DEVICE_REVOKED_AT = select(Device.revoked_at).where(Device.id == bindparam("device_id"))
 
 
 def interrupted_reason(task_id: int) -> str:
@@ -170,7 +170,7 @@ class TaskStore:
         # Core statements, not the ORM unit of work: this is the hot path of the API.
         with self.db.write() as session:
             if device_id is not None:
-                _still_valid(session, device_id)
+                still_valid(session, device_id)
             values["thread_id"] = self.threads.get_or_create(session, new.thread)
             values["position"] = next_position(session, values["thread_id"])
             inserted = session.connection().execute(INSERT_TASK, values)
@@ -208,7 +208,7 @@ class TaskStore:
         )
         return self.submit(new, device_id=device_id, retry_of=task_id)
 
-    def cancel_queued(self, task_id: int) -> Task:
+    def cancel_queued(self, task_id: int, *, device_id: int | None = None) -> Task:
         """Cancel the task if it is queued; otherwise mark a running one for cancellation.
 
         Returns the task as it is after the call (cancelled, or still running with
@@ -217,9 +217,12 @@ class TaskStore:
         Raises:
             NotFound: no such task.
             Conflict: it has already finished.
+            Unauthorized: `device_id` was revoked after its request was let in.
         """
         now = time.time()
         with self.db.write() as session:
+            if device_id is not None:
+                still_valid(session, device_id)
             task = session.get(Task, task_id)
             if task is None:
                 raise NotFound(f"no task {task_id}; list tasks with `dispatch tasks`")
@@ -475,17 +478,3 @@ class TaskStore:
             "reason": task.reason,
         }
         self.events.append(session, "task.state", data, thread_id=task.thread_id, task_id=task.id)
-
-
-def _still_valid(session: Session, device_id: int) -> None:
-    """Refuse work from a device revoked after its request was let in.
-
-    Checked in the write transaction, which revocations are serialised with: a task is either
-    queued before the revocation (which then cancels it) or refused here, never left behind.
-    """
-    found = session.connection().execute(DEVICE_REVOKED_AT, {"device_id": device_id})
-    row = found.one_or_none()
-    if row is None or row.revoked_at is not None:
-        raise Unauthorized(
-            "the token is unknown or was revoked; pair this device again with `dispatch pair`"
-        )

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from controller.errors import Conflict, NotFound, Unprocessable
 from controller.store.db import Database
+from controller.store.devices import still_valid
 from controller.store.events import EventLog
 from controller.store.models import Message, Task, Thread
 
@@ -64,10 +65,18 @@ class ThreadStore:
         self.db = db
         self.events = events
 
-    def create(self, name: str) -> Thread:
-        """Raises: Conflict if a thread has that name; Unprocessable if the name is bad."""
+    def create(self, name: str, *, device_id: int | None = None) -> Thread:
+        """Create a thread for `device_id` (checked again in the transaction).
+
+        Raises:
+            Conflict: a thread has that name.
+            Unprocessable: the name is bad.
+            Unauthorized: `device_id` was revoked after its request was let in.
+        """
         name = check_name(name)
         with self.db.write() as session:
+            if device_id is not None:
+                still_valid(session, device_id)
             if session.scalars(select(Thread).where(Thread.name == name)).first() is not None:
                 raise Conflict(
                     f"a thread named {name!r} exists; pick another name or submit to it",
@@ -117,9 +126,18 @@ class ThreadStore:
             )
             return History(thread=thread, messages=list(messages), tasks=list(tasks))
 
-    def add_message(self, thread_id: int, author: str, text: str) -> Message:
-        """Raises: NotFound if there is no such thread."""
+    def add_message(
+        self, thread_id: int, author: str, text: str, *, device_id: int | None = None
+    ) -> Message:
+        """Add a message from `device_id` (checked again in the transaction), shown as `author`.
+
+        Raises:
+            NotFound: there is no such thread.
+            Unauthorized: `device_id` was revoked after its request was let in.
+        """
         with self.db.write() as session:
+            if device_id is not None:
+                still_valid(session, device_id)
             if session.get(Thread, thread_id) is None:
                 raise NotFound(f"no thread {thread_id}; list threads with GET /api/v1/threads")
             message = Message(
@@ -128,9 +146,15 @@ class ThreadStore:
                 created_at=time.time(),
                 author=author,
                 text=text,
+                device_id=device_id,
             )
             session.add(message)
             session.flush()
-            data: dict[str, Any] = {"message_id": message.id, "author": author, "text": text}
+            data: dict[str, Any] = {
+                "message_id": message.id,
+                "author": author,
+                "device_id": device_id,
+                "text": text,
+            }
             self.events.append(session, "thread.message", data, thread_id=thread_id)
             return message

@@ -22,16 +22,19 @@ import httpx
 import pytest
 from click.testing import CliRunner, Result
 from conftest import LiveServer, wait_until
+from sqlalchemy import update
 
 from controller.cli import main
 from controller.cli.exit_codes import ExitCode
 from controller.cli.text import UNSAFE, safe, safe_output
 from controller.client import Client
+from controller.store.models import Device
 
 REPO = Path(__file__).parents[2]
 # Clears the screen, then reverses what follows; the newline would fake a row of the table.
 HOSTILE = "\x1b[2J\u202eevil\nFAKE ROW"
-# A device name the API accepts (no C0 controls): U+009B is a one-character CSI on some terminals.
+# A device name as a database from before pairing's hidden-character check may hold: U+009B is a
+# one-character CSI on some terminals.
 HOSTILE_NAME = "\x9b2J\u202eevil"
 # Retitles the window, clears the screen, reverses, and overwrites the line with a lone CR.
 HOSTILE_OUTPUT = "\x1b]0;pwned\x07\x1b[2J\u202eevil\r\nok\tdone\rX\n"
@@ -58,8 +61,12 @@ def test_tasks_and_devices_print_what_others_wrote_escaped(live_server: LiveServ
         client.submit(["printf", HOSTILE])
         code = client.pairing_code()["code"]
     paired = httpx.post(
-        f"{live_server.url}/api/v1/pair", json={"code": code, "device_name": HOSTILE_NAME}
+        f"{live_server.url}/api/v1/pair", json={"code": code, "device_name": "renamed below"}
     ).json()
+    with live_server.controller.db.write() as session:
+        session.execute(
+            update(Device).where(Device.id == paired["device_id"]).values(name=HOSTILE_NAME)
+        )
 
     listed = cli(live_server, "tasks")
     assert listed.exit_code == 0, listed.output

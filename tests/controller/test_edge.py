@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ import pytest
 from conftest import TERMINAL, Api, LiveServer, wait_until
 
 from controller.api.app import BodyLimit
-from controller.api.edge import SPARE_DESCRIPTORS, server_config
+from controller.api.edge import SPARE_DESCRIPTORS, Admission, EdgeLimits, server_config
 from controller.cli.exit_codes import ExitCode
 from controller.client import Client, Event
 from controller.errors import ConfigError, RateLimited, Unauthorized
@@ -256,6 +256,7 @@ def test_the_configured_figures_reach_uvicorn(make_settings: Callable[..., Setti
     assert config.timeout_keep_alive == 7.0
     limits = config.http.limits  # type: ignore[union-attr]
     assert (limits.header_timeout_s, limits.max_connections) == (3.0, 9)
+    assert (limits.max_connections_per_client, limits.loopback_reserve) == (4, 2)
     assert config.proxy_headers is False
 
 
@@ -294,7 +295,10 @@ def test_event_streams_outlive_every_deadline(make_live_server: Callable[..., Li
 def test_connections_over_the_cap_are_refused_and_the_owner_gets_in_after_the_flood(
     make_live_server: Callable[..., LiveServer],
 ) -> None:
-    server = make_live_server(max_connections=5, header_timeout_s=300.0)
+    # One address may hold them all here: this test is about the cap on all clients together.
+    server = make_live_server(
+        max_connections=5, max_connections_per_client=5, header_timeout_s=300.0
+    )
     state = server.server.server_state
     flood = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(5)]
     try:
@@ -317,7 +321,7 @@ def test_connections_over_the_cap_are_refused_and_the_owner_gets_in_after_the_fl
 def test_a_flood_that_stays_connected_ends_at_the_header_deadline(
     make_live_server: Callable[..., LiveServer],
 ) -> None:
-    server = make_live_server(max_connections=5, header_timeout_s=1.0)
+    server = make_live_server(max_connections=5, max_connections_per_client=5, header_timeout_s=1.0)
     flood = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(5)]
     try:
         for sock in flood:
@@ -327,6 +331,86 @@ def test_a_flood_that_stays_connected_ends_at_the_header_deadline(
     finally:
         for sock in flood:
             sock.close()
+
+
+def test_one_address_holds_at_most_its_share_event_streams_included(
+    make_live_server: Callable[..., LiveServer],
+) -> None:
+    server = make_live_server(max_connections=8, max_connections_per_client=4)
+    owner = httpx.Client(base_url=server.url, headers=server.headers, timeout=PATIENCE_S)
+    code = owner.post("/api/v1/pairing-codes").json()["code"]
+    token = owner.post("/api/v1/pair", json={"code": code, "device_name": "phone"}).json()["token"]
+    # The device is another client (127.0.0.2, still this machine's loopback) than the owner.
+    device = httpx.Client(
+        base_url=server.url,
+        headers={"Authorization": f"Bearer {token}"},
+        transport=httpx.HTTPTransport(local_address="127.0.0.2"),
+        timeout=PATIENCE_S,
+    )
+    with ExitStack() as streams:
+        for _ in range(4):
+            response = streams.enter_context(device.stream("GET", "/api/v1/events"))
+            assert response.status_code == 200
+        wait_until(lambda: server.controller.counters.sse_clients == 4, PATIENCE_S, "4 streams")
+        fifth = socket.create_connection(
+            ("127.0.0.1", server.port), timeout=PATIENCE_S, source_address=("127.0.0.2", 0)
+        )
+        with fifth:
+            status, _, body = parse(read_until_closed(fifth))
+        assert status == 503
+        assert "max_connections_per_client" in body["error"]["message"]
+        assert owner.get("/api/v1/tasks").status_code == 200
+    device.close()
+    owner.close()
+
+
+def test_the_share_and_the_loopback_reserve_are_counted_per_address() -> None:
+    limits = EdgeLimits(
+        header_timeout_s=1.0,
+        max_connections=10,
+        max_connections_per_client=4,
+        loopback_reserve=2,
+        trusted_proxies=("10.0.0.0/8",),
+    )
+    admission = Admission(limits)
+    assert [admission.admit("203.0.113.1") for _ in range(4)] == [None] * 4
+    refusal = admission.admit("203.0.113.1")
+    assert refusal and "max_connections_per_client" in refusal
+    # Another address has its own share, until only the loopback reserve is left.
+    assert [admission.admit("203.0.113.2") for _ in range(4)] == [None] * 4
+    refusal = admission.admit("203.0.113.3")
+    assert refusal and "clients on its own machine" in refusal
+    # The owner's CLI on this machine takes the reserve; then nobody gets in.
+    assert admission.admit("127.0.0.1") is None
+    assert admission.admit("::1") is None
+    refusal = admission.admit("127.0.0.1")
+    assert refusal and "max_connections setting" in refusal
+    # A closed connection gives its slot back to its address.
+    admission.release("203.0.113.1")
+    admission.release("127.0.0.1")
+    assert admission.admit("203.0.113.1") is not None  # still the reserve's turn
+    assert admission.admit("127.0.0.1") is None
+
+
+def test_an_ipv6_client_is_its_slash_64_and_a_mapped_loopback_is_local() -> None:
+    admission = Admission(EdgeLimits(1.0, 10, 2, 2))
+    assert admission.admit("2001:db8:0:1::1") is None
+    assert admission.admit("2001:db8:0:1::2") is None
+    refusal = admission.admit("2001:db8:0:1:ffff::3")  # the same /64, another address
+    assert refusal and "2001:db8:0:1::/64" in refusal
+    assert admission.admit("2001:db8:0:2::1") is None  # another /64
+    for host in range(5):
+        assert admission.admit(f"198.51.100.{host}") is None
+    # 8 of 10 taken: the rest is the loopback reserve, which IPv4 loopback seen over IPv6 gets.
+    assert admission.admit("203.0.113.9") is not None
+    assert admission.admit("::ffff:127.0.0.1") is None
+    assert admission.admit("") is None  # a Unix socket is on this machine too
+
+
+def test_a_trusted_proxy_is_not_held_to_one_clients_share() -> None:
+    limits = EdgeLimits(1.0, 10, 2, 0, trusted_proxies=("10.0.0.0/8",))
+    admission = Admission(limits)
+    assert [admission.admit("10.1.2.3") for _ in range(10)] == [None] * 10
 
 
 def run_with_file_limit(
@@ -456,6 +540,7 @@ def test_trusted_proxies_are_read_from_the_environment_and_the_config_file(tmp_p
         ("body_timeout_s", "nan", "more than 0"),
         ("idle_timeout_s", "99999", "at most 3600"),
         ("max_connections", "0", "between 1 and 10000"),
+        ("max_connections_per_client", "201", "between 1 and max_connections"),
     ],
 )
 def test_bad_edge_settings_name_the_setting_and_the_fix(
@@ -465,3 +550,61 @@ def test_bad_edge_settings_name_the_setting_and_the_fix(
     with pytest.raises(ConfigError, match=names) as raised:
         load_settings({"data_dir": tmp_path / "data"}, environ)
     assert f"DISPATCH_{key.upper()}" in str(raised.value)
+
+
+# --- a revocation between the headers and the body --------------------------------------
+
+
+def send_half(server: LiveServer, path: str, token: str, body: bytes) -> socket.socket:
+    """A POST whose token has been checked (the headers are in) but whose body is still owed."""
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode()
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=PATIENCE_S)
+    sock.sendall(head + body[:1])
+    return sock
+
+
+@pytest.mark.parametrize("write", ["thread", "message", "task", "retry", "cancel"])
+def test_a_write_begun_before_its_device_is_revoked_is_refused_after(
+    make_live_server: Callable[..., LiveServer], write: str
+) -> None:
+    server = make_live_server(body_timeout_s=60.0)
+    owner = httpx.Client(base_url=server.url, headers=server.headers, timeout=PATIENCE_S)
+    code = owner.post("/api/v1/pairing-codes").json()["code"]
+    paired = owner.post("/api/v1/pair", json={"code": code, "device_name": "stolen"}).json()
+    thread = owner.post("/api/v1/threads", json={"name": "t"}).json()
+    finished = owner.post("/api/v1/tasks", json={"command": ["echo", "x"]}).json()
+    wait_until(
+        lambda: owner.get(f"/api/v1/tasks/{finished['id']}").json()["status"] in TERMINAL,
+        PATIENCE_S,
+        "the first task to finish",
+    )
+    running = owner.post("/api/v1/tasks", json={"command": ["sleep", "60"]}).json()
+
+    def state() -> tuple[list[str], list[tuple[int, str]]]:
+        threads = [t["name"] for t in owner.get("/api/v1/threads").json()]
+        return threads, [(t["id"], t["status"]) for t in owner.get("/api/v1/tasks").json()]
+
+    wait_until(lambda: (running["id"], "running") in state()[1], PATIENCE_S, "a running task")
+    path, body = {
+        "thread": ("/api/v1/threads", b'{"name": "after the revocation"}'),
+        "message": (f"/api/v1/threads/{thread['id']}/messages", b'{"text": "after"}'),
+        "task": ("/api/v1/tasks", b'{"command": ["echo", "after"]}'),
+        "retry": (f"/api/v1/tasks/{finished['id']}/retry", b"{}"),
+        "cancel": (f"/api/v1/tasks/{running['id']}/cancel", b"{}"),
+    }[write]
+    before = state()
+    with send_half(server, path, paired["token"], body) as sock:
+        assert owner.delete(f"/api/v1/devices/{paired['device_id']}").status_code == 200
+        sock.sendall(body[1:])
+        status, _, answer = parse(read_until_closed(sock))
+    assert status == 401, answer
+    history = owner.get(f"/api/v1/threads/{thread['id']}").json()["history"]
+    assert not [item for item in history if item["type"] == "message"]
+    # Nothing changed: no thread, no task, and the running one still runs.
+    assert state() == before
+    owner.post(f"/api/v1/tasks/{running['id']}/cancel")
+    owner.close()

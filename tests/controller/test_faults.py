@@ -14,12 +14,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import LOCAL_BASE_URL, Api, FakeFactory, fill_disk, test_handler, wait_until
+from click.testing import CliRunner, Result
+from conftest import (
+    LOCAL_BASE_URL,
+    Api,
+    FakeFactory,
+    LiveServer,
+    fill_disk,
+    test_handler,
+    wait_until,
+)
 from fastapi.testclient import TestClient
 from sqlalchemy.exc import OperationalError
 
 import sandbox
 from controller.api.app import create_app
+from controller.cli import main
 from controller.disk import free_mb as disk_free_mb
 from controller.disk import is_disk_full
 from controller.errors import ConfigError
@@ -64,10 +74,11 @@ GATES: dict[str, threading.Event] = {}
 class FlakyEngine(FakeFactory):
     """Fake sandboxes whose start fails with EngineUnavailable while `down` is set."""
 
-    def __init__(self) -> None:
+    def __init__(self, message: str = "cannot reach the engine (connection refused)") -> None:
         super().__init__()
         self.down = threading.Event()
         self.refused = 0
+        self.message = message
 
     def __call__(self, backend: str, spec: SandboxSpec) -> FakeSandbox:
         box = FlakySandbox(spec, self)
@@ -83,7 +94,7 @@ class FlakySandbox(FakeSandbox):
     def start(self) -> None:
         if self.engine.down.is_set():
             self.engine.refused += 1
-            raise sandbox.EngineUnavailable("cannot reach the engine (connection refused)")
+            raise sandbox.EngineUnavailable(self.engine.message)
         super().start()
 
 
@@ -121,11 +132,15 @@ def test_tasks_wait_in_order_for_an_unreachable_engine_then_run(
     first = api.submit(["echo", "one"], thread="t")
     second = api.submit(["echo", "two"], thread="t")
     other = api.submit(["echo", "three"], thread="u")
-    # Tried, put back, tried again after a longer pause: never failed.
-    waiting = wait_until(
-        lambda: "retrying in 2 s" in ((t := api.task(first["id"]))["reason"] or "") and t,
-        30,
+    # Tried, put back, tried again after a longer pause: never failed. Read from the task's
+    # events, not its current reason, which a slow poll on a busy machine can miss.
+    wait_until(
+        lambda: any("retrying in 2 s" in (s["reason"] or "") for s in states(api, first["id"])),
+        60,
         "a second attempt to start a sandbox",
+    )
+    waiting = wait_until(
+        lambda: (t := api.task(first["id"]))["status"] == "queued" and t, 10, "queued again"
     )
     assert waiting["status"] == "queued", waiting
     assert waiting["reason"].startswith("waiting for the fake engine: cannot reach the engine")
@@ -142,6 +157,35 @@ def test_tasks_wait_in_order_for_an_unreachable_engine_then_run(
     assert [t["reason"] for t in done] == [None] * 3  # the waiting reason is gone
     assert done[0]["started_at"] <= done[1]["started_at"]  # thread t kept its order
     assert done[0]["output"] == [{"stream": "stdout", "text": "one\n"}]
+
+
+def test_submit_wait_says_why_a_task_waits_for_the_engine(
+    make_settings: Callable[..., Settings],
+) -> None:
+    # The reason carries the engine's own words, so terminal escapes in it must stay inert.
+    engine = FlakyEngine("cannot reach the engine \x1b[2J(connection refused)")
+    engine.down.set()
+    server = LiveServer(make_settings(), engine)
+    server.start()
+    try:
+        env = {"DISPATCH_SERVER": server.url, "DISPATCH_TOKEN": server.token}
+        outcome: list[Result] = []
+        waiter = threading.Thread(
+            target=lambda: outcome.append(
+                CliRunner().invoke(main, ["submit", "--wait", "--", "echo", "one"], env=env)
+            )
+        )
+        waiter.start()
+        wait_until(lambda: engine.refused >= 2, 60, "two attempts to start a sandbox")
+        engine.down.clear()
+        waiter.join(60)
+    finally:
+        server.stop()
+    result = outcome[0]
+    assert (result.exit_code, result.stdout) == (0, "one\n"), result.stderr
+    assert "waiting for the fake engine: cannot reach the engine" in result.stderr
+    assert "retrying in" in result.stderr
+    assert "\x1b" not in result.stderr and "\\x1b[2J" in result.stderr
 
 
 def test_a_task_whose_engine_vanishes_mid_run_fails_and_its_thread_continues(
@@ -265,6 +309,30 @@ def test_a_full_database_disk_answers_507_and_a_task_end_is_stored_once_space_re
     assert done["output"] == [{"stream": "stdout", "text": "before\n"}]
     assert api.wait_task(running["id"], timeout_s=30)["status"] == "cancelled"
     assert api.submit(["echo", "again"])["status"] == "queued"
+
+
+@pytest.mark.slow
+def test_reads_keep_working_while_the_database_disk_is_full(
+    small_disk: Path, make_app: Callable[..., Api], caplog: pytest.LogCaptureFixture
+) -> None:
+    api = make_app(min_free_mb=0)  # no floor: the database itself runs out of space
+    task = api.submit(["echo", "hello"])
+    api.wait_task(task["id"])
+    code = api.post("/api/v1/pairing-codes").json()["code"]
+    paired = api.client.post("/api/v1/pair", json={"code": code, "device_name": "phone"}).json()
+    phone = {"Authorization": f"Bearer {paired['token']}"}
+
+    filler = fill_disk(small_disk / "elsewhere")
+    try:
+        # The phone's first request would record when it was last seen: a write, which fails.
+        response = api.client.get(f"/api/v1/tasks/{task['id']}", headers=phone)
+        assert response.status_code == 200, response.text
+        assert response.json()["output"] == [{"stream": "stdout", "text": "hello\n"}]
+        assert "could not record that device" in caplog.text
+        refused = api.client.post("/api/v1/threads", json={"name": "x"}, headers=phone)
+        assert refused.status_code == 507, refused.text
+    finally:
+        filler.unlink()
 
 
 def test_is_disk_full_recognises_the_drivers_errors() -> None:

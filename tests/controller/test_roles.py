@@ -37,6 +37,9 @@ OWNER_LOOKALIKES = [
     "\uff4f\uff57\uff4e\uff45\uff52 (this machine)",  # fullwidth letters: "owner" after NFKC
     "(this machine)",
     "o.w.n.e.r",
+    "0wner",  # a digit zero: Unicode's confusables fold it to O
+    "\u043e\u051d\u0578\u0435\u0433",  # Cyrillic and Armenian lookalikes only: reads "owner"
+    "\u03a9mega phone",  # Greek and Latin in one word
 ]
 HIDING_NAMES = [
     "phone\u202egnp.exe",  # RIGHT-TO-LEFT OVERRIDE
@@ -103,7 +106,9 @@ def test_pairing_refuses_a_name_that_poses_as_the_owner_or_hides_text(api: Api, 
 
 
 def test_names_that_merely_mention_an_owner_and_emoji_are_kept(api: Api) -> None:
-    for name in ("📱", "Ana's phone", "the owner's laptop", "pixel 8 — work"):
+    # Other scripts, and scripts side by side in separate words or as Japanese writes them.
+    others = ("Телефон", "iPhone de José", "田中のiPhone", "Ταμπλέτα tablet")
+    for name in ("📱", "Ana's phone", "the owner's laptop", "pixel 8 — work", *others):
         device_id, _ = pair_device(api, name)
         listed = {d["id"]: d for d in api.get("/api/v1/devices").json()}
         assert (listed[device_id]["name"], listed[device_id]["role"]) == (name, "device")
