@@ -124,14 +124,18 @@ class Client:
         folders: Sequence[tuple[str, str]] = (),
         network: str = "none",
         timeout_s: float | None = None,
+        agent: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
+        """Queue `command`, or with `agent` (prompt, tools, ...) an agent task."""
         body: dict[str, Any] = {
             "thread": thread,
-            "kind": "command",
-            "command": list(command),
             "folders": [{"path": p, "mode": m} for p, m in folders],
             "network": network,
         }
+        if agent is not None:
+            body.update({"kind": "agent", **{k: v for k, v in agent.items() if v is not None}})
+        else:
+            body.update({"kind": "command", "command": list(command)})
         if timeout_s is not None:
             body["timeout_s"] = timeout_s
         task: dict[str, Any] = self.request("POST", "/api/v1/tasks", json=body)

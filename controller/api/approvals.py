@@ -15,6 +15,7 @@ from fastapi import Path as PathParam
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
+from controller.agent_tasks import configured_policy
 from controller.api.routes import MAX_ID, Authed, Ctl, current_device, errors, known_query_only
 from controller.api.schemas import Strict, ts
 from controller.errors import NotFound
@@ -148,3 +149,24 @@ def decide(approval_id: ApprovalId, body: DecisionIn, c: Ctl, device: Authed) ->
         reason=body.reason,
     )
     return ApprovalOut.of(approval)
+
+
+class PolicyOut(BaseModel):
+    """The approval policy agent tasks run under, before a task's own tightens it."""
+
+    sandbox: dict[str, Any] = Field(description='For `display: "sandbox"` (and no screen).')
+    host: dict[str, Any] = Field(description='For `display: "host"`: every computer action asks.')
+    source: Literal["config", "default"] = Field(
+        description="`[policy]` in the config file, or the built-in default."
+    )
+
+
+@router.get("/api/v1/policy", tags=["policy"])
+def policy(c: Ctl) -> PolicyOut:
+    """The effective default approval policy (format: see the README's agent section)."""
+    settings = c.settings
+    return PolicyOut(
+        sandbox=configured_policy(settings, "sandbox").to_dict(),
+        host=configured_policy(settings, "host").to_dict(),
+        source="config" if settings.policy is not None else "default",
+    )

@@ -112,6 +112,46 @@ def print_output(event_data: dict[str, Any], raw: bool = False) -> None:
     stream.flush()
 
 
+STEP_RESULT_CHARS = 600
+
+
+def step_lines(step: dict[str, Any]) -> list[str]:
+    """An agent step as lines a person reads: the model's words, its calls, their results.
+
+    Everything in a step came from the model or from a page it read, so all of it is escaped.
+    """
+    head = f"[step {step['index']}]"
+    if step["kind"] == "retry":
+        return [f"{head} {safe(step['text'])}"]
+    lines = []
+    if step["kind"] == "model":
+        if step["text"]:
+            lines.append(f"{head} model: {safe_output(step['text'])}")
+        for call in step["tool_calls"]:
+            name = f"{call['toolset']}.{call['name']}" if call.get("toolset") else call["name"]
+            shown = json.dumps(call["input"], ensure_ascii=False)[:STEP_RESULT_CHARS]
+            lines.append(f"{head} calls {safe(name)} {safe(shown)}")
+        if not lines:
+            lines.append(f"{head} model: (no text)")
+        return lines
+    for result in step["results"]:
+        kind = "refused/failed" if result["is_error"] else "result"
+        text = result["text"]
+        cut = (
+            f" [... {len(text) - STEP_RESULT_CHARS} more chars]"
+            if len(text) > STEP_RESULT_CHARS
+            else ""
+        )
+        images = "".join(f" [screenshot {sha[:12]}]" for sha in result.get("images", []))
+        lines.append(f"{head} {kind}: {safe_output(text[:STEP_RESULT_CHARS])}{cut}{images}")
+    return lines
+
+
+def print_step(step: dict[str, Any]) -> None:
+    for line in step_lines(step):
+        click.echo(line)
+
+
 RAW_OPTION = click.option(
     "--raw",
     is_flag=True,
@@ -129,6 +169,8 @@ def follow(client: Client, task_id: int, raw: bool = False) -> dict[str, Any]:
     for event in client.events(task_id=task_id, after=0):
         if event.kind == "task.output":
             print_output(event.data["data"], raw)
+        elif event.kind == "task.step":
+            print_step(event.data["data"])
         elif event.kind == "task.state":
             state = event.data["data"]
             if state["status"] in TERMINAL:
@@ -153,9 +195,27 @@ def follow(client: Client, task_id: int, raw: bool = False) -> dict[str, Any]:
 @click.option("--timeout", "timeout_s", type=float, help="Seconds before it is killed.")
 @click.option("--wait", is_flag=True, help="Stream the output and exit with the task's code.")
 @click.option("--json", "as_json", is_flag=True, help="Print the task as JSON.")
+@click.option("--agent", "prompt", metavar="PROMPT", help="Queue an agent task with this prompt.")
+@click.option(
+    "--tool",
+    "tools",
+    multiple=True,
+    type=click.Choice(["bash", "edit", "computer", "browser", "memory"]),
+    help="A tool the agent may use; repeatable (default: bash, edit).",
+)
+@click.option("--display", type=click.Choice(["sandbox", "host"]), default="sandbox")
+@click.option("--max-steps", type=int, default=30, show_default=True, help="Model turns at most.")
+@click.option("--model", help="The model to use [default: the controller's `model` setting].")
+@click.option(
+    "--allow-domain",
+    "allowed_domains",
+    multiple=True,
+    metavar="NAME",
+    help="A domain the agent's browser may open (example.com, *.example.com); repeatable.",
+)
 @RAW_OPTION
 @connection_options
-@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def submit(
     thread: str,
     folders: tuple[str, ...],
@@ -163,18 +223,42 @@ def submit(
     timeout_s: float | None,
     wait: bool,
     as_json: bool,
+    prompt: str | None,
+    tools: tuple[str, ...],
+    display: str,
+    max_steps: int,
+    model: str | None,
+    allowed_domains: tuple[str, ...],
     raw: bool,
     server: str | None,
     token: str | None,
     data_dir: Path | None,
     command: tuple[str, ...],
 ) -> None:
-    """Queue COMMAND as a task: dispatch submit [OPTIONS] -- COMMAND..."""
+    """Queue a task: `dispatch submit [OPTIONS] -- COMMAND...`, or an agent task:
+    `dispatch submit --agent PROMPT [--tool NAME]...`."""
+    if (prompt is None) == (not command):
+        raise click.UsageError("give either -- COMMAND... or --agent PROMPT, not both or neither")
     grants = [parse_folder(f) for f in folders]
+    agent = None
+    if prompt is not None:
+        agent = {
+            "prompt": prompt,
+            "tools": list(tools or ("bash", "edit")),
+            "display": display,
+            "max_steps": max_steps,
+            "model": model,
+            "allowed_domains": list(allowed_domains),
+        }
     with connect(server, token, data_dir) as client:
         try:
             task = client.submit(
-                command, thread=thread, folders=grants, network=network, timeout_s=timeout_s
+                command,
+                thread=thread,
+                folders=grants,
+                network=network,
+                timeout_s=timeout_s,
+                agent=agent,
             )
             if not wait:
                 click.echo(json.dumps(task, indent=2) if as_json else f"task {task['id']} queued")
@@ -196,6 +280,8 @@ def submit(
         click.echo(
             f"dispatch: task {task['id']} {task['status']}: {safe(str(task['reason']))}", err=True
         )
+    elif task.get("final_answer"):
+        click.echo(f"answer: {safe_output(task['final_answer'])}")
     sys.exit(task_exit_code(task))
 
 
@@ -274,8 +360,13 @@ def logs(
             if follow_:
                 follow(client, task_id, raw)
                 return
-            for chunk in client.task(task_id)["output"]:
+            task = client.task(task_id)
+            for chunk in task["output"]:
                 print_output(chunk, raw)
+            for step in task.get("steps", []):
+                print_step(step)
+            if task.get("final_answer"):
+                click.echo(f"answer: {safe_output(task['final_answer'])}")
         except ClientError as exc:
             fail(exc)
 

@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Api, wait_until
+from click.testing import CliRunner
+from conftest import Api, FakeFactory, LiveServer, wait_until
 
 from computer_use.testing.fake_model import FakeModel, Fault, Reply, ToolCall
+from controller.cli import main
+from controller.settings import Settings
 
 OWNER = (4321, 4321)
 
@@ -208,3 +212,36 @@ def test_cancelling_a_task_waiting_for_approval_voids_its_request(
     late = api.post(f"/api/v1/approvals/{request['id']}/decision", json={"decision": "approve"})
     assert late.status_code == 409
     assert not (owned_projects / "made-it").exists()
+
+
+def test_submit_agent_prints_the_steps_and_the_answer_and_logs_shows_them(
+    make_settings: Callable[..., Settings], fake_model: FakeModel
+) -> None:
+    settings = replace(
+        make_settings(), anthropic_api_key="test-key", anthropic_base_url=fake_model.url
+    )
+    server = LiveServer(settings, FakeFactory())
+    server.start()
+    try:
+        fake_model.add(
+            Reply(text="Noting \x1b[2Jit.", tool_calls=[memory_call("/memories/a.md", "a")]),
+            Reply(text="Done."),
+        )
+        env = {"DISPATCH_SERVER": server.url, "DISPATCH_TOKEN": server.token}
+        result = CliRunner().invoke(
+            main, ["submit", "--agent", "Note a", "--tool", "memory", "--wait"], env=env
+        )
+        assert result.exit_code == 0, result.output
+        assert "[step 1] model: Noting \\x1b[2Jit." in result.stdout
+        assert result.stdout.rstrip().endswith("answer: Done.")
+        task_id = server.controller.tasks.search()[0].id
+        logs = CliRunner().invoke(main, ["logs", str(task_id)], env=env)
+    finally:
+        server.stop()
+    assert logs.exit_code == 0, logs.output
+    assert "[step 1] model: Noting \\x1b[2Jit." in logs.stdout
+    assert '[step 1] calls memory {"command": "create"' in logs.stdout
+    assert "[step 2] result: File created successfully at: /memories/a.md" in logs.stdout
+    assert logs.stdout.rstrip().endswith("answer: Done.")
+    both = CliRunner().invoke(main, ["submit", "--agent", "x", "--", "ls"], env=env)
+    assert both.exit_code == 2 and "not both or neither" in both.output

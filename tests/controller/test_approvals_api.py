@@ -135,3 +135,14 @@ def test_memory_paths_that_escape_are_refused(api: Api, path: str) -> None:
     response = api.request("PUT", f"/api/v1/memory/{path}", json={"content": "x"})
     assert response.status_code in (404, 422)
     assert api.get("/api/v1/memory").json() == []
+
+
+def test_the_effective_default_policy_is_shown(api: Api) -> None:
+    shown = api.get("/api/v1/policy").json()
+    assert shown["source"] == "default"
+    assert shown["sandbox"]["default"] == "ask" and shown["host"]["default"] == "ask"
+    sandbox_rules = {(r["tool"], r.get("member")) for r in shown["sandbox"]["rules"]}
+    host_rules = {(r["tool"], r.get("member")) for r in shown["host"]["rules"]}
+    assert ("computer", "screenshot") in sandbox_rules
+    # On the host display approval is the only fence: no computer member is let through.
+    assert not any(tool == "computer" for tool, _ in host_rules)

@@ -52,6 +52,7 @@ DEVICE = {
     ("GET", "/api/v1/approvals/{approval_id}/screenshot"),
     ("GET", "/api/v1/approvals/{approval_id}/annotated"),
     ("POST", "/api/v1/approvals/{approval_id}/decision"),
+    ("GET", "/api/v1/policy"),
     ("GET", "/api/v1/memory"),
     ("GET", "/api/v1/memory/{path}"),
     ("PUT", "/api/v1/memory/{path}"),
