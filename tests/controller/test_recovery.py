@@ -250,3 +250,49 @@ def test_sigkill_while_output_streams_in_docker(serve: Any) -> None:
             {"stream": "stdout", "text": "after the crash\n"}
         ]
     assert not _sandbox_exists(sandbox_id)  # removed at restart
+
+
+def test_sigkill_with_an_approval_pending_expires_it_and_the_action_never_runs(
+    serve: Any, fake_model: Any
+) -> None:
+    from computer_use.testing.fake_model import Reply, ToolCall
+
+    server = serve()
+    server.stop()
+    server.env.update({"ANTHROPIC_API_KEY": "test-key", "ANTHROPIC_BASE_URL": fake_model.url})
+    server.start()
+    call = ToolCall(
+        "memory", {"command": "create", "path": "/memories/x.md", "file_text": "x"}, toolset=None
+    )
+    fake_model.add(Reply(text="Writing it down.", tool_calls=[call]))
+    with server.client() as client:
+        body = {
+            "kind": "agent",
+            "prompt": "Remember x",
+            "tools": ["memory"],
+            "policy": {"default": "ask"},  # the task's own: even memory asks
+        }
+        task = client.request("POST", "/api/v1/tasks", json=body)
+        wait_until(
+            lambda: client.task(task["id"])["status"] == "waiting_for_approval",
+            30,
+            "the approval request",
+        )
+        [pending] = client.request("GET", "/api/v1/approvals?state=pending")
+    server.kill()
+
+    server.start()
+    with server.client() as client:
+        after = client.task(task["id"])
+        assert after["status"] == "interrupted", after
+        request = client.request("GET", f"/api/v1/approvals/{pending['id']}")
+        assert request["state"] == "expired"
+        late = httpx.post(
+            f"{server.url}/api/v1/approvals/{pending['id']}/decision",
+            json={"decision": "approve"},
+            headers={"Authorization": f"Bearer {client.token}"},
+        )
+        assert late.status_code == 409
+        assert client.request("GET", "/api/v1/memory") == []
+    # The model was asked once; nothing ran the call after the restart.
+    assert len(fake_model.message_requests()) == 1
