@@ -29,6 +29,7 @@ from typing import Any, Self
 
 import docker
 import docker.errors
+import requests.exceptions
 from docker.api.client import APIClient
 from docker.types import Mount as DockerMount
 
@@ -52,6 +53,7 @@ from sandbox.errors import (
     SandboxNotRunning,
 )
 from sandbox.ownership import sandbox_user
+from sandbox.seccomp import profile_json
 from sandbox.setid import strip_setid
 
 LABEL = "dispatch.sandbox"
@@ -260,7 +262,9 @@ class DockerSandbox:
             },
             read_only=True,
             cap_drop=["ALL"],
-            security_opt=["no-new-privileges:true"],
+            # The engine's filter, installed before the first instruction of every process:
+            # no ptrace, no setuid/setgid bits (sandbox/seccomp.py).
+            security_opt=["no-new-privileges:true", "seccomp=" + profile_json()],
             pids_limit=limits.pids,
             mem_limit=limits.memory_mb * MIB,
             memswap_limit=limits.memory_mb * MIB,
@@ -320,7 +324,7 @@ class DockerSandbox:
                 raise SandboxError(
                     f"could not start the sandbox: {exc.explanation or exc}"
                 ) from None
-            except docker.errors.DockerException as exc:
+            except (docker.errors.DockerException, requests.exceptions.ConnectionError) as exc:
                 raise EngineUnavailable(
                     f"lost the Docker engine while starting a sandbox ({_short(exc)}); "
                     "check that it is running (`docker info`)"
@@ -466,7 +470,9 @@ class DockerSandbox:
             self._remove()
 
     def _remove(self) -> None:
-        cid, self._container_id = self._container_id, None
+        # The id is forgotten only once the container is gone: a removal that failed (the
+        # engine lost) is retried by the next stop(), or by the prune at start.
+        cid = self._container_id
         if cid is None:
             return
         try:
@@ -477,11 +483,12 @@ class DockerSandbox:
             # Someone else (a prune) is already removing it: the goal is met.
             if exc.status_code != 409:
                 raise SandboxError(f"could not remove sandbox {self._name}: {exc}") from None
-        except docker.errors.DockerException as exc:
+        except (docker.errors.DockerException, requests.exceptions.ConnectionError) as exc:
             raise EngineUnavailable(
                 f"lost the Docker engine while removing sandbox {self._name} ({_short(exc)}); "
                 "`dispatch sandbox prune` removes it once the engine is back"
             ) from None
+        self._container_id = None
 
     def _require_running(self) -> str:
         if self._container_id is None:
@@ -504,7 +511,7 @@ class DockerSandbox:
             raise SandboxNotRunning(f"sandbox {self._name} is gone (stopped or removed)") from None
         except docker.errors.APIError as exc:
             raise SandboxError(f"could not run the command: {exc.explanation or exc}") from None
-        except docker.errors.DockerException as exc:
+        except (docker.errors.DockerException, requests.exceptions.ConnectionError) as exc:
             raise EngineUnavailable(
                 f"lost the Docker engine while running a command ({_short(exc)})"
             ) from None
@@ -514,6 +521,12 @@ class DockerSandbox:
     def _stream(self, exec_id: str) -> Iterator[tuple[bytes | None, bytes | None]]:
         try:
             yield from self._api.exec_start(exec_id, stream=True, demux=True)
+        except requests.exceptions.ConnectionError as exc:
+            if not self._stopping.is_set():
+                raise EngineUnavailable(
+                    f"lost the Docker engine while the command ran ({_short(exc)}); "
+                    "check that it is running (`docker info`)"
+                ) from None
         except docker.errors.DockerException as exc:
             if not self._stopping.is_set():
                 raise SandboxError(
@@ -523,6 +536,11 @@ class DockerSandbox:
     def _exit_code(self, exec_id: str) -> int:
         try:
             info = self._api.exec_inspect(exec_id)
+        except requests.exceptions.ConnectionError as exc:
+            raise EngineUnavailable(
+                f"lost the Docker engine before the command's exit status was known "
+                f"({_short(exc)}); check that it is running (`docker info`)"
+            ) from None
         except docker.errors.DockerException:
             return 137  # the container went away under the command
         code = info.get("ExitCode")
