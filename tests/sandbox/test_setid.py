@@ -92,5 +92,5 @@ def test_an_unreadable_folder_fails_the_search_loudly(workspace: Path) -> None:
 def test_a_folder_beyond_the_limit_fails_the_search(tmp_path: Path) -> None:
     for index in range(5):
         (tmp_path / f"d{index}").mkdir()
-    with pytest.raises(SetidScanIncomplete, match="more than 3 folders.*grant a smaller folder"):
+    with pytest.raises(SetidScanIncomplete, match=r"more than 3 folders.*grant a smaller folder"):
         strip_setid([tmp_path], since=time.time(), max_folders=3)
