@@ -33,6 +33,8 @@ class FolderPlan:
     mounts: tuple[Mount, ...]
     # uid:gid; None with the fake backend, which runs nothing as anyone.
     user: tuple[int, int] | None
+    # Grants whose git folders the task may write, and so make (SandboxSpec.git_writable).
+    git_writable: tuple[Path, ...] = ()
 
 
 def _inside(root: Path, path: Path) -> bool:
@@ -143,7 +145,12 @@ def _plan(
             )
     except GrantRefused as exc:
         raise FolderNotGranted(str(exc)) from None
-    return FolderPlan(requested=named, mounts=(*placed, *git), user=user)
+    return FolderPlan(
+        requested=named,
+        mounts=(*placed, *git),
+        user=user,
+        git_writable=tuple(g.path for g in settings.folders if g.git_writable),
+    )
 
 
 def _git_writable(path: Path, grants: Sequence[FolderGrant]) -> bool:

@@ -52,6 +52,7 @@ from sandbox.errors import (
     SandboxError,
     SandboxNotRunning,
 )
+from sandbox.gitplant import git_entries, quarantine_new
 from sandbox.ownership import sandbox_user
 from sandbox.seccomp import profile_json
 from sandbox.setid import strip_setid
@@ -223,6 +224,10 @@ class DockerSandbox:
                 "never runs as root or in root's group; run it as a normal user"
             )
         self._oom_kills = 0
+        # `.git` entries and git folders found at the start (None: not searched yet).
+        self._git_known: set[Path] | None = None
+        # Repositories the task left after its last command, renamed aside by stop().
+        self.git_quarantined_at_stop: tuple[Path, ...] = ()
         self._deadline_at: float | None = None  # epoch seconds, set when the container is made
         self._stopping = threading.Event()
         # start() and stop() may race (a task cancelled while its sandbox starts): the lock
@@ -331,6 +336,8 @@ class DockerSandbox:
                 ) from None
         try:
             self._verify_mounts()
+            # What is there before anything of the task's runs: the repositories it may keep.
+            self._git_known = git_entries(self._git_roots(), skip=self._git_skip())
         except SandboxError:
             self.stop()
             raise
@@ -393,7 +400,26 @@ class DockerSandbox:
         if not writable:
             return result
         stripped = strip_setid(writable, since=started_at, skip=mounted)
-        return replace(result, setid_stripped=stripped) if stripped else result
+        known = self._git_known
+        # None: stop() came meanwhile, and searches itself, once the container is gone.
+        planted = (
+            () if known is None else quarantine_new(self._git_roots(), known, skip=self._git_skip())
+        )
+        if stripped or planted:
+            return replace(result, setid_stripped=stripped, git_quarantined=planted)
+        return result
+
+    def _git_roots(self) -> list[Path]:
+        """The read-write folders where a new repository is not allowed."""
+        return [
+            m.host
+            for m in self.spec.mounts
+            if not m.read_only
+            and not any(m.host == g or g in m.host.parents for g in self.spec.git_writable)
+        ]
+
+    def _git_skip(self) -> set[Path]:
+        return {m.host for m in self.spec.mounts} | set(self.spec.git_writable)
 
     def _exec(
         self,
@@ -468,6 +494,12 @@ class DockerSandbox:
         self._stopping.set()
         with self._lifecycle:
             self._remove()
+            if self._git_known is not None:
+                # A daemon of the task may have planted one after the last command's search.
+                known, self._git_known = self._git_known, None
+                self.git_quarantined_at_stop = quarantine_new(
+                    self._git_roots(), known, skip=self._git_skip()
+                )
 
     def _remove(self) -> None:
         # The id is forgotten only once the container is gone: a removal that failed (the
