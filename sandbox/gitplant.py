@@ -70,7 +70,9 @@ def _scan(
     too_big: list[str] = []
 
     def failed(error: OSError) -> None:
-        unreadable.append(f"{error.filename} ({error.strerror})")
+        # Gone since it was listed (or the whole folder gone): nothing left in it to search.
+        if not isinstance(error, FileNotFoundError):
+            unreadable.append(f"{error.filename} ({error.strerror})")
 
     for root in roots:
         # Symlinks are never followed: they could lead the search, and the renames, elsewhere.

@@ -66,7 +66,9 @@ def strip_setid(
     too_big: list[Path] = []
 
     def failed(error: OSError) -> None:
-        unreadable.append(f"{error.filename} ({error.strerror})")
+        # Gone since it was listed (or the whole folder gone): nothing left in it to search.
+        if not isinstance(error, FileNotFoundError):
+            unreadable.append(f"{error.filename} ({error.strerror})")
 
     for root in roots:
         # Symlinks are never followed: they could lead the search, and the chmod, elsewhere.
