@@ -2,10 +2,12 @@
 
 The container's PID 1 is a tiny init that reaps orphans and, when the spec has a deadline, ends
 every process and stops the container at that time, so a sandbox whose controller was killed
-still stops. Every command is an exec as the unprivileged sandbox user. Every process, init
-included, starts through the image's `confine` wrapper (one more seccomp filter: no
-setuid/setgid bits), and after each command the read-write folders are searched on the host for
-such bits all the same (sandbox/setid.py).
+still stops. Every command is an exec as the unprivileged sandbox user. The engine runs every
+process under Dispatch's seccomp profile from its first instruction (sandbox/seccomp.py: no
+ptrace, no setuid/setgid bits); every process, init included, also starts through the image's
+`confine` wrapper, a second filter with the same setuid/setgid rules. After each command the
+read-write folders are searched on the host for such bits all the same (sandbox/setid.py), and
+for git repositories the command made (sandbox/gitplant.py).
 
 A timeout signals every process of that user in the container (`kill -1`), which reaches daemons
 that left the command's process group too, and cannot reach PID 1, so the sandbox survives for
@@ -65,10 +67,10 @@ HOME = Path("/home/sandbox")
 TERM_GRACE_S = 1.0
 KILL_WAIT_S = 3.0
 FILE_CAP_BYTES = 256 * MIB
-# Every process of the sandbox starts through this (images/sandbox/confine): Docker's seccomp
-# profile plus one more filter that refuses setuid/setgid bits. Every one, init and Dispatch's
-# own short commands included: a task could write into the memory of a process of its own user
-# that lacked the filter (/proc/PID/mem), and have it set the bits instead.
+# Every process of the sandbox starts through this (images/sandbox/confine): a second filter
+# refusing setuid/setgid bits, on top of the engine's profile, which has the same rules and is in
+# force from exec on (confine's own loads ~20 ms later, a window the engine's profile closes).
+# Kept as defence in depth, and because it gives a missing command a shell's exit status (127).
 CONFINE = "/usr/local/lib/dispatch/confine"
 # How PID 1 ends when the deadline passes: the container's exit status.
 DEADLINE_EXIT = 124

@@ -1,7 +1,8 @@
 """The second line against setuid/setgid files: find them on the host after a command, strip them.
 
-The first line is inside the sandbox: every command runs under a seccomp filter that refuses to
-set either bit (images/sandbox/confine). Should that ever fail, a setuid file left in a
+The first line is the engine's seccomp profile (sandbox/seccomp.py), with the `confine` filter
+inside the sandbox as a second (images/sandbox/confine): both refuse to set either bit. Should
+that ever fail, a setuid file left in a
 read-write folder would run with its owner's rights the next time anyone on the host starts it.
 So after each command the read-write folders are searched on the host, and regular files whose
 bits appeared while it ran (their ctime is at or after its start) lose them. Files that already

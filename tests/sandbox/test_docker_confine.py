@@ -1,8 +1,8 @@
 """Hostile tests of what a task could leave on the host, and of the sandbox's own deadline.
 
-Setuid/setgid: the first line is the `confine` seccomp filter inside the sandbox, the second the
-host-side search after each command. The deadline: a sandbox whose controller is gone stops at
-its deadline all by itself.
+Setuid/setgid: the first lines are the engine's seccomp profile and the `confine` filter inside
+the sandbox, the last the host-side search after each command. The deadline: a sandbox whose
+controller is gone stops at its deadline all by itself.
 """
 
 from __future__ import annotations
@@ -177,7 +177,7 @@ def test_every_process_in_the_sandbox_carries_the_filter(
         if "/status:" in line
     }
     assert "1" in counts and len(counts) >= 3, result.stdout  # init, sh, sleep, grep
-    # Docker's default profile is one filter; confine adds the second.
+    # The engine's profile (sandbox/seccomp.py) is one filter; confine adds the second.
     assert set(counts.values()) == {2}, counts
 
 
