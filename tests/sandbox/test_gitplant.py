@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -58,7 +59,10 @@ def test_an_unreadable_folder_fails_the_search_after_the_rest_is_made_inert(
     planted = repo(tmp_path / "a" / ".git")
     real_walk = os.walk
 
-    def walk(top: str, onerror=None, followlinks=False):  # type: ignore[no-untyped-def]
+    def walk(
+        top: Path, onerror: Callable[[OSError], None], followlinks: bool
+    ) -> Iterator[tuple[str, list[str], list[str]]]:
+        # Root reads every folder: the refusal to list one is simulated.
         onerror(PermissionError(13, "Permission denied", str(tmp_path / "hidden")))
         yield from real_walk(top, onerror=onerror, followlinks=followlinks)
 
