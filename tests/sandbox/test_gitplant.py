@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from sandbox import SandboxSpec
 from sandbox.gitplant import GitScanIncomplete, git_entries, quarantine_new
+from sandbox.mounts import validate_mount
+from tests.sandbox.conftest import MakeSandbox
 
 
 def repo(path: Path) -> Path:
@@ -70,3 +74,25 @@ def test_an_unreadable_folder_fails_the_search_after_the_rest_is_made_inert(
     with pytest.raises(GitScanIncomplete, match=r"hidden.*chmod u\+rx.*renamed aside: .*a/\.git"):
         quarantine_new([tmp_path], set())
     assert not planted.exists()
+
+
+@pytest.mark.docker
+def test_a_repository_planted_after_the_last_command_is_renamed_aside_at_stop(
+    make_sandbox: MakeSandbox, workspace: Path
+) -> None:
+    box = make_sandbox("docker", SandboxSpec(mounts=(validate_mount(workspace, read_only=False),)))
+    go, planted = workspace / "go", workspace / "late" / ".git"
+    daemon = (
+        f"setsid sh -c 'while [ ! -e {go} ]; do sleep 0.05; done; git init -q {planted.parent}' "
+        "</dev/null >/dev/null 2>&1 &"
+    )
+    result = box.exec(["sh", "-c", daemon])
+    assert result.ok and result.git_quarantined == (), result
+    go.touch()  # only now, after the command's own search
+    deadline = time.monotonic() + 120
+    while not (planted / "HEAD").exists():
+        assert time.monotonic() < deadline, "the daemon never planted its repository"
+        time.sleep(0.1)
+    box.stop()
+    assert box.git_quarantined_at_stop == (planted,)  # type: ignore[attr-defined]
+    assert not planted.exists() and (planted.parent / ".git.dispatch-quarantine-1").is_dir()
