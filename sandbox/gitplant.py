@@ -104,8 +104,18 @@ def _scan(
 
 
 def quarantine(path: Path) -> Path:
-    """Make one planted entry inert by renaming, never following a symlink; its new path."""
-    parent = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    """Make one planted entry inert by renaming, never following a symlink; its new path.
+
+    The parent is reached from / one component at a time without following any symlink: a
+    daemon of the task swapping a folder on the way for a symlink must not turn this rename on
+    a repository elsewhere.
+    """
+    from sandbox.mounts import _open_folder  # here: mounts imports this module
+
+    try:
+        parent = _open_folder(path.parent)
+    except SandboxError as exc:
+        raise OSError(f"{path.parent} changed while it was searched: {exc}") from None
     try:
         info = os.stat(path.name, dir_fd=parent, follow_symlinks=False)
         if stat.S_ISDIR(info.st_mode):

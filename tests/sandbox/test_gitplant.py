@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from sandbox import SandboxSpec
-from sandbox.gitplant import GitScanIncomplete, git_entries, quarantine_new
+from sandbox.gitplant import GitScanIncomplete, git_entries, quarantine, quarantine_new
 from sandbox.mounts import validate_mount
 from tests.sandbox.conftest import MakeSandbox
 
@@ -55,6 +55,16 @@ def test_a_symlink_named_git_is_renamed_not_followed(tmp_path: Path) -> None:
     (rw / ".git").symlink_to(target)
     assert quarantine_new([rw], set()) == (rw / ".git",)
     assert (rw / ".git.dispatch-quarantine-1").is_symlink() and (target / "HEAD").exists()
+
+
+def test_a_folder_swapped_for_a_symlink_on_the_way_is_not_followed(tmp_path: Path) -> None:
+    # Found at rw/x/proj/.git, then a daemon swaps rw/x for a symlink to another repository.
+    other = repo(tmp_path / "other" / "proj" / ".git")
+    (tmp_path / "rw").mkdir()
+    (tmp_path / "rw" / "x").symlink_to(tmp_path / "other")
+    with pytest.raises(OSError, match="changed while it was searched"):
+        quarantine(tmp_path / "rw" / "x" / "proj" / ".git")
+    assert (other / "HEAD").exists()
 
 
 def test_an_unreadable_folder_fails_the_search_after_the_rest_is_made_inert(
