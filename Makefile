@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # The desktop agent's tests need a real X server, input tools, a window manager, fonts and Chromium.
-APT_PACKAGES := docker.io debootstrap python3-venv ca-certificates tar postgresql \
+APT_PACKAGES := docker.io golang-github-containers-common debootstrap python3-venv ca-certificates tar postgresql \
 	xvfb xdotool openbox xterm x11-utils fonts-dejavu-core chromium python3-tk
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 

@@ -33,6 +33,8 @@ class FolderPlan:
     mounts: tuple[Mount, ...]
     # uid:gid; None with the fake backend, which runs nothing as anyone.
     user: tuple[int, int] | None
+    # Grants whose git folders the task may write, and so make (SandboxSpec.git_writable).
+    git_writable: tuple[Path, ...] = ()
 
 
 def _inside(root: Path, path: Path) -> bool:
@@ -122,9 +124,9 @@ def _plan(
             mounts[mount.host] = mount
     named = tuple(mounts.values())
     try:
-        nested = _nested_grants(named, settings.folders)
-        placed = (*named, *nested)
-        writable = [m for m in placed if not m.read_only]
+        nested, pins = _nested_grants(named, settings.folders)
+        writable = [m for m in (*named, *nested) if not m.read_only]
+        placed = (*named, *nested, *pins)
         user = None
         if settings.sandbox_backend != "fake":
             user = _user(writable, named, settings)
@@ -133,13 +135,22 @@ def _plan(
         git: tuple[Mount, ...] = ()
         if find_git:
             git = git_mounts(
-                [m.host for m in writable if _git_protected_in(m.host, settings.folders)],
+                [
+                    m.host
+                    for m in placed
+                    if not m.read_only and _git_protected_in(m.host, settings.folders)
+                ],
                 git_writable=lambda p: _git_writable(p, settings.folders),
                 skip={m.host for m in placed},
             )
     except GrantRefused as exc:
         raise FolderNotGranted(str(exc)) from None
-    return FolderPlan(requested=named, mounts=(*placed, *git), user=user)
+    return FolderPlan(
+        requested=named,
+        mounts=(*placed, *git),
+        user=user,
+        git_writable=tuple(g.path for g in settings.folders if g.git_writable),
+    )
 
 
 def _git_writable(path: Path, grants: Sequence[FolderGrant]) -> bool:
@@ -154,13 +165,23 @@ def _git_protected_in(folder: Path, grants: Sequence[FolderGrant]) -> bool:
     )
 
 
-def _nested_grants(named: Sequence[Mount], grants: Sequence[FolderGrant]) -> list[Mount]:
+def _nested_grants(
+    named: Sequence[Mount], grants: Sequence[FolderGrant]
+) -> tuple[list[Mount], list[Mount]]:
     """Sub-mounts for grants inside a read-write folder whose mode differs from around them.
 
     A folder the task itself named keeps the mode it asked for, and so does what lies in it.
+    Returns the sub-mounts, and the pins: every folder between a sub-mount and the mount around
+    it, bind-mounted onto itself with the mode around it, because a mount point cannot be
+    renamed: a task could otherwise move a parent of a read-only grant aside (`mv a b`) and find
+    the grant's folder, unprotected, under the new name in its next task.
+
+    Raises:
+        GrantRefused: a configured nested grant is missing (perhaps moved by an earlier task).
     """
     placed = list(named)
     extra: list[Mount] = []
+    pins: dict[Path, Mount] = {}
     inner = [
         g
         for g in grants
@@ -173,11 +194,20 @@ def _nested_grants(named: Sequence[Mount], grants: Sequence[FolderGrant]) -> lis
         if above.read_only == grant.read_only or (above in named and above.read_only):
             continue
         if not grant.path.is_dir():
-            continue  # gone since start-up: nothing there to protect
+            raise GrantRefused(
+                f"the {'read-only' if grant.read_only else 'read-write'} grant {grant.path} "
+                f"inside read-write folder {above.host} is missing (moved or removed, perhaps "
+                "by an earlier task); put the folder back, or remove its grant from the config "
+                "file, and start the task again"
+            )
         sub = Mount(grant.path, read_only=grant.read_only, identity=folder_identity(grant.path))
         placed.append(sub)
         extra.append(sub)
-    return extra
+        for pin in grant.path.parents:
+            if pin == above.host or pin in pins:
+                break
+            pins[pin] = Mount(pin, read_only=above.read_only, identity=folder_identity(pin))
+    return extra, list(pins.values())
 
 
 def _user(writable: Sequence[Mount], named: Sequence[Mount], settings: Settings) -> tuple[int, int]:

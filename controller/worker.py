@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ from controller.store.models import Task, TaskKind, TaskStatus
 from controller.store.tasks import TaskStore, shutdown_reason
 from sandbox import ExecResult, Network, Outcome, Sandbox, SandboxSpec, Stream
 from sandbox.base import DEADLINE_GRACE_S
+from sandbox.gitplant import GitScanIncomplete
 
 log = logging.getLogger(__name__)
 
@@ -361,6 +363,7 @@ class Runner:
             user=plan.user,
             # Kept by the sandbox itself: it stops even if this controller is killed meanwhile.
             deadline_s=task.timeout_s + DEADLINE_GRACE_S,
+            git_writable=plan.git_writable,
         )
         recorder: OutputRecorder | None = None
         box: Sandbox | None = None
@@ -401,8 +404,14 @@ class Runner:
             if box is not None:
                 try:
                     box.stop()
+                except GitScanIncomplete as exc:  # the task's folders could not all be searched
+                    result, error = None, f"the sandbox failed: {exc}"
                 except Exception:  # docker-py lets a lost connection through unwrapped
                     log.exception("could not remove the sandbox of task %s", task.id)
+                # Repositories a daemon of the task planted after its command ended.
+                late = getattr(box, "git_quarantined_at_stop", ())
+                if late and result is not None:
+                    result = replace(result, git_quarantined=(*result.git_quarantined, *late))
         if unreachable is not None and not handle.cancelled:
             self._wait_for_engine(handle, unreachable)
             return

@@ -71,6 +71,9 @@ class SandboxSpec:
     # Seconds after start when the sandbox ends every process and stops by itself, even with
     # no controller left to stop it; None: it lives until stop().
     deadline_s: float | None = None
+    # Folders where the task may make git repositories (grants with git_writable): elsewhere in
+    # a read-write folder, a repository that was not there at the start is renamed aside.
+    git_writable: tuple[Path, ...] = ()
 
 
 class Outcome(enum.Enum):
@@ -97,23 +100,36 @@ class ExecResult:
     # Files in read-write folders that gained a setuid/setgid bit while the command ran; the
     # bits were removed. Never expected (the sandbox refuses to set them): a run with any fails.
     setid_stripped: tuple[Path, ...] = ()
+    # Git repositories the command made where git is protected, renamed aside (gitplant.py).
+    git_quarantined: tuple[Path, ...] = ()
 
     @property
     def ok(self) -> bool:
-        return self.outcome is Outcome.EXITED and self.exit_code == 0 and not self.setid_stripped
+        return (
+            self.outcome is Outcome.EXITED
+            and self.exit_code == 0
+            and not self.setid_stripped
+            and not self.git_quarantined
+        )
 
     def describe(self) -> str:
         """One line a person can read: how the command ended."""
-        ended = self._ended()
-        if not self.setid_stripped:
-            return ended
-        listed = ", ".join(str(p) for p in self.setid_stripped[:5])
-        more = len(self.setid_stripped) - 5
-        return (
-            f"{ended}, but it left setuid/setgid files in a read-write folder ({listed}"
-            f"{f' and {more} more' if more > 0 else ''}); Dispatch removed the bits (the "
-            "controller's log names any it could not); check what else the command changed"
-        )
+        text = self._ended()
+        if self.setid_stripped:
+            text += (
+                f", but it left setuid/setgid files in a read-write folder "
+                f"({_listed(self.setid_stripped)}); Dispatch removed the bits (the "
+                "controller's log names any it could not); check what else the command changed"
+            )
+        if self.git_quarantined:
+            text += (
+                f"{' and' if self.setid_stripped else ', but'} it made git repositories where "
+                f"git is protected ({_listed(self.git_quarantined)}), whose hooks or config "
+                "would run on the host; Dispatch renamed each aside (its HEAD to "
+                "HEAD.dispatch-quarantine-N, a .git to .git.dispatch-quarantine-N): check "
+                "them before renaming them back, or grant git_writable = true"
+            )
+        return text
 
     def _ended(self) -> str:
         if self.outcome is Outcome.TIMED_OUT:
@@ -237,3 +253,8 @@ class OutputBuffer:
         if self._on_output is not None:
             self._on_output(self._stream, marker)
         return body + marker
+
+
+def _listed(paths: tuple[Path, ...]) -> str:
+    more = len(paths) - 5
+    return ", ".join(str(p) for p in paths[:5]) + (f" and {more} more" if more > 0 else "")

@@ -2,10 +2,12 @@
 
 The container's PID 1 is a tiny init that reaps orphans and, when the spec has a deadline, ends
 every process and stops the container at that time, so a sandbox whose controller was killed
-still stops. Every command is an exec as the unprivileged sandbox user. Every process, init
-included, starts through the image's `confine` wrapper (one more seccomp filter: no
-setuid/setgid bits), and after each command the read-write folders are searched on the host for
-such bits all the same (sandbox/setid.py).
+still stops. Every command is an exec as the unprivileged sandbox user. The engine runs every
+process under Dispatch's seccomp profile from its first instruction (sandbox/seccomp.py: no
+ptrace, no setuid/setgid bits); every process, init included, also starts through the image's
+`confine` wrapper, a second filter with the same setuid/setgid rules. After each command the
+read-write folders are searched on the host for such bits all the same (sandbox/setid.py), and
+for git repositories the command made (sandbox/gitplant.py).
 
 A timeout signals every process of that user in the container (`kill -1`), which reaches daemons
 that left the command's process group too, and cannot reach PID 1, so the sandbox survives for
@@ -29,6 +31,7 @@ from typing import Any, Self
 
 import docker
 import docker.errors
+import requests.exceptions
 from docker.api.client import APIClient
 from docker.types import Mount as DockerMount
 
@@ -51,7 +54,9 @@ from sandbox.errors import (
     SandboxError,
     SandboxNotRunning,
 )
+from sandbox.gitplant import git_entries, quarantine_new
 from sandbox.ownership import sandbox_user
+from sandbox.seccomp import profile_json
 from sandbox.setid import strip_setid
 
 LABEL = "dispatch.sandbox"
@@ -62,10 +67,10 @@ HOME = Path("/home/sandbox")
 TERM_GRACE_S = 1.0
 KILL_WAIT_S = 3.0
 FILE_CAP_BYTES = 256 * MIB
-# Every process of the sandbox starts through this (images/sandbox/confine): Docker's seccomp
-# profile plus one more filter that refuses setuid/setgid bits. Every one, init and Dispatch's
-# own short commands included: a task could write into the memory of a process of its own user
-# that lacked the filter (/proc/PID/mem), and have it set the bits instead.
+# Every process of the sandbox starts through this (images/sandbox/confine): a second filter
+# refusing setuid/setgid bits, on top of the engine's profile, which has the same rules and is in
+# force from exec on (confine's own loads ~20 ms later, a window the engine's profile closes).
+# Kept as defence in depth, and because it gives a missing command a shell's exit status (127).
 CONFINE = "/usr/local/lib/dispatch/confine"
 # How PID 1 ends when the deadline passes: the container's exit status.
 DEADLINE_EXIT = 124
@@ -221,6 +226,10 @@ class DockerSandbox:
                 "never runs as root or in root's group; run it as a normal user"
             )
         self._oom_kills = 0
+        # `.git` entries and git folders found at the start (None: not searched yet).
+        self._git_known: set[Path] | None = None
+        # Repositories the task left after its last command, renamed aside by stop().
+        self.git_quarantined_at_stop: tuple[Path, ...] = ()
         self._deadline_at: float | None = None  # epoch seconds, set when the container is made
         self._stopping = threading.Event()
         # start() and stop() may race (a task cancelled while its sandbox starts): the lock
@@ -260,7 +269,9 @@ class DockerSandbox:
             },
             read_only=True,
             cap_drop=["ALL"],
-            security_opt=["no-new-privileges:true"],
+            # The engine's filter, installed before the first instruction of every process:
+            # no ptrace, no setuid/setgid bits (sandbox/seccomp.py).
+            security_opt=["no-new-privileges:true", "seccomp=" + profile_json()],
             pids_limit=limits.pids,
             mem_limit=limits.memory_mb * MIB,
             memswap_limit=limits.memory_mb * MIB,
@@ -320,13 +331,15 @@ class DockerSandbox:
                 raise SandboxError(
                     f"could not start the sandbox: {exc.explanation or exc}"
                 ) from None
-            except docker.errors.DockerException as exc:
+            except (docker.errors.DockerException, requests.exceptions.ConnectionError) as exc:
                 raise EngineUnavailable(
                     f"lost the Docker engine while starting a sandbox ({_short(exc)}); "
                     "check that it is running (`docker info`)"
                 ) from None
         try:
             self._verify_mounts()
+            # What is there before anything of the task's runs: the repositories it may keep.
+            self._git_known = git_entries(self._git_roots(), skip=self._git_skip())
         except SandboxError:
             self.stop()
             raise
@@ -389,7 +402,26 @@ class DockerSandbox:
         if not writable:
             return result
         stripped = strip_setid(writable, since=started_at, skip=mounted)
-        return replace(result, setid_stripped=stripped) if stripped else result
+        known = self._git_known
+        # None: stop() came meanwhile, and searches itself, once the container is gone.
+        planted = (
+            () if known is None else quarantine_new(self._git_roots(), known, skip=self._git_skip())
+        )
+        if stripped or planted:
+            return replace(result, setid_stripped=stripped, git_quarantined=planted)
+        return result
+
+    def _git_roots(self) -> list[Path]:
+        """The read-write folders where a new repository is not allowed."""
+        return [
+            m.host
+            for m in self.spec.mounts
+            if not m.read_only
+            and not any(m.host == g or g in m.host.parents for g in self.spec.git_writable)
+        ]
+
+    def _git_skip(self) -> set[Path]:
+        return {m.host for m in self.spec.mounts} | set(self.spec.git_writable)
 
     def _exec(
         self,
@@ -464,9 +496,17 @@ class DockerSandbox:
         self._stopping.set()
         with self._lifecycle:
             self._remove()
+            if self._git_known is not None:
+                # A daemon of the task may have planted one after the last command's search.
+                known, self._git_known = self._git_known, None
+                self.git_quarantined_at_stop = quarantine_new(
+                    self._git_roots(), known, skip=self._git_skip()
+                )
 
     def _remove(self) -> None:
-        cid, self._container_id = self._container_id, None
+        # The id is forgotten only once the container is gone: a removal that failed (the
+        # engine lost) is retried by the next stop(), or by the prune at start.
+        cid = self._container_id
         if cid is None:
             return
         try:
@@ -477,11 +517,12 @@ class DockerSandbox:
             # Someone else (a prune) is already removing it: the goal is met.
             if exc.status_code != 409:
                 raise SandboxError(f"could not remove sandbox {self._name}: {exc}") from None
-        except docker.errors.DockerException as exc:
+        except (docker.errors.DockerException, requests.exceptions.ConnectionError) as exc:
             raise EngineUnavailable(
                 f"lost the Docker engine while removing sandbox {self._name} ({_short(exc)}); "
                 "`dispatch sandbox prune` removes it once the engine is back"
             ) from None
+        self._container_id = None
 
     def _require_running(self) -> str:
         if self._container_id is None:
@@ -510,7 +551,7 @@ class DockerSandbox:
             raise SandboxNotRunning(f"sandbox {self._name} is gone (stopped or removed)") from None
         except docker.errors.APIError as exc:
             raise SandboxError(f"could not run the command: {exc.explanation or exc}") from None
-        except docker.errors.DockerException as exc:
+        except (docker.errors.DockerException, requests.exceptions.ConnectionError) as exc:
             raise EngineUnavailable(
                 f"lost the Docker engine while running a command ({_short(exc)})"
             ) from None
@@ -520,6 +561,12 @@ class DockerSandbox:
     def _stream(self, exec_id: str) -> Iterator[tuple[bytes | None, bytes | None]]:
         try:
             yield from self._api.exec_start(exec_id, stream=True, demux=True)
+        except requests.exceptions.ConnectionError as exc:
+            if not self._stopping.is_set():
+                raise EngineUnavailable(
+                    f"lost the Docker engine while the command ran ({_short(exc)}); "
+                    "check that it is running (`docker info`)"
+                ) from None
         except docker.errors.DockerException as exc:
             if not self._stopping.is_set():
                 raise SandboxError(
@@ -529,6 +576,11 @@ class DockerSandbox:
     def _exit_code(self, exec_id: str) -> int:
         try:
             info = self._api.exec_inspect(exec_id)
+        except requests.exceptions.ConnectionError as exc:
+            raise EngineUnavailable(
+                f"lost the Docker engine before the command's exit status was known "
+                f"({_short(exc)}); check that it is running (`docker info`)"
+            ) from None
         except docker.errors.DockerException:
             return 137  # the container went away under the command
         code = info.get("ExitCode")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from sandbox.base import SCRATCH_PATHS, Mount
 from sandbox.errors import GrantRefused
+from sandbox.gitplant import is_git_layout
 
 GIT = ".git"
 # How many folders one read-write folder may hold for the search for `.git` folders.
@@ -227,7 +228,7 @@ def git_mounts(
                 f"read-write folder {root} is inside a git folder, whose hooks and config run "
                 "on the host; ask for it read-only, or set git_writable = true on its grant"
             )
-        for count, (folder, dirs, files) in enumerate(os.walk(root)):
+        for count, (folder, dirs, files) in enumerate(os.walk(root, onerror=_unreadable)):
             if count >= limit:
                 raise GrantRefused(
                     f"read-write folder {root} holds more than {limit} folders, too many "
@@ -235,16 +236,32 @@ def git_mounts(
                     "set git_writable = true on its grant"
                 )
             here = Path(folder)
-            path = here / GIT
-            if (GIT in dirs or GIT in files) and _is_plain(path) and not git_writable(path):
+            # A git folder not named .git (a bare repository, or one kept apart from its work
+            # tree with --separate-git-dir): git takes it for one, so it is protected the same.
+            if here != root and is_git_layout({*dirs, *files}, dirs):
+                path, dirs[:] = here, []
+            elif GIT in dirs or GIT in files:
+                path = here / GIT
+            else:
+                path = None
+            if path is not None and _is_plain(path) and not git_writable(path):
                 found.append(Mount(path, read_only=True, identity=entry_identity(path)))
-                for pin in (here, *here.parents):
+                for pin in path.parents:
                     if pin == root or root not in pin.parents or pin in pinned:
                         break
                     pinned.add(pin)
                     found.append(Mount(pin, read_only=False, identity=folder_identity(pin)))
             dirs[:] = [d for d in dirs if d != GIT and here / d not in skip]
     return tuple(found)
+
+
+def _unreadable(error: OSError) -> None:
+    """A folder the search cannot enter may hide a .git: refuse rather than pass it over."""
+    raise GrantRefused(
+        f"folder {error.filename} cannot be read ({error.strerror}), so its .git folders "
+        "cannot be protected; make it readable again (`chmod u+rx` on it) and check it for "
+        "changes, or grant git_writable = true if its git folders may be written"
+    )
 
 
 def validate_mount(

@@ -1,7 +1,8 @@
 """The second line against setuid/setgid files: find them on the host after a command, strip them.
 
-The first line is inside the sandbox: every command runs under a seccomp filter that refuses to
-set either bit (images/sandbox/confine). Should that ever fail, a setuid file left in a
+The first line is the engine's seccomp profile (sandbox/seccomp.py), with the `confine` filter
+inside the sandbox as a second (images/sandbox/confine): both refuse to set either bit. Should
+that ever fail, a setuid file left in a
 read-write folder would run with its owner's rights the next time anyone on the host starts it.
 So after each command the read-write folders are searched on the host, and regular files whose
 bits appeared while it ran (their ctime is at or after its start) lose them. Files that already
@@ -16,6 +17,8 @@ import stat
 from collections.abc import Collection, Iterable
 from pathlib import Path
 
+from sandbox.errors import SandboxError
+
 log = logging.getLogger(__name__)
 
 SETID_BITS = stat.S_ISUID | stat.S_ISGID
@@ -23,6 +26,17 @@ SETID_BITS = stat.S_ISUID | stat.S_ISGID
 MAX_SCAN_FOLDERS = 200_000
 # File timestamps come from the kernel's coarse clock, which lags time.time() by up to a tick.
 CLOCK_SLACK_S = 0.05
+
+
+class SetidScanIncomplete(SandboxError):
+    """Part of a read-write folder could not be searched: a setuid file may be left there.
+
+    What could be searched was; `stripped` names the files whose bits were removed.
+    """
+
+    def __init__(self, message: str, stripped: tuple[Path, ...]) -> None:
+        super().__init__(message)
+        self.stripped = stripped
 
 
 def strip_setid(
@@ -38,18 +52,31 @@ def strip_setid(
         roots: the read-write folders the command could write.
         since: when the command started (time.time()).
         skip: folders not to enter (read-only mounts inside a root).
-        max_folders: the most folders to search in one root; the rest is skipped with a warning.
+        max_folders: the most folders to search in one root.
 
     Returns the files found with a new bit, in the order found. A file whose bits could not be
     removed (Dispatch may not own it) is still returned, and the failure logged.
+
+    Raises:
+        SetidScanIncomplete: a folder could not be read (a task can `chmod 000` one to hide a
+            file in it), or a root holds more than `max_folders` folders. Everything else was
+            still searched; the error names what was not, and the fix.
     """
     found: list[Path] = []
+    unreadable: list[str] = []
+    too_big: list[Path] = []
+
+    def failed(error: OSError) -> None:
+        # Gone since it was listed (or the whole folder gone): nothing left in it to search.
+        if not isinstance(error, FileNotFoundError):
+            unreadable.append(f"{error.filename} ({error.strerror})")
+
     for root in roots:
-        for count, (folder, dirs, files) in enumerate(os.walk(root)):
+        # Symlinks are never followed: they could lead the search, and the chmod, elsewhere.
+        walk = os.walk(root, onerror=failed, followlinks=False)
+        for count, (folder, dirs, files) in enumerate(walk):
             if count >= max_folders:
-                log.warning(
-                    "stopped looking for setuid/setgid files in %s after %d folders", root, count
-                )
+                too_big.append(root)
                 break
             here = Path(folder)
             dirs[:] = [d for d in dirs if here / d not in skip]
@@ -66,6 +93,22 @@ def strip_setid(
                 ):
                     _strip(path, info)
                     found.append(path)
+    problems = []
+    if unreadable:
+        problems.append(
+            f"could not search {', '.join(unreadable[:5])}"
+            + (f" and {len(unreadable) - 5} more" if len(unreadable) > 5 else "")
+            + " for setuid/setgid files; make them readable again (chmod u+rx) and check them"
+        )
+    if too_big:
+        problems.append(
+            f"{', '.join(map(str, too_big))} holds more than {max_folders} folders, too many to "
+            "search for setuid/setgid files after each command; grant a smaller folder"
+        )
+    if problems:
+        message = "; ".join(problems)
+        log.error("%s", message)
+        raise SetidScanIncomplete(message, tuple(found))
     return tuple(found)
 
 

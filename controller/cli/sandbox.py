@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -157,12 +158,18 @@ def run(
         user=user,
         # A sandbox left behind by a killed `dispatch sandbox run` still stops by itself.
         deadline_s=timeout_s + DEADLINE_GRACE_S if timeout_s is not None else None,
+        # --git-writable: the command may make repositories too, none is renamed aside.
+        git_writable=tuple(writable) if git_writable else (),
     )
     try:
         client = connect()
         prune_orphans(client)
         with create("docker", spec, client=client) as box:
             result = box.exec(list(command), timeout_s=timeout_s, on_output=_write)
+        # Repositories a daemon of the command made after it ended, renamed aside by stop().
+        late = getattr(box, "git_quarantined_at_stop", ())
+        if late:
+            result = replace(result, git_quarantined=(*result.git_quarantined, *late))
     except EngineUnavailable as exc:
         _fail(str(exc), ExitCode.ENGINE_UNAVAILABLE)
     except ImageMissing as exc:
@@ -175,7 +182,7 @@ def run(
         _fail(result.describe(), ExitCode.TIMED_OUT)
     if result.outcome is Outcome.OUT_OF_MEMORY:
         _fail(result.describe(), ExitCode.OUT_OF_MEMORY)
-    if result.setid_stripped:
+    if result.setid_stripped or result.git_quarantined:
         _fail(result.describe(), ExitCode.SANDBOX_FAILED)
     sys.exit(result.exit_code)
 

@@ -78,6 +78,22 @@ def test_git_hooks_and_config_are_read_only_unless_the_grant_allows(
     assert (gitok / ".git" / "hooks" / "pre-commit").exists()
 
 
+def test_a_repository_a_task_makes_is_renamed_aside_unless_the_grant_allows(
+    api: Api, workspace: Path
+) -> None:
+    app = workspace / "projects" / "app"
+    done = run(api, "mkdir -p src && git init -q src && echo made > src/file", app)
+    assert done["status"] == "failed", done
+    assert str(app / "src" / ".git") in done["reason"] and "quarantine" in done["reason"]
+    assert not (app / "src" / ".git").exists() and (app / "src" / "file").exists()
+    moved = app / "src" / ".git.dispatch-quarantine-1"
+    assert (moved / "HEAD.dispatch-quarantine-1").exists() and (moved / "config").exists()
+    gitok = workspace / "gitok"
+    done = run(api, "git init -q sub", gitok)
+    assert done["status"] == "succeeded", done
+    assert (gitok / "sub" / ".git" / "HEAD").exists()
+
+
 def test_a_read_only_grant_inside_a_read_write_one_stays_read_only(
     api: Api, workspace: Path
 ) -> None:

@@ -102,6 +102,26 @@ def test_the_deepest_grant_decides_and_is_mounted_over_a_wider_one(tmp_path: Pat
     assert [(m.host, m.read_only) for m in plan.mounts] == [(projects, False), (docs, True)]
 
 
+def test_folders_above_a_nested_grant_are_pinned_and_a_missing_one_refused(
+    tmp_path: Path,
+) -> None:
+    work = folder(tmp_path / "work", ALICE)
+    secrets = folder(work / "a" / "b" / "secrets", ALICE)
+    config = settings(tmp_path, grant(work) + grant(secrets, "ro"))
+    plan = plan_folders([(str(work), "rw")], config)
+    # a and a/b mounted onto themselves (a mount point cannot be renamed), with work's mode.
+    assert [(m.host, m.read_only) for m in plan.mounts] == [
+        (work, False),
+        (secrets, True),
+        (work / "a" / "b", False),
+        (work / "a", False),
+    ]
+    # Moved aside by an earlier task: refused, not skipped.
+    (work / "a").rename(work / "elsewhere")
+    with pytest.raises(FolderNotGranted, match=r"grant .*secrets inside .* is missing.*put"):
+        plan_folders([(str(work), "rw")], config)
+
+
 def test_the_same_folder_granted_twice_differently_stops_start_up(tmp_path: Path) -> None:
     projects = folder(tmp_path / "projects", ALICE)
     with pytest.raises(ConfigError, match=r"folders\[0\].*and.*folders\[1\].*both grant"):

@@ -71,6 +71,15 @@ def test_run_keeps_git_read_only_unless_asked_and_sets_no_setuid_bit(
         "sandbox", "run", "--git-writable", "--mount", f"{project}:rw", "--", "sh", "-c", hook
     )
     assert writable.returncode == 0, writable.stderr
+    # A new repository is renamed aside, and the run fails naming it, unless --git-writable.
+    planted = dispatch(
+        "sandbox", "run", "--mount", f"{project}:rw", "--", "git", "init", "-q", "sub"
+    )
+    assert planted.returncode != 0 and str(project / "sub" / ".git").encode() in planted.stderr
+    assert (project / "sub" / ".git.dispatch-quarantine-1").is_dir()
+    kept = ("sandbox", "run", "--git-writable", "--mount", f"{project}:rw", "--")
+    assert dispatch(*kept, "git", "init", "-q", "sub2").returncode == 0
+    assert (project / "sub2" / ".git" / "HEAD").exists()
     setuid = dispatch("sandbox", "run", "--mount", f"{project}:rw", "--", "chmod", "4755", "made")
     assert setuid.returncode == 1 and b"Operation not permitted" in setuid.stderr
     assert (project / "made").stat().st_mode & 0o6000 == 0

@@ -1,8 +1,8 @@
 """Hostile tests of what a task could leave on the host, and of the sandbox's own deadline.
 
-Setuid/setgid: the first line is the `confine` seccomp filter inside the sandbox, the second the
-host-side search after each command. The deadline: a sandbox whose controller is gone stops at
-its deadline all by itself.
+Setuid/setgid: the first lines are the engine's seccomp profile and the `confine` filter inside
+the sandbox, the last the host-side search after each command. The deadline: a sandbox whose
+controller is gone stops at its deadline all by itself.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import pytest
 from sandbox import ExecResult, GrantRefused, ImageMissing, Outcome, Sandbox, SandboxSpec
 from sandbox.docker import DEADLINE_EXIT, DockerSandbox
 from sandbox.mounts import git_mounts, validate_mount
+from sandbox.seccomp import BASE_PROFILE
 from tests.sandbox.conftest import MakeSandbox
 
 pytestmark = pytest.mark.docker
@@ -138,7 +139,9 @@ def test_missing_commands_exit_like_a_shell(make_sandbox: MakeSandbox) -> None:
 def test_the_host_strips_a_bit_that_got_past_the_filter(
     make_sandbox: MakeSandbox, workspace: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The first line failing: commands start through `env` instead of the filter.
+    # The first lines failing: the engine runs Debian's plain profile, and commands start
+    # through `env` instead of the filter.
+    monkeypatch.setattr("sandbox.docker.profile_json", BASE_PROFILE.read_text)
     monkeypatch.setattr("sandbox.docker.CONFINE", "/usr/bin/env")
     (workspace / "old").write_text("mine")
     os.chmod(workspace / "old", 0o4755)  # the person's own, from before: left alone
@@ -174,7 +177,7 @@ def test_every_process_in_the_sandbox_carries_the_filter(
         if "/status:" in line
     }
     assert "1" in counts and len(counts) >= 3, result.stdout  # init, sh, sleep, grep
-    # Docker's default profile is one filter; confine adds the second.
+    # The engine's profile (sandbox/seccomp.py) is one filter; confine adds the second.
     assert set(counts.values()) == {2}, counts
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from sandbox import GrantRefused, Limits, Mount, Outcome, SandboxError, SandboxSpec
 from sandbox.mounts import folder_identity, validate_mount
+from sandbox.seccomp import profile_json
 from tests.sandbox.conftest import OWNER, MakeSandbox
 
 pytestmark = pytest.mark.docker
@@ -186,7 +187,7 @@ def test_hardening_is_visible_in_docker_inspect(make_sandbox: MakeSandbox, docke
     info = docker_client.api.inspect_container(box.id)
     host = info["HostConfig"]
     assert host["CapDrop"] == ["ALL"]
-    assert host["SecurityOpt"] == ["no-new-privileges:true"]
+    assert host["SecurityOpt"] == ["no-new-privileges:true", "seccomp=" + profile_json()]
     assert host["ReadonlyRootfs"] is True
     assert host["PidsLimit"] == 99
     assert host["Memory"] == 300 * 1024 * 1024

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from sandbox import SandboxSpec
+from sandbox import GrantRefused, SandboxSpec
 from sandbox.mounts import git_mounts, validate_mount
 from tests.sandbox.conftest import OWNER, MakeSandbox
 
@@ -53,7 +53,9 @@ def test_review_a_planted_nested_repository_runs_code_on_the_host(
         f"git config core.fsmonitor 'touch {marker}; false'"
     )
     result = box.exec(["sh", "-c", plant])
-    assert result.ok, result.stderr
+    # (Adjusted: the plant runs, and the command is then reported failed for it.)
+    assert result.exit_code == 0, result.stderr
+    assert result.git_quarantined == (app / "src" / ".git",) and not result.ok
     box.stop()
     # The owner, later, on the host, in a subfolder of their own repository.
     as_owner("git", "status", cwd=app / "src", home=workspace)
@@ -84,9 +86,8 @@ def test_review_a_git_dir_kept_apart_from_its_work_tree_is_left_writable(
     box = make_sandbox("docker", SandboxSpec(mounts=(*mounts, *protected)))
     marker = workspace / "ran-on-the-host"
     plant = f"git --git-dir={meta / 'app.git'} config core.fsmonitor 'touch {marker}; false'"
-    result = box.exec(["sh", "-c", plant])
+    box.exec(["sh", "-c", plant])  # (adjusted: the plant itself may now be refused)
     box.stop()
-    assert result.ok, result.stderr
     as_owner("git", "status", cwd=app, home=workspace)
     assert not marker.exists(), "the task's core.fsmonitor ran on the host"
 
@@ -100,7 +101,10 @@ def git_mounts_as_owner(root: Path) -> list[str]:
             os.setgroups([])
             os.setgid(OWNER[1])
             os.setuid(OWNER[0])
-            found = [str(m.host) for m in git_mounts([root], skip={root}) if m.read_only]
+            try:
+                found = [str(m.host) for m in git_mounts([root], skip={root}) if m.read_only]
+            except GrantRefused as exc:  # (adjusted: refusing is closing the hole too)
+                found = ["refused:", str(exc)]
             os.write(write, "\n".join(found).encode())
         finally:
             os._exit(0)
@@ -108,7 +112,7 @@ def git_mounts_as_owner(root: Path) -> list[str]:
     with os.fdopen(read, "rb") as pipe:
         text = pipe.read().decode()
     os.waitpid(pid, 0)
-    return text.split()
+    return text.split("\n") if text else []
 
 
 def test_review_a_folder_made_unreadable_hides_its_git_from_the_next_plan(
@@ -127,6 +131,10 @@ def test_review_a_folder_made_unreadable_hides_its_git_from_the_next_plan(
     # Task 2: the controller (running as the owner, as `dispatch serve` normally does) cannot
     # look inside app, and os.walk skips it without a word.
     protected = git_mounts_as_owner(workspace)
+    if protected[:1] == ["refused:"]:
+        # The plan refuses, naming the folder and the fix: no second task runs.
+        assert f"folder {app} cannot be read" in protected[1] and "chmod u+rx" in protected[1]
+        return
     second = make_sandbox("docker", SandboxSpec(mounts=mounts))
     marker = workspace / "ran-on-the-host"
     plant = f"chmod 755 {app} && git -C {app} config core.fsmonitor 'touch {marker}; false'"

@@ -1,0 +1,192 @@
+"""Repositories a task planted in a read-write folder: found on the host, and made inert.
+
+The `.git` folders there at the start are mounted read-only (sandbox/mounts.py), but a task may
+make a new one: `git init` in a subfolder, a bare repository, a `.git` file naming a git folder
+elsewhere. Git finds the nearest one upwards from where it runs, so the next `git status` the
+person runs there (or a git-aware prompt, on `cd`) would run that repository's `core.fsmonitor`,
+hooks or pager on the host, as them. So after each command, and once more when the sandbox is
+gone, the read-write folders are searched on the host for entries that were not there at the
+start: anything named `.git`, and any folder laid out as a git folder (HEAD with objects/ and
+refs/, or a commondir file). Each is renamed aside, nothing deleted: its HEAD to
+`HEAD.dispatch-quarantine-N`, so git no longer takes the folder for a repository, and a `.git`
+to `.git.dispatch-quarantine-N`. The command is then reported as failed, naming them, so the
+person checks them before renaming anything back.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from collections.abc import Collection, Iterable
+from pathlib import Path
+
+from sandbox.errors import SandboxError
+
+log = logging.getLogger(__name__)
+
+GIT = ".git"
+HEAD = "HEAD"
+QUARANTINE = ".dispatch-quarantine-"
+MAX_SCAN_FOLDERS = 200_000
+
+
+class GitScanIncomplete(SandboxError):
+    """Part of a read-write folder could not be searched for planted repositories."""
+
+
+def is_git_layout(names: Collection[str], dirs: Collection[str]) -> bool:
+    """Whether a folder holding `names` (of which `dirs` are folders) is a git folder to git."""
+    return (
+        HEAD in names
+        and HEAD not in dirs
+        and ("commondir" in names or ("objects" in dirs and "refs" in dirs))
+    )
+
+
+def git_entries(
+    roots: Iterable[Path],
+    *,
+    skip: Collection[Path] = (),
+    max_folders: int = MAX_SCAN_FOLDERS,
+) -> set[Path]:
+    """Every `.git` entry and git-folder layout under `roots`, without entering either.
+
+    Raises:
+        GitScanIncomplete: a folder could not be read, or a root holds too many folders.
+    """
+    found, problem = _scan(roots, skip, max_folders)
+    if problem:
+        raise GitScanIncomplete(problem)
+    return found
+
+
+def _scan(
+    roots: Iterable[Path], skip: Collection[Path], max_folders: int
+) -> tuple[set[Path], str | None]:
+    """What `git_entries` finds, and what could not be searched (None: everything was)."""
+    found: set[Path] = set()
+    unreadable: list[str] = []
+    too_big: list[str] = []
+
+    def failed(error: OSError) -> None:
+        # Gone since it was listed (or the whole folder gone): nothing left in it to search.
+        if not isinstance(error, FileNotFoundError):
+            unreadable.append(f"{error.filename} ({error.strerror})")
+
+    for root in roots:
+        # Symlinks are never followed: they could lead the search, and the renames, elsewhere.
+        walk = os.walk(root, onerror=failed, followlinks=False)
+        for count, (folder, dirs, files) in enumerate(walk):
+            if count >= max_folders:
+                too_big.append(str(root))
+                break
+            here = Path(folder)
+            if is_git_layout({*dirs, *files}, dirs):
+                found.add(here)
+                dirs[:] = []
+                continue
+            if GIT in dirs or GIT in files:
+                found.add(here / GIT)
+            dirs[:] = [d for d in dirs if d != GIT and here / d not in skip]
+    problems = []
+    if unreadable:
+        problems.append(
+            f"could not search {', '.join(unreadable[:5])} for planted git repositories; make "
+            "them readable again (chmod u+rx) and check them for a .git the task made"
+        )
+    if too_big:
+        problems.append(
+            f"{', '.join(too_big)} holds more than {max_folders} folders, too many to search "
+            "for planted git repositories; grant a smaller folder"
+        )
+    return found, "; ".join(problems) or None
+
+
+def quarantine(path: Path) -> Path:
+    """Make one planted entry inert by renaming, never following a symlink; its new path.
+
+    The parent is reached from / one component at a time without following any symlink: a
+    daemon of the task swapping a folder on the way for a symlink must not turn this rename on
+    a repository elsewhere.
+    """
+    from sandbox.mounts import _open_folder  # here: mounts imports this module
+
+    try:
+        parent = _open_folder(path.parent)
+    except SandboxError as exc:
+        raise OSError(f"{path.parent} changed while it was searched: {exc}") from None
+    try:
+        info = os.stat(path.name, dir_fd=parent, follow_symlinks=False)
+        if stat.S_ISDIR(info.st_mode):
+            inner = os.open(
+                path.name,
+                os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                dir_fd=parent,
+            )
+            try:
+                if _exists(HEAD, inner):
+                    _rename_aside(HEAD, inner)
+            finally:
+                os.close(inner)
+        if path.name != GIT:
+            return path
+        return path.parent / _rename_aside(GIT, parent)
+    finally:
+        os.close(parent)
+
+
+def _exists(name: str, dir_fd: int) -> bool:
+    try:
+        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _rename_aside(name: str, dir_fd: int) -> str:
+    for number in range(1, 10_000):
+        new = f"{name}{QUARANTINE}{number}"
+        if not _exists(new, dir_fd):
+            os.rename(name, new, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            return new
+    raise OSError(f"no free quarantine name for {name}")
+
+
+def quarantine_new(
+    roots: Iterable[Path], known: Collection[Path], *, skip: Collection[Path] = ()
+) -> tuple[Path, ...]:
+    """Rename aside every entry under `roots` not in `known` (those there at the start).
+
+    Returns the entries found, as they were named.
+
+    Raises:
+        GitScanIncomplete: part of a root could not be searched, or an entry could not be made
+            inert; everything that could be was, and the message names the rest.
+    """
+    found, problem = _scan(roots, skip, MAX_SCAN_FOLDERS)
+    made_inert: list[Path] = []
+    failed: list[str] = []
+    for path in sorted(found - set(known)):
+        try:
+            moved = quarantine(path)
+        except OSError as exc:
+            log.error("could not make the planted git entry %s inert: %s", path, exc)
+            failed.append(f"{path} ({exc.strerror or exc})")
+            continue
+        log.warning("renamed aside a git entry a sandbox made: %s -> %s", path, moved)
+        made_inert.append(path)
+    problems = [problem] if problem else []
+    if failed:
+        problems.append(
+            f"could not make these planted git repositories inert: {', '.join(failed)}; "
+            "do not run git there before removing them"
+        )
+    if problems:
+        if made_inert:
+            problems.append(f"renamed aside: {', '.join(map(str, made_inert))}")
+        raise GitScanIncomplete("; ".join(problems))
+    return tuple(made_inert)
+
+
+__all__ = ["GitScanIncomplete", "git_entries", "is_git_layout", "quarantine", "quarantine_new"]
