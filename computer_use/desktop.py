@@ -29,6 +29,10 @@ from sandbox import Process, Sandbox, SandboxError, Spawner
 DESKTOP_USER = (1001, 1001)
 DISPLAY = ":0"
 START_TIMEOUT_S = 30.0
+XVFB_LOG = "/tmp/.dispatch-xvfb.log"
+OPENBOX_LOG = "/tmp/.dispatch-openbox.log"
+# Succeeds once a window manager has claimed the screen (the EWMH check window is set).
+WM_READY = ["sh", "-c", f"DISPLAY={DISPLAY} xprop -root _NET_SUPPORTING_WM_CHECK | grep -q window"]
 MAX_PIXELS = 8192 * 8192
 
 
@@ -65,8 +69,15 @@ class SandboxDesktop:
             DesktopFailed: the screen did not come up in time (the message has Xvfb's words).
         """
         width, height = self.requested.width, self.requested.height
+        # Their output goes to files: nobody reads these streams, and a daemon blocked on a full
+        # pipe (a window manager logging a warning per window) would stop mapping windows.
         xvfb = self.spawner.spawn(
-            ["Xvfb", DISPLAY, "-screen", "0", f"{width}x{height}x24", "-nolisten", "tcp", "-ac"],
+            [
+                "sh",
+                "-c",
+                f"exec Xvfb {DISPLAY} -screen 0 {width}x{height}x24 -nolisten tcp -ac "
+                f">{XVFB_LOG} 2>&1",
+            ],
             user=DESKTOP_USER,
         )
         self._processes.append(xvfb)
@@ -76,15 +87,29 @@ class SandboxDesktop:
             if probe.ok:
                 break
             if time.monotonic() > deadline:
-                detail = bytes(getattr(xvfb, "stderr", b"")).decode(errors="replace")[-300:]
+                log = self.box.exec(["tail", "-c", "300", XVFB_LOG], timeout_s=10)
+                detail = log.stdout.decode(errors="replace")
                 raise DesktopFailed(
                     f"the desktop's X server did not start within {timeout_s:g} s"
                     + (f": {detail.strip()}" if detail.strip() else "")
                 )
             time.sleep(0.1)
         self._processes.append(
-            self.spawner.spawn(["env", f"DISPLAY={DISPLAY}", "openbox"], user=DESKTOP_USER)
+            self.spawner.spawn(
+                ["sh", "-c", f"DISPLAY={DISPLAY} HOME=/tmp exec openbox >{OPENBOX_LOG} 2>&1"],
+                user=DESKTOP_USER,
+            )
         )
+        # Windows appear only once the window manager manages the screen (it takes their map
+        # requests): wait for its check window, so the first screenshot shows what was opened.
+        while not self.box.exec(WM_READY, timeout_s=10).ok:
+            if time.monotonic() > deadline:
+                log = self.box.exec(["tail", "-c", "300", OPENBOX_LOG], timeout_s=10)
+                raise DesktopFailed(
+                    f"the desktop's window manager did not start within {timeout_s:g} s: "
+                    + log.stdout.decode(errors="replace").strip()
+                )
+            time.sleep(0.1)
         self._agent = self.spawner.spawn(
             ["env", f"DISPLAY={DISPLAY}", "dispatch-screen-agent"], user=DESKTOP_USER
         )

@@ -62,10 +62,7 @@ DIALOG = (
 
 
 def click_red(request: ModelRequest) -> Reply:
-    shot = newest_screenshot(request.messages)
-    shot.save("/tmp/dispatch-click-red.png")
-    print("RESULTS", [m for m in request.messages][-3:])
-    x, y = centre_of_largest_region(shot, RED, tolerance=60)
+    x, y = centre_of_largest_region(newest_screenshot(request.messages), RED, tolerance=60)
     return Reply(
         text="Clicking Send.",
         tool_calls=[ToolCall("left_click", {"coordinate": [x, y]}, toolset="computer")],
