@@ -35,8 +35,8 @@ from PIL import Image, ImageDraw
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from computer_use.gate import Confirmer  # noqa: E402
-from computer_use.policy import Decision, Policy  # noqa: E402
+from computer_use.approval.gate import Confirmer  # noqa: E402
+from computer_use.approval.policy import Decision, Policy  # noqa: E402
 from controller.agent_runner import FolderPolicy, StoreGate  # noqa: E402
 from controller.api.app import create_app  # noqa: E402
 from controller.service import Controller  # noqa: E402
@@ -52,7 +52,7 @@ def screen() -> Image.Image:
     image = Image.new("RGB", (1280, 800), "#f4f4f4")
     draw = ImageDraw.Draw(image)
     for row in range(0, 800, 24):
-        draw.text((20, row), "Quarterly report - row %d - lorem ipsum dolor sit amet" % row, "#222")
+        draw.text((20, row), f"Quarterly report - row {row} - lorem ipsum dolor sit amet", "#222")
     draw.rectangle((1000, 700, 1200, 760), fill="#3060c0")
     return image
 
@@ -113,13 +113,13 @@ def main() -> None:
         http.get("/healthz")
         baseline.append(time.perf_counter() - started)
         returned: list[float] = []
+
+        def ask(done: list[float] = returned) -> None:
+            confirm.check("computer", "left_click", {"coordinate": [1100, 730]})
+            done.append(time.perf_counter())
+
         asked = time.perf_counter()
-        asker = threading.Thread(
-            target=lambda: (
-                confirm.check("computer", "left_click", {"coordinate": [1100, 730]}),
-                returned.append(time.perf_counter()),
-            )
-        )
+        asker = threading.Thread(target=ask)
         asker.start()
         while True:
             pending = http.get("/api/v1/approvals?state=pending").json()

@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from computer_use.desktop import SandboxDesktop
+from computer_use.screen.desktop import SandboxDesktop
 from sandbox import SandboxSpec, create
 from sandbox.docker import connect
 from sandbox.images import DESKTOP_IMAGE

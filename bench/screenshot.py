@@ -25,8 +25,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from computer_use.screen import Encoding
-from computer_use.x11 import X11Screen
+from computer_use.screen.base import Encoding
+from computer_use.screen.x11 import X11Screen
 
 
 def p95(samples: list[float]) -> float:

@@ -8,7 +8,7 @@
    computer tool on the sandbox's screen or the host display, the browser in the sandbox;
 3. put every call behind one `Confirmer` per tool: the policy (configured, tightened by the
    task's) decides, `ask` becomes an approval request stored by `ApprovalStore` and waits;
-4. run `computer_use.agent.run_agent` with the official client, each step stored as a
+4. run `computer_use.agent.loop.run_agent` with the official client, each step stored as a
    `task.step` event (images by content hash), and record the answer, tokens and cost.
 
 `computer_use` never imports the controller: the store is reached through `StoreGate` (its
@@ -24,8 +24,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import sandbox
-from computer_use.agent import AgentOutcome, AgentResult, AgentSpec, Step, agent_client, run_agent
-from computer_use.gate import (
+from computer_use.agent.loop import (
+    AgentOutcome,
+    AgentResult,
+    AgentSpec,
+    Step,
+    agent_client,
+    run_agent,
+)
+from computer_use.agent.memory import StoredMemoryTool
+from computer_use.agent.sandbox_tools import SandboxBash, SandboxEdit
+from computer_use.approval.gate import (
     ApprovalOutcome,
     ApprovalRequest,
     Confirmer,
@@ -34,9 +43,7 @@ from computer_use.gate import (
     reason_before,
     thaw,
 )
-from computer_use.memory import StoredMemoryTool
-from computer_use.policy import AnyPolicy, Call, FolderMode, Verdict
-from computer_use.sandbox_tools import SandboxBash, SandboxEdit
+from computer_use.approval.policy import AnyPolicy, Call, FolderMode, Verdict
 from controller.agent_tasks import task_policy
 from controller.folders import FolderPlan
 from controller.settings import Settings
@@ -58,7 +65,7 @@ STEP_TEXT_CHARS = 16_000
 
 @dataclass(frozen=True)
 class FolderPolicy:
-    """The gate's policy protocol over `computer_use.policy`, with the task's folder modes."""
+    """The gate's policy protocol over `computer_use.approval.policy`, with the folder modes."""
 
     policy: AnyPolicy
     folders: tuple[FolderMode, ...]
@@ -70,7 +77,7 @@ class FolderPolicy:
 
 
 class StoreGate:
-    """`computer_use.gate.ApprovalGate` on the controller's approval store."""
+    """`computer_use.approval.gate.ApprovalGate` on the controller's approval store."""
 
     def __init__(self, approvals: ApprovalStore, cancelled: Callable[[], bool]) -> None:
         self.approvals = approvals
@@ -119,7 +126,7 @@ class GuardedMemory(StoredMemoryTool):
 
 
 class TaskSteps:
-    """`computer_use.agent.AgentSink`: each step a `task.step` event, images as blobs."""
+    """`computer_use.agent.loop.AgentSink`: each step a `task.step` event, images as blobs."""
 
     def __init__(
         self, tasks: TaskStore, blobs: BlobStore, task: Task, cancelled: Callable[[], bool]

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from computer_use.allowed_domains import AllowedDomains, DomainRuleError
+from computer_use.approval.policy import AnyPolicy, Decision, Policy, Rule, combine, default_policy
+from computer_use.browser.domains import AllowedDomains, DomainRuleError
 from computer_use.errors import PolicyError
-from computer_use.policy import AnyPolicy, Decision, Policy, Rule, combine, default_policy
 from controller.api.schemas import AgentTaskCreate
 from controller.errors import Unprocessable
 from controller.settings import Settings

@@ -2,9 +2,9 @@
 and (when built) the browser, each behind its own `Confirmer`.
 
 `display: "sandbox"` starts the virtual screen inside the task's desktop sandbox
-(computer_use.desktop); `display: "host"` drives the X display the `host_display` setting names
-(computer_use.x11). Either way every call asks the gate first, and an approved call is checked
-against a fresh capture of the same screen just before it runs.
+(computer_use.screen.desktop); `display: "host"` drives the X display the `host_display`
+setting names (computer_use.screen.x11). Either way every call asks the gate first, and an
+approved call is checked against a fresh capture of the same screen just before it runs.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
-from computer_use.computer import X11ComputerToolset
-from computer_use.desktop import SandboxDesktop, SandboxScreen
-from computer_use.gate import Confirmer
-from computer_use.screen import Screen
-from computer_use.x11 import X11Screen
+from computer_use.approval.gate import Confirmer
+from computer_use.screen.base import Screen
+from computer_use.screen.computer import X11ComputerToolset
+from computer_use.screen.desktop import SandboxDesktop, SandboxScreen
+from computer_use.screen.x11 import X11Screen
 from sandbox import Sandbox, SandboxError
 
 if TYPE_CHECKING:
@@ -76,9 +76,9 @@ def browser_toolset(
             start (the message says why).
     """
     try:
-        from computer_use.allowed_domains import AllowedDomains
-        from computer_use.browser import BrowserFailed, ChromiumBrowser
-        from computer_use.cdp_bridge import SandboxChromium
+        from computer_use.browser.cdp_bridge import SandboxChromium
+        from computer_use.browser.domains import AllowedDomains
+        from computer_use.browser.toolset import BrowserFailed, ChromiumBrowser
     except ImportError as exc:
         raise SandboxError(
             f"the browser tool needs Playwright ({exc}); install Dispatch with its browser "

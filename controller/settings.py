@@ -27,8 +27,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 import sandbox
+from computer_use.approval.policy import Policy
 from computer_use.errors import PolicyError
-from computer_use.policy import Policy
 from controller.errors import ConfigError
 from controller.paths import default_config_dir, default_data_dir
 from sandbox.mounts import validate_mount
@@ -98,7 +98,7 @@ class Settings:
     # From ANTHROPIC_API_KEY / ANTHROPIC_BASE_URL, as the official client reads them.
     anthropic_api_key: str | None = field(default=None, repr=False)
     anthropic_base_url: str | None = None
-    # The `[policy]` table of the config file (computer_use.policy's format); None: the default.
+    # The config file's `[policy]` table (computer_use.approval.policy's format); None: default.
     policy: dict[str, Any] | None = None
 
     @property

@@ -29,7 +29,7 @@ from typing import Any
 from sqlalchemy.exc import OperationalError
 
 import sandbox
-from computer_use.agent import AgentOutcome, AgentResult
+from computer_use.agent.loop import AgentOutcome, AgentResult
 from controller.agent_runner import AgentServices, SandboxStartFailed
 from controller.disk import DiskGuard, LowSpace
 from controller.errors import FolderNotGranted

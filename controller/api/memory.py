@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends
 from fastapi import Path as PathParam
 from pydantic import BaseModel, Field
 
-from computer_use.memory import MAX_FILE_BYTES, ROOT, normalise
+from computer_use.agent.memory import MAX_FILE_BYTES, ROOT, normalise
 from controller.api.routes import Ctl, current_device, errors, known_query_only
 from controller.api.schemas import Strict, ts
 from controller.errors import NotFound, Unprocessable

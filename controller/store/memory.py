@@ -1,4 +1,4 @@
-"""The agent's memory files, one set per owner, shared by every thread (see computer_use.memory)."""
+"""The agent's memory files: one set per owner, shared by all threads (agent.memory)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from controller.store.models import MemoryFile
 
 
 class MemoryStore:
-    """Implements `computer_use.memory.MemoryBackend` on the controller's database."""
+    """Implements `computer_use.agent.memory.MemoryBackend` on the controller's database."""
 
     def __init__(self, db: Database) -> None:
         self.db = db

@@ -7,8 +7,8 @@ from typing import Any
 
 from anthropic.tools import ToolError
 
-from computer_use.agent import AgentOutcome, AgentSpec, Step, agent_client, run_agent
-from computer_use.memory import StoredMemoryTool
+from computer_use.agent.loop import AgentOutcome, AgentSpec, Step, agent_client, run_agent
+from computer_use.agent.memory import StoredMemoryTool
 from computer_use.testing.fake_model import FakeModel, Fault, Reply, ToolCall
 
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from computer_use import annotate as annotate_module
-from computer_use.annotate import (
+from computer_use.approval import annotate as annotate_module
+from computer_use.approval.annotate import (
     CAPTION_MAX_SHARE,
     HALO_DARK,
     HALO_LIGHT,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from computer_use import browser_page
-from computer_use.allowed_domains import AllowedDomains, DomainRuleError
+from computer_use.browser import page as browser_page
+from computer_use.browser.domains import AllowedDomains, DomainRuleError
 
 
 @pytest.fixture

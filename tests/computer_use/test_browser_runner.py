@@ -17,8 +17,8 @@ import anthropic
 import pytest
 from anthropic.tools import BetaConfirmContext
 
-from computer_use.allowed_domains import AllowedDomains
-from computer_use.browser import CHROMIUM, ChromiumBrowser, LocalChromium
+from computer_use.browser.domains import AllowedDomains
+from computer_use.browser.toolset import CHROMIUM, ChromiumBrowser, LocalChromium
 from tests.computer_use.test_browser_site import RESOLVER_RULES, Site, running_site
 
 pytestmark = [

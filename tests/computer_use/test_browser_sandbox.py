@@ -11,9 +11,9 @@ from typing import Literal
 import pytest
 from anthropic.tools import BetaToolsetCallContext, ToolError
 
-from computer_use.allowed_domains import AllowedDomains
-from computer_use.browser import ChromiumBrowser
-from computer_use.cdp_bridge import SandboxChromium
+from computer_use.browser.cdp_bridge import SandboxChromium
+from computer_use.browser.domains import AllowedDomains
+from computer_use.browser.toolset import ChromiumBrowser
 from sandbox import Sandbox, SandboxSpec
 from sandbox.images import DESKTOP_IMAGE
 from tests.sandbox.conftest import MakeSandbox

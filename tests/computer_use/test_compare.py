@@ -1,11 +1,11 @@
-"""The screen-change rule of `computer_use.compare`, one test per clause, on synthetic screens."""
+"""The screen-change rule of `approval.compare`, one test per clause, on synthetic screens."""
 
 from __future__ import annotations
 
 import pytest
 from PIL import Image, ImageDraw
 
-from computer_use.compare import Box, CompareRules, action_targets, compare
+from computer_use.approval.compare import Box, CompareRules, action_targets, compare
 
 SIZE = (1024, 768)
 

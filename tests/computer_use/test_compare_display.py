@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from PIL import Image, ImageChops
 
-from computer_use.compare import compare
+from computer_use.approval.compare import compare
 from tests.computer_use import gate_xvfb
 from tests.computer_use.gate_xvfb import XDisplay
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from anthropic.tools import ToolError
 
-from computer_use.keys import combo
+from computer_use.screen.keys import combo
 
 
 @pytest.mark.parametrize(

@@ -21,9 +21,9 @@ import pytest
 from anthropic.tools import BetaComputerConfirmContext
 from PIL import Image, ImageChops
 
-from computer_use.computer import X11ComputerToolset
-from computer_use.scaling import MAX_LONG_EDGE_PX, MAX_PIXELS
-from computer_use.x11 import X11Screen
+from computer_use.screen.computer import X11ComputerToolset
+from computer_use.screen.scaling import MAX_LONG_EDGE_PX, MAX_PIXELS
+from computer_use.screen.x11 import X11Screen
 from tests.computer_use import probe_app
 from tests.computer_use.xdisplay import ProbeApp, Xvfb, tool_use, wait_for, xvfb
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from computer_use.desktop import SandboxDesktop
+from computer_use.screen.desktop import SandboxDesktop
 from sandbox import SandboxSpec
 from sandbox.images import DESKTOP_IMAGE
 from tests.sandbox.conftest import MakeSandbox

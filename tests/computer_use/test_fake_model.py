@@ -24,7 +24,7 @@ from anthropic.tools import (
 from anthropic.types.beta import BetaComputerLeftClickInput, BetaComputerTypeInput
 from PIL import Image, ImageDraw
 
-from computer_use.policy import Call, Decision, Policy, headless
+from computer_use.approval.policy import Call, Decision, Policy, headless
 from computer_use.testing.fake_model import (
     MESSAGE_THREADS_BETA,
     FakeModel,

@@ -13,7 +13,7 @@ from anthropic.tools import BetaAbstractComputerToolset20260801, ToolError
 from anthropic.types.beta import BetaToolUseBlock
 from PIL import Image, ImageChops, ImageDraw
 
-from computer_use.gate import (
+from computer_use.approval.gate import (
     ApprovalOutcome,
     ApprovalRequest,
     Confirmer,

@@ -7,7 +7,7 @@ import io
 import pytest
 from PIL import Image, ImageChops
 
-from computer_use.gate import ApprovalOutcome, ApprovalRequest, Confirmer, OutcomeKind
+from computer_use.approval.gate import ApprovalOutcome, ApprovalRequest, Confirmer, OutcomeKind
 from tests.computer_use import gate_xvfb
 from tests.computer_use.gate_xvfb import XDisplay
 from tests.computer_use.test_gate import FakePolicy, RecordingComputer, Verdict, click_use

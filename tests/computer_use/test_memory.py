@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from anthropic.tools import ToolError
 
-from computer_use.memory import StoredMemoryTool
+from computer_use.agent.memory import StoredMemoryTool
 from controller.store.db import Database
 from controller.store.memory import MemoryStore
 

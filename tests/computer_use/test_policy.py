@@ -8,8 +8,7 @@ import pytest
 from anthropic.lib.tools._toolsets._computer_registry import COMPUTER_MEMBERS as SDK_COMPUTER
 from anthropic.lib.tools._toolsets._registry import BROWSER_MEMBERS as SDK_BROWSER
 
-from computer_use.errors import ComputerUseError, PolicyError
-from computer_use.policy import (
+from computer_use.approval.policy import (
     BROWSER_EFFECT_MEMBERS,
     BROWSER_READ_ONLY_MEMBERS,
     COMPUTER_EFFECT_MEMBERS,
@@ -22,6 +21,7 @@ from computer_use.policy import (
     default_policy,
     headless,
 )
+from computer_use.errors import ComputerUseError, PolicyError
 
 
 def one_rule(tool: str, match: dict[str, Any] | None, decision: str, **extra: Any) -> Policy:

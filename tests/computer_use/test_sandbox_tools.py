@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from anthropic.tools import ToolError
 
-from computer_use.sandbox_tools import SandboxBash, SandboxEdit
+from computer_use.agent.sandbox_tools import SandboxBash, SandboxEdit
 from sandbox import SandboxSpec
 from sandbox.mounts import validate_mount
 from tests.sandbox.conftest import MakeSandbox

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from anthropic.tools import ToolError
 
-from computer_use.scaling import (
+from computer_use.screen.scaling import (
     MAX_LONG_EDGE_PX,
     MAX_PIXELS,
     ImageLimits,

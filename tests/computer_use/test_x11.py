@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from computer_use.scaling import Region, Size
-from computer_use.screen import Encoding
-from computer_use.x11 import X11Error, X11Screen
+from computer_use.screen.base import Encoding
+from computer_use.screen.scaling import Region, Size
+from computer_use.screen.x11 import X11Error, X11Screen
 from tests.computer_use import probe_app
 from tests.computer_use.xdisplay import ProbeApp, xvfb
 

@@ -82,9 +82,9 @@ from anthropic.types.beta import (
 )
 from PIL import Image
 
-from computer_use import browser_page
-from computer_use.allowed_domains import AllowedDomains, typed_url
-from computer_use.browser_fence import Refusal, RequestFence
+from computer_use.browser import page as browser_page
+from computer_use.browser.domains import AllowedDomains, typed_url
+from computer_use.browser.fence import Refusal, RequestFence
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, BrowserContext, Locator, Page, Playwright

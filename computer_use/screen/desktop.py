@@ -21,9 +21,9 @@ from typing import Any
 
 from PIL import Image
 
-from computer_use.scaling import ImageLimits, Region, Size
-from computer_use.screen import Encoding, Frame, make_frame
-from computer_use.x11 import X11Error, X11Screen
+from computer_use.screen.base import Encoding, Frame, make_frame
+from computer_use.screen.scaling import ImageLimits, Region, Size
+from computer_use.screen.x11 import X11Error, X11Screen
 from sandbox import Process, Sandbox, SandboxError, Spawner
 
 DESKTOP_USER = (1001, 1001)

@@ -16,7 +16,7 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from computer_use.allowed_domains import AllowedDomains
+from computer_use.browser.domains import AllowedDomains
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, CDPSession

@@ -28,7 +28,7 @@ from anthropic import Middleware
 from anthropic._request import APIRequest
 from anthropic.types.beta import BetaMessageParam
 
-# What a refused call tells the model (see computer_use.gate); recognised to end a run `denied`.
+# What a refused call tells the model (see computer_use.approval.gate); it ends a run `denied`.
 DENIAL_MARKERS = ("The person denied", "No decision within", "denied by the policy")
 RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 RESULT_TEXT_CHARS = 16_000

@@ -17,7 +17,7 @@ from typing import Literal, Protocol
 
 from PIL import Image
 
-from computer_use.scaling import ImageLimits, Point, Region, Scaler, Size, fit_size
+from computer_use.screen.scaling import ImageLimits, Point, Region, Scaler, Size, fit_size
 
 MediaType = Literal["image/png", "image/jpeg", "image/webp"]
 
@@ -141,7 +141,7 @@ def zoom_image(crop: Image.Image, limits: ImageLimits, encoding: Encoding) -> tu
 
 
 class Screen(Protocol):
-    """A display to capture and drive, in screen pixels. Backends: `computer_use.x11`."""
+    """A display to capture and drive, in screen pixels. Backends: `computer_use.screen.x11`."""
 
     def capture(self) -> Frame:
         """The whole screen now, scaled and encoded for the model."""

@@ -47,9 +47,9 @@ from anthropic.types.beta import (
 )
 from pydantic import BaseModel
 
-from computer_use import keys
-from computer_use.scaling import Point, Scaler
-from computer_use.screen import Button, Frame, Screen, ScrollDirection
+from computer_use.screen import keys
+from computer_use.screen.base import Button, Frame, Screen, ScrollDirection
+from computer_use.screen.scaling import Point, Scaler
 
 MAX_KEY_REPEAT = 100
 MAX_HOLD_S = 10
@@ -100,7 +100,7 @@ ClickInput = (
 
 
 class X11ComputerToolset(BetaAbstractComputerToolset20260801):
-    """The SDK's computer toolset on a `Screen` (an X display through `computer_use.x11`).
+    """The SDK's computer toolset on a `Screen` (an X display through `computer_use.screen.x11`).
 
     Args:
         screen: the display to drive; closed with the toolset.

@@ -7,7 +7,7 @@ sandbox's bash and edit tools). For each call it asks the policy:
     allow ──▶ run
     deny  ──▶ refused: the model reads which rule denied it
     ask   ──▶ capture the screen, annotate it, ApprovalGate.request() blocks until
-              approved ──▶ capture again, compare with the approved frame (computer_use.compare)
+              approved ──▶ capture again, compare with the approved frame (approval.compare)
                            unchanged ──▶ run
                            changed   ──▶ a new request with the new screenshot (at most
                                          `max_reasks` times, then refused with the reason)
@@ -39,8 +39,14 @@ from typing import Any, Protocol
 from anthropic.tools import ToolError
 from PIL import Image
 
-from computer_use.annotate import annotate, describe, escape
-from computer_use.compare import DEFAULT_RULES, CompareRules, Point, action_targets, compare
+from computer_use.approval.annotate import annotate, describe, escape
+from computer_use.approval.compare import (
+    DEFAULT_RULES,
+    CompareRules,
+    Point,
+    action_targets,
+    compare,
+)
 
 DEFAULT_TIMEOUT_S = 300.0
 DEFAULT_MAX_REASKS = 3

@@ -26,7 +26,7 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
-from computer_use.compare import Point, action_targets
+from computer_use.approval.compare import Point, action_targets
 
 MARK = (255, 0, 200)
 HALO_DARK = (0, 0, 0)

@@ -21,8 +21,7 @@ from collections.abc import Sequence
 import mss
 from PIL import Image
 
-from computer_use.scaling import ImageLimits, Point, Region, Scaler, Size
-from computer_use.screen import (
+from computer_use.screen.base import (
     Button,
     Encoding,
     Frame,
@@ -31,6 +30,7 @@ from computer_use.screen import (
     make_frame,
     zoom_image,
 )
+from computer_use.screen.scaling import ImageLimits, Point, Region, Scaler, Size
 
 # Delay between typed characters: without one, X clients behind a busy server (or xterm's own
 # input buffer) drop or reorder keys.
