@@ -22,6 +22,7 @@ from collections.abc import Collection, Iterable
 from pathlib import Path
 
 from sandbox.errors import SandboxError
+from sandbox.hostwalk import HostWalk
 
 log = logging.getLogger(__name__)
 
@@ -66,41 +67,16 @@ def _scan(
 ) -> tuple[set[Path], str | None]:
     """What `git_entries` finds, and what could not be searched (None: everything was)."""
     found: set[Path] = set()
-    unreadable: list[str] = []
-    too_big: list[str] = []
-
-    def failed(error: OSError) -> None:
-        # Gone since it was listed (or the whole folder gone): nothing left in it to search.
-        if not isinstance(error, FileNotFoundError):
-            unreadable.append(f"{error.filename} ({error.strerror})")
-
-    for root in roots:
-        # Symlinks are never followed: they could lead the search, and the renames, elsewhere.
-        walk = os.walk(root, onerror=failed, followlinks=False)
-        for count, (folder, dirs, files) in enumerate(walk):
-            if count >= max_folders:
-                too_big.append(str(root))
-                break
-            here = Path(folder)
-            if is_git_layout({*dirs, *files}, dirs):
-                found.add(here)
-                dirs[:] = []
-                continue
-            if GIT in dirs or GIT in files:
-                found.add(here / GIT)
-            dirs[:] = [d for d in dirs if d != GIT and here / d not in skip]
-    problems = []
-    if unreadable:
-        problems.append(
-            f"could not search {', '.join(unreadable[:5])} for planted git repositories; make "
-            "them readable again (chmod u+rx) and check them for a .git the task made"
-        )
-    if too_big:
-        problems.append(
-            f"{', '.join(too_big)} holds more than {max_folders} folders, too many to search "
-            "for planted git repositories; grant a smaller folder"
-        )
-    return found, "; ".join(problems) or None
+    walk = HostWalk(max_folders)
+    for here, dirs, files in walk.folders(roots):
+        if is_git_layout({*dirs, *files}, dirs):
+            found.add(here)
+            dirs[:] = []
+            continue
+        if GIT in dirs or GIT in files:
+            found.add(here / GIT)
+        dirs[:] = [d for d in dirs if d != GIT and here / d not in skip]
+    return found, walk.problem("planted git repositories", "check them for a .git the task made")
 
 
 def quarantine(path: Path) -> Path:

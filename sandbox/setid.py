@@ -18,6 +18,7 @@ from collections.abc import Collection, Iterable
 from pathlib import Path
 
 from sandbox.errors import SandboxError
+from sandbox.hostwalk import HostWalk
 
 log = logging.getLogger(__name__)
 
@@ -63,50 +64,24 @@ def strip_setid(
             still searched; the error names what was not, and the fix.
     """
     found: list[Path] = []
-    unreadable: list[str] = []
-    too_big: list[Path] = []
-
-    def failed(error: OSError) -> None:
-        # Gone since it was listed (or the whole folder gone): nothing left in it to search.
-        if not isinstance(error, FileNotFoundError):
-            unreadable.append(f"{error.filename} ({error.strerror})")
-
-    for root in roots:
-        # Symlinks are never followed: they could lead the search, and the chmod, elsewhere.
-        walk = os.walk(root, onerror=failed, followlinks=False)
-        for count, (folder, dirs, files) in enumerate(walk):
-            if count >= max_folders:
-                too_big.append(root)
-                break
-            here = Path(folder)
-            dirs[:] = [d for d in dirs if here / d not in skip]
-            for name in files:
-                path = here / name
-                try:
-                    info = os.lstat(path)
-                except OSError:
-                    continue
-                if (
-                    stat.S_ISREG(info.st_mode)
-                    and info.st_mode & SETID_BITS
-                    and info.st_ctime >= since - CLOCK_SLACK_S
-                ):
-                    _strip(path, info)
-                    found.append(path)
-    problems = []
-    if unreadable:
-        problems.append(
-            f"could not search {', '.join(unreadable[:5])}"
-            + (f" and {len(unreadable) - 5} more" if len(unreadable) > 5 else "")
-            + " for setuid/setgid files; make them readable again (chmod u+rx) and check them"
-        )
-    if too_big:
-        problems.append(
-            f"{', '.join(map(str, too_big))} holds more than {max_folders} folders, too many to "
-            "search for setuid/setgid files after each command; grant a smaller folder"
-        )
-    if problems:
-        message = "; ".join(problems)
+    walk = HostWalk(max_folders)
+    for here, dirs, files in walk.folders(roots):
+        dirs[:] = [d for d in dirs if here / d not in skip]
+        for name in files:
+            path = here / name
+            try:
+                info = os.lstat(path)
+            except OSError:
+                continue
+            if (
+                stat.S_ISREG(info.st_mode)
+                and info.st_mode & SETID_BITS
+                and info.st_ctime >= since - CLOCK_SLACK_S
+            ):
+                _strip(path, info)
+                found.append(path)
+    message = walk.problem("setuid/setgid files")
+    if message:
         log.error("%s", message)
         raise SetidScanIncomplete(message, tuple(found))
     return tuple(found)

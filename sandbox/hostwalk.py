@@ -1,0 +1,57 @@
+"""Searching read-write folders on the host after a command: bounded, blind to symlinks, and
+honest about what it could not search.
+
+The setuid scan (sandbox/setid.py) and the planted-repository scan (sandbox/gitplant.py) walk the
+same folders a task could write. A task can make a folder unreadable (`chmod 000`) to hide what
+it left there, or fill a grant with folders to make the walk endless, so a walk that could not
+see everything says so instead of passing.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+
+class HostWalk:
+    """One search over several roots; `problem()` afterwards names what was not searched."""
+
+    def __init__(self, max_folders: int) -> None:
+        self.max_folders = max_folders
+        self.unreadable: list[str] = []
+        self.too_big: list[str] = []
+
+    def _failed(self, error: OSError) -> None:
+        # Gone since it was listed (or the whole folder gone): nothing left in it to search.
+        if not isinstance(error, FileNotFoundError):
+            self.unreadable.append(f"{error.filename} ({error.strerror})")
+
+    def folders(self, roots: Iterable[Path]) -> Iterator[tuple[Path, list[str], list[str]]]:
+        """Each folder under `roots` with its subfolders and files, top down; clearing or
+        narrowing the yielded `dirs` keeps the walk out of them."""
+        for root in roots:
+            # Symlinks are never followed: they could lead the search, and what it does, elsewhere.
+            walk = os.walk(root, onerror=self._failed, followlinks=False)
+            for count, (folder, dirs, files) in enumerate(walk):
+                if count >= self.max_folders:
+                    self.too_big.append(str(root))
+                    break
+                yield Path(folder), dirs, files
+
+    def problem(self, looking_for: str, check: str = "check them") -> str | None:
+        """What could not be searched for `looking_for`, with the fix; None when all was."""
+        problems = []
+        if self.unreadable:
+            more = len(self.unreadable) - 5
+            problems.append(
+                f"could not search {', '.join(self.unreadable[:5])}"
+                + (f" and {more} more" if more > 0 else "")
+                + f" for {looking_for}; make them readable again (chmod u+rx) and {check}"
+            )
+        if self.too_big:
+            problems.append(
+                f"{', '.join(self.too_big)} holds more than {self.max_folders} folders, too many "
+                f"to search for {looking_for} after each command; grant a smaller folder"
+            )
+        return "; ".join(problems) or None
