@@ -344,17 +344,6 @@ def fill_disk(folder: Path, leave_mb: float = 0.0) -> Path:
 
 
 @pytest.fixture
-def fake_model(request: pytest.FixtureRequest) -> Iterator[FakeModel]:
-    model = FakeModel(name=request.node.nodeid)
-    model.start()
-    try:
-        yield model
-    finally:
-        model.stop()
-    model.assert_script_done()
-
-
-@pytest.fixture
 def make_agent_api(
     make_settings: Callable[..., Settings], fake_model: FakeModel
 ) -> Iterator[Callable[..., Api]]:
