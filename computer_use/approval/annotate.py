@@ -97,7 +97,11 @@ def _ref(input: Mapping[str, Any], key: str = "target") -> str | None:
 def describe(tool: str, member: str, input: Mapping[str, Any]) -> str:
     """The action in plain words, one line, model text escaped and shortened."""
     points = action_targets(member, input)
-    modifiers = input.get("text") if member in _CLICKS else input.get("modifiers")
+    # Keys held during a pointer action: `text` for the computer tool, `modifiers` for the browser.
+    held_by = {"left_click_drag", "scroll", *_CLICKS}
+    modifiers = None
+    if member in held_by:
+        modifiers = input.get("modifiers") if tool == "browser" else input.get("text")
     holding = f" holding {shorten(str(modifiers), 40)}" if modifiers else ""
 
     if tool == "bash":
@@ -118,7 +122,7 @@ def describe(tool: str, member: str, input: Mapping[str, Any]) -> str:
         where = f"at {_at(points[0])}" if points else f"on {_ref(input) or 'the pointer'}"
         return f"{_CLICKS[member]} {where}{holding}"
     if member == "left_click_drag" and len(points) == 2:
-        return f"Drag from {_at(points[0])} to {_at(points[1])}"
+        return f"Drag from {_at(points[0])} to {_at(points[1])}{holding}"
     if member in ("mouse_move", "hover"):
         verb = "Move the pointer to" if member == "mouse_move" else "Hover at"
         return f"{verb} {_at(points[0])}" if points else f"{verb} {_ref(input) or '?'}"
@@ -137,7 +141,8 @@ def describe(tool: str, member: str, input: Mapping[str, Any]) -> str:
     if member == "scroll":
         amount = input.get("scroll_amount") or ""
         where = f" at {_at(points[0])}" if points else ""
-        return f"Scroll {input.get('scroll_direction', '?')} {amount}".rstrip() + where
+        scrolled = f"Scroll {input.get('scroll_direction', '?')} {amount}".rstrip()
+        return scrolled + where + holding
     if member == "wait":
         return f"Wait {input.get('duration')} s"
     if member == "zoom":

@@ -228,6 +228,10 @@ class Rule:
         if self.member is not None and self.member != call.member:
             return _NO_MATCH
         outcomes = self.match.outcomes(call) if self.match is not None else []
+        if self.match is not None and _held_keys(call):
+            # A click, drag or scroll with keys held down is also a key press, which no match key
+            # judges: a rule about where the pointer acts cannot allow it.
+            outcomes.append(_Outcome(_Tri.UNKNOWN, f"keys are held during it ({_held_keys(call)})"))
         if any(o.tri is _Tri.NO_MATCH for o in outcomes):
             return _NO_MATCH
         unknown = [o.reason for o in outcomes if o.tri is _Tri.UNKNOWN]
@@ -604,6 +608,14 @@ def _match_domain(pattern: str, call: Call) -> _Outcome:
     if pattern.startswith("*."):
         return _MATCH if host.endswith(pattern[1:]) and host != pattern[2:] else _NO_MATCH
     return _MATCH if host == pattern else _NO_MATCH
+
+
+def _held_keys(call: Call) -> str:
+    """The keys a pointer call holds down (`text` for the computer, `modifiers` for the browser)."""
+    if call.member not in _POINTER_MEMBERS:
+        return ""
+    held = call.input.get("text") or call.input.get("modifiers") or ""
+    return held.strip() if isinstance(held, str) else repr(held)
 
 
 def _point(value: object) -> tuple[int, int] | None:

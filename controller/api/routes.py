@@ -458,13 +458,15 @@ def cancel_task(task_id: TaskId, c: Ctl, device: Authed) -> TaskOut:
         if not (is_disk_full(exc) and c.runner.cancel(task_id)):
             raise
         task = c.tasks.get(task_id)
-    if task.status is TaskStatus.RUNNING:
+    if task.status.active:
+        # A request waiting for a person is void at once: no decision can start its action now.
+        c.approvals.void_for_task(task_id, "the task was cancelled")
         c.runner.cancel(task_id)
         deadline = time.monotonic() + CANCEL_WAIT_S
-        while task.status is TaskStatus.RUNNING and time.monotonic() < deadline:
+        while task.status.active and time.monotonic() < deadline:
             time.sleep(0.02)
             task = c.tasks.get(task_id)
-    if task.status is TaskStatus.RUNNING and c.runner.unstored(task_id):
+    if task.status.active and c.runner.unstored(task_id):
         raise InsufficientStorage(
             f"task {task_id} was stopped and its sandbox removed, but the database's disk is "
             "full, so it is recorded as cancelled only once some space is freed"

@@ -178,6 +178,15 @@ class ApprovalStore:
                 )
             if approval.state is ApprovalState.PENDING and now >= approval.expires_at:
                 self._finish(session, approval, ApprovalState.EXPIRED, now, None, None)
+            task = session.get(Task, approval.task_id)
+            if approval.state is ApprovalState.PENDING and (task is None or task.cancel_requested):
+                # Serialised with the cancel's own transaction: an approval can never land after it
+                # (the request itself is voided by the cancel route and the agent's wait).
+                raise Conflict(
+                    f"task {approval.task_id} was cancelled; approval request {approval_id} can no "
+                    "longer be decided",
+                    code="approval_void",
+                )
             if approval.state is not ApprovalState.PENDING:
                 raise Conflict(
                     f"approval request {approval_id} is already {approval.state.value}; it can "
