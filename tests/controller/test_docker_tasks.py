@@ -44,7 +44,9 @@ def test_a_task_writes_to_its_read_write_folder_and_streams_output(
     assert done["status"] == "succeeded", done
     assert (app / "result.txt").read_text() == "made\n"
     assert (app / "result.txt").stat().st_uid == OWNER[0]
-    text = {c["stream"]: c["text"] for c in done["output"]}
+    text = {"stdout": "", "stderr": ""}  # a stream may arrive in several chunks
+    for chunk in done["output"]:
+        text[chunk["stream"]] += chunk["text"]
     assert text["stdout"] == f"start\n{app}\n" and text["stderr"] == "oops\n"
     assert not container_exists(done)
 
