@@ -127,7 +127,7 @@ tools = ["bash"]
     assert "first denied: tidy" in done.stderr
     failure = ET.parse(report).getroot().find("testcase/failure")
     assert failure is not None and failure.get("type") == "denied"
-    assert "rule 1" in failure.get("message", "") or "rm *" in failure.get("message", "")
+    assert "rules[0] (bash, command 'rm *') matched: deny" in failure.get("message", "")
     # The allowed step ran; the model heard the denial before the task stopped.
     told = str(fake_model.message_requests()[-1].body["messages"][-1])
     assert "denied by the policy" in told
