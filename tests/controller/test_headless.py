@@ -263,3 +263,37 @@ def test_the_example_agent_task_runs_under_the_example_policy(
     # The model read the real file through the allowed command.
     told = str(fake_model.message_requests()[-1].body["messages"][-1])
     assert "build passed in 4.2 s" in told
+
+
+@pytest.mark.display
+def test_display_host_without_a_display_gets_an_xvfb_of_its_own(
+    tmp_path: Path, fake_model: FakeModel
+) -> None:
+    fake_model.add(
+        Reply(tool_calls=[ToolCall("screenshot", {}, toolset="computer")]),
+        Reply(text="An empty screen."),
+    )
+    tasks = write(
+        tmp_path / "tasks.yaml",
+        """tasks:
+  - name: look
+    kind: agent
+    prompt: "What is on the screen?"
+    tools: [computer]
+    display: host
+""",
+    )
+    policy = write(
+        tmp_path / "policy.yaml",
+        "rules: [{tool: computer, member: screenshot, decision: allow}]\n",
+    )
+    environ = {k: v for k, v in fake_model.environ().items()}
+    saved = os.environ.pop("DISPLAY", None)
+    try:
+        done = dispatch_run(tmp_path, str(tasks), "--policy", str(policy), env=environ)
+    finally:
+        if saved is not None:
+            os.environ["DISPLAY"] = saved
+    assert done.returncode == 0, done.stderr
+    told = fake_model.message_requests()[-1].body["messages"][-1]["content"][0]
+    assert told["content"][0]["type"] == "image"
