@@ -1,0 +1,460 @@
+"""Checking an audit log: every byte as written, every link in place, every screenshot intact.
+
+    verify(audit_dir, task=None, head=None) -> Report
+
+One pass over the lines: each entry's bytes must hash to the hash beside them, its seq must be
+the next number and its prev the hash of the line before. At the first line that breaks this the
+pass stops, looks at the lines after it, and says what happened and which entry it was:
+
+    edited      the entry's bytes do not match its hash
+    inserted    the lines around it link to each other without it
+    removed     the next entry is missing; none further on has its number
+    reordered   an entry where another number belongs, which comes later (or came before)
+    rewritten   the entry records a hash for the one before that is not that entry's: the one
+                before was changed and its own hash recomputed
+    corrupt     a line that is not an entry (inside the log; at its end it is `torn`)
+    torn        the last line is cut short: a crash during an append that was never acknowledged
+
+Then the screenshots the checked entries name (only the task's, with `task`): each file must
+hash to its name (altered otherwise) and exist, unless a `screenshots_pruned` entry after every
+entry naming it records that retention removed it (counted as pruned). Given a head taken
+earlier, the log must still hold that entry with that hash: otherwise it was `truncated` (cut
+before it) or it does `not extend` the head (rewritten at or before it; a consistent rewrite can
+only be caught this way, and only the head's entry can be named).
+
+An action proposed with no result after it (no `action_performed`, no refusing decision) is
+reported as unfinished: that is what a crash between the two looks like.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from computer_use.audit import entry as E
+from computer_use.audit.chain import LOG_NAME, SHOTS_NAME
+from computer_use.audit.entry import GENESIS, Head, Kind
+
+REFUSING_DECISIONS = frozenset({"denied", "expired", "cancelled", "deny"})
+HASH_CHUNK_BYTES = 1 << 20
+
+
+class ProblemKind(enum.StrEnum):
+    EDITED = "edited"
+    INSERTED = "inserted"
+    REMOVED = "removed"
+    REORDERED = "reordered"
+    REWRITTEN = "rewritten"
+    CORRUPT = "corrupt"
+    TORN = "torn"
+    SCREENSHOT_ALTERED = "screenshot altered"
+    SCREENSHOT_MISSING = "screenshot missing"
+    TRUNCATED = "truncated"
+    NOT_EXTENDING = "does not extend the head"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """The first bad entry: what is wrong, its seq (None if unknown), its line in the file."""
+
+    kind: ProblemKind
+    seq: int | None
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        where = f"entry {self.seq}" if self.seq is not None else "an entry"
+        return f"{where} (line {self.line}): {self.kind}: {self.message}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind.value, "seq": self.seq, "line": self.line, "message": self.message}
+
+
+@dataclass(frozen=True)
+class Unfinished:
+    """A proposed action with no recorded result."""
+
+    task: int | None
+    seq: int
+    action_id: str
+    description: str
+
+
+@dataclass(frozen=True)
+class Report:
+    """What `verify` found; `ok` when nothing is wrong, else `problem` names the first bad entry."""
+
+    entries: int
+    head: Head
+    task: int | None = None
+    task_entries: int = 0
+    shots_checked: int = 0
+    shots_pruned: int = 0
+    repairs: int = 0
+    unfinished: tuple[Unfinished, ...] = ()
+    problem: Problem | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+    def summary(self) -> str:
+        """One line for a terminal or a log."""
+        if self.problem is not None:
+            return f"audit log NOT intact: {self.problem}"
+        scope = (
+            f"task {self.task}: {self.task_entries} entries intact in a chain of {self.entries}"
+            if self.task is not None
+            else f"audit log intact: {self.entries} entries"
+        )
+        extra = [f"head {self.head}", f"{self.shots_checked} screenshots checked"]
+        if self.shots_pruned:
+            extra.append(f"{self.shots_pruned} pruned by retention")
+        if self.unfinished:
+            extra.append(f"{len(self.unfinished)} actions with no recorded result")
+        if self.repairs:
+            extra.append(f"{self.repairs} torn line(s) set aside after a crash")
+        return f"{scope}; " + "; ".join(extra)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "entries": self.entries,
+            "head": self.head.to_json(),
+            "task": self.task,
+            "task_entries": self.task_entries,
+            "screenshots_checked": self.shots_checked,
+            "screenshots_pruned": self.shots_pruned,
+            "repairs": self.repairs,
+            "unfinished": [u.__dict__ for u in self.unfinished],
+            "problem": self.problem.to_json() if self.problem else None,
+            "summary": self.summary(),
+        }
+
+
+@dataclass
+class _Ref:
+    first_seq: int
+    first_line: int
+    last_seq: int
+    last_line: int
+
+
+@dataclass
+class _Scan:
+    """What the pass collects; `prev`/`expected` are where the chain stands."""
+
+    expected: int
+    prev: str
+    prev_prev: str
+    head: Head
+    entries: int = 0
+    task_entries: int = 0
+    repairs: int = 0
+    refs: dict[str, _Ref] = field(default_factory=dict)
+    pruned: dict[str, int] = field(default_factory=dict)
+    open_actions: dict[tuple[int | None, str], Unfinished] = field(default_factory=dict)
+    problem: Problem | None = None
+
+
+@dataclass(frozen=True)
+class _Link:
+    seq: int | None
+    prev: str | None
+    hash: str | None
+
+
+def _link(line: bytes) -> _Link:
+    parts = E.split(line)
+    if parts is None:
+        return _Link(None, None, None)
+    body, _ = parts
+    fields = E.chain_fields(body)
+    if fields is None:
+        return _Link(None, None, None)
+    return _Link(fields["seq"], fields["prev"], hashlib.sha256(body).hexdigest())
+
+
+def _classify(scan: _Scan, line_no: int, current: _Link, rest: list[bytes]) -> Problem:
+    """Name what broke the chain at `line_no` (`current`), looking at the lines after it."""
+    expected, prev = scan.expected, scan.prev
+    after = [_link(line) for line in rest[:2]]
+    nxt = after[0] if after else None
+    if (
+        nxt is not None
+        and nxt.seq == expected
+        and nxt.prev == prev
+        and (len(after) < 2 or (after[1].seq == expected + 1 and after[1].prev == nxt.hash))
+    ):
+        return Problem(
+            ProblemKind.INSERTED,
+            current.seq,
+            line_no,
+            f"inserted: the entries before and after it (line {line_no - 1} and "
+            f"{line_no + 1}) link to each other",
+        )
+    if line_no > 1 and current.seq == expected - 1 and current.prev == scan.prev_prev:
+        return Problem(
+            ProblemKind.INSERTED,
+            expected - 1,
+            line_no - 1,
+            f"inserted: entry {current.seq} on the next line links to the entry before it",
+        )
+    assert current.seq is not None
+    if current.seq > expected:
+        later = any(_link(line).seq == expected for line in rest)
+        if later:
+            return Problem(
+                ProblemKind.REORDERED,
+                current.seq,
+                line_no,
+                f"out of order: entry {expected} should be here and comes later",
+            )
+        gone = f"{expected}" if current.seq == expected + 1 else f"{expected} to {current.seq - 1}"
+        return Problem(
+            ProblemKind.REMOVED,
+            expected,
+            line_no,
+            f"missing: entry {current.seq} follows entry {expected - 1}; {gone} removed",
+        )
+    if current.seq < expected:
+        return Problem(
+            ProblemKind.REORDERED,
+            current.seq,
+            line_no,
+            f"out of order: found after entry {expected - 1}",
+        )
+    if expected - 1 < 1:
+        return Problem(
+            ProblemKind.REWRITTEN,
+            current.seq,
+            line_no,
+            "the first entry does not start the chain (its prev is not 64 zeros)",
+        )
+    return Problem(
+        ProblemKind.REWRITTEN,
+        expected - 1,
+        line_no - 1,
+        f"changed and its hash recomputed: entry {expected} records a different hash for it",
+    )
+
+
+def _scan(
+    lines: Iterator[bytes],
+    task: int | None,
+    head: Head | None,
+    first: tuple[int, str] | None = None,
+) -> _Scan:
+    """The chain pass. `first` is (seq, prev) the lines start at: the log's (1, zeros) unless
+    checking an export's span, which starts wherever the task did."""
+    start_seq, start_prev = first or (1, GENESIS)
+    scan = _Scan(start_seq, start_prev, start_prev, Head(start_seq - 1, start_prev))
+    sha256 = hashlib.sha256
+    line_no = 0
+    for raw in lines:
+        line_no += 1
+        if not raw.endswith(b"\n"):
+            scan.problem = Problem(
+                ProblemKind.TORN,
+                None,
+                line_no,
+                f"the last line ({len(raw)} bytes) is cut short: an append interrupted by a "
+                "crash and never acknowledged; the controller sets it aside when it next opens "
+                "the log",
+            )
+            break
+        parts = E.split(raw[:-1])
+        fields = E.chain_fields(parts[0]) if parts is not None else None
+        if parts is None or fields is None:
+            rest = list(lines)
+            scan.problem = Problem(
+                ProblemKind.TORN if not rest else ProblemKind.CORRUPT,
+                None,
+                line_no,
+                "the last line is not a whole entry: a crash during an append that was never "
+                "acknowledged; the controller sets it aside when it next opens the log"
+                if not rest
+                else "not an entry (not the log's line layout, or its fields are damaged)",
+            )
+            break
+        body, stored = parts
+        digest = sha256(body).hexdigest()
+        seq = fields["seq"]
+        if digest != stored:
+            scan.problem = Problem(
+                ProblemKind.EDITED, seq, line_no, "edited: its bytes do not match its hash"
+            )
+            break
+        if seq != scan.expected or fields["prev"] != scan.prev:
+            scan.problem = _classify(scan, line_no, _Link(seq, fields["prev"], digest), list(lines))
+            break
+        if head is not None and seq == head.seq and digest != head.hash:
+            scan.problem = Problem(
+                ProblemKind.NOT_EXTENDING,
+                seq,
+                line_no,
+                f"its hash is not the one in the given head ({head.hash[:12]}...): the log was "
+                f"rewritten at or before entry {seq}",
+            )
+            break
+        scan.entries += 1
+        scan.prev_prev, scan.prev, scan.expected = scan.prev, digest, seq + 1
+        scan.head = Head(seq, digest)
+        kind = fields["kind"]
+        mine = task is None or fields["task"] == task
+        if mine:
+            scan.task_entries += 1
+            for role_hash in fields["shots"].values():
+                ref = scan.refs.get(role_hash)
+                if ref is None:
+                    scan.refs[role_hash] = _Ref(seq, line_no, seq, line_no)
+                else:
+                    ref.last_seq, ref.last_line = seq, line_no
+        if kind in _DATA_KINDS:
+            _note(scan, kind, fields["task"], seq, json.loads(body)["data"], mine)
+    if scan.problem is None and head is not None and scan.head.seq < head.seq:
+        scan.problem = Problem(
+            ProblemKind.TRUNCATED,
+            scan.head.seq + 1,
+            line_no + 1,
+            f"missing: the log ends at entry {scan.head.seq} but the given head is entry "
+            f"{head.seq}; the entries after {scan.head.seq} were cut",
+        )
+    return scan
+
+
+_DATA_KINDS = frozenset(
+    {
+        Kind.ACTION_PROPOSED.value,
+        Kind.ACTION_PERFORMED.value,
+        Kind.APPROVAL_DECIDED.value,
+        Kind.SCREENSHOTS_PRUNED.value,
+        Kind.LOG_REPAIRED.value,
+    }
+)
+
+
+def _note(scan: _Scan, kind: str, task: int | None, seq: int, data: Any, mine: bool) -> None:
+    if kind == Kind.SCREENSHOTS_PRUNED:
+        for digest in data.get("shots", ()):
+            scan.pruned[digest] = seq
+    elif kind == Kind.LOG_REPAIRED:
+        scan.repairs += 1
+    elif not mine:
+        return
+    elif kind == Kind.ACTION_PROPOSED:
+        action = str(data.get("action_id"))
+        scan.open_actions[(task, action)] = Unfinished(
+            task, seq, action, str(data.get("description", ""))
+        )
+    elif kind == Kind.ACTION_PERFORMED or (
+        kind == Kind.APPROVAL_DECIDED and data.get("decision") in REFUSING_DECISIONS
+    ):
+        scan.open_actions.pop((task, str(data.get("action_id"))), None)
+
+
+def file_sha256(path: Path) -> str | None:
+    """The file's SHA-256, or None if it does not exist."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:
+            while chunk := handle.read(HASH_CHUNK_BYTES):
+                digest.update(chunk)
+    except FileNotFoundError:
+        return None
+    return digest.hexdigest()
+
+
+def _check_shots(scan: _Scan, shot_path: Any) -> tuple[int, int, Problem | None]:
+    """(checked, pruned, first problem) for the screenshots the checked entries name."""
+    refs = sorted(scan.refs.items(), key=lambda item: item[1].first_seq)
+    workers = min(4, os.cpu_count() or 1)
+    with ThreadPoolExecutor(workers) as pool:
+        found = list(pool.map(lambda item: file_sha256(shot_path(item[0])), refs))
+    checked = pruned = 0
+    problems: list[Problem] = []
+    for (digest, ref), actual in zip(refs, found, strict=True):
+        pruned_at = scan.pruned.get(digest)
+        if actual is None and pruned_at is not None and ref.last_seq < pruned_at:
+            pruned += 1
+        elif actual is None:
+            named = (ref.last_seq, ref.last_line) if pruned_at else (ref.first_seq, ref.first_line)
+            problems.append(
+                Problem(
+                    ProblemKind.SCREENSHOT_MISSING,
+                    named[0],
+                    named[1],
+                    f"screenshot {digest[:12]}... is missing"
+                    + (" (pruned before this entry named it)" if pruned_at else ""),
+                )
+            )
+        elif actual != digest:
+            problems.append(
+                Problem(
+                    ProblemKind.SCREENSHOT_ALTERED,
+                    ref.first_seq,
+                    ref.first_line,
+                    f"screenshot {digest[:12]}... was altered (its bytes hash to "
+                    f"{actual[:12]}...)",
+                )
+            )
+        else:
+            checked += 1
+    return checked, pruned, min(problems, key=lambda p: p.line) if problems else None
+
+
+def check(
+    lines: Iterable[bytes],
+    shots_dir: Path,
+    *,
+    task: int | None = None,
+    head: Head | None = None,
+    first: tuple[int, str] | None = None,
+    flat_shots: bool = False,
+) -> Report:
+    """Verify log lines (each with its newline) and the screenshots under `shots_dir`.
+
+    `flat_shots`: the files are `shots_dir/<hash>` (an export) rather than `ab/<hash>`.
+    """
+    scan = _scan(iter(lines), task, head, first)
+
+    def shot_path(digest: str) -> Path:
+        return shots_dir / digest if flat_shots else shots_dir / digest[:2] / digest
+
+    checked, pruned, shot_problem = _check_shots(scan, shot_path)
+    problem = scan.problem
+    if shot_problem is not None and (problem is None or shot_problem.line < problem.line):
+        problem = shot_problem
+    return Report(
+        entries=scan.entries,
+        head=scan.head,
+        task=task,
+        task_entries=scan.task_entries,
+        shots_checked=checked,
+        shots_pruned=pruned,
+        repairs=scan.repairs,
+        unfinished=tuple(sorted(scan.open_actions.values(), key=lambda u: u.seq)),
+        problem=problem,
+    )
+
+
+def verify(audit_dir: Path, *, task: int | None = None, head: Head | None = None) -> Report:
+    """Verify the controller's audit log in `audit_dir` (the data directory's `audit/`).
+
+    Args:
+        task: check only this task's screenshots and count its entries (the chain is always
+            checked whole: removing a task's entries must break it).
+        head: a head published earlier, which the log must still extend.
+
+    Raises:
+        FileNotFoundError: there is no log in `audit_dir`.
+    """
+    with open(audit_dir / LOG_NAME, "rb", buffering=1 << 20) as handle:
+        return check(handle, audit_dir / SHOTS_NAME, task=task, head=head)
