@@ -37,6 +37,8 @@ from computer_use.audit.entry import EMPTY_HEAD, REQUIRED, Entry, Head, Kind
 from computer_use.audit.shots import ScreenshotStore, fsync_dir
 from computer_use.errors import AuditError
 
+# The log's folder in the controller's data directory.
+AUDIT_FOLDER = "audit"
 LOG_NAME = "chain.jsonl"
 SHOTS_NAME = "shots"
 TORN_NAME = "torn"
@@ -148,8 +150,9 @@ class AuditLog:
                 raise AuditError(f"screenshot {role} is not a SHA-256 in hex: {shot!r:.80}")
         self.screenshots.wait(hashes.values())
         with self._locked():
-            fields = {
-                "seq": self._head.seq + 1,
+            seq = self._head.seq + 1
+            fields: dict[str, Any] = {
+                "seq": seq,
                 "prev": self._head.hash,
                 "time": E.now_iso(self._clock()),
                 "task": task,
@@ -163,7 +166,7 @@ class AuditLog:
             except (TypeError, ValueError) as exc:
                 raise AuditError(f"{kind} data is not plain JSON: {exc}") from None
             self._write(line)
-            self._head = Head(fields["seq"], digest)
+            self._head = Head(seq, digest)
             return E.Entry(**{**fields, "kind": kind, "hash": digest})
 
     def entries(self, task: int | None = None) -> Iterator[Entry]:
@@ -233,7 +236,7 @@ class AuditLog:
         os.ftruncate(self._fd, offset)
         os.fsync(self._fd)
         if offset:
-            start, last = _last_line(self._fd, offset)
+            _, last = _last_line(self._fd, offset)
             parsed = E.decode(last[:-1]) if last.endswith(b"\n") else None
             if parsed is None:
                 raise AuditError(
@@ -244,8 +247,9 @@ class AuditLog:
         else:
             self._head = EMPTY_HEAD
         self._size = offset
-        fields = {
-            "seq": self._head.seq + 1,
+        seq = self._head.seq + 1
+        fields: dict[str, Any] = {
+            "seq": seq,
             "prev": self._head.hash,
             "time": E.now_iso(self._clock()),
             "task": None,
@@ -261,7 +265,7 @@ class AuditLog:
         }
         line, digest = E.encode(fields)
         self._write(line)
-        self._head = Head(fields["seq"], digest)
+        self._head = Head(seq, digest)
 
     def _write(self, line: bytes) -> None:
         try:

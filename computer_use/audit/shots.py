@@ -189,7 +189,7 @@ class ScreenshotStore:
             with self._lock:
                 future = self._pending.pop(digest)
             if error or synced:
-                future.set_exception(error or synced)  # type: ignore[arg-type]
+                future.set_exception(error or synced)
             else:
                 future.set_result(None)
 

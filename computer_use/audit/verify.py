@@ -32,7 +32,7 @@ import enum
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +41,7 @@ from typing import Any
 from computer_use.audit import entry as E
 from computer_use.audit.chain import LOG_NAME, SHOTS_NAME
 from computer_use.audit.entry import GENESIS, Head, Kind
+from computer_use.audit.shots import ScreenshotStore
 
 REFUSING_DECISIONS = frozenset({"denied", "expired", "cancelled", "deny"})
 HASH_CHUNK_BYTES = 1 << 20
@@ -74,7 +75,12 @@ class Problem:
         return f"{where} (line {self.line}): {self.kind}: {self.message}"
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind.value, "seq": self.seq, "line": self.line, "message": self.message}
+        return {
+            "kind": self.kind.value,
+            "seq": self.seq,
+            "line": self.line,
+            "message": self.message,
+        }
 
 
 @dataclass(frozen=True)
@@ -100,6 +106,7 @@ class Report:
     repairs: int = 0
     unfinished: tuple[Unfinished, ...] = ()
     problem: Problem | None = None
+    note: str = ""
 
     @property
     def ok(self) -> bool:
@@ -121,6 +128,8 @@ class Report:
             extra.append(f"{len(self.unfinished)} actions with no recorded result")
         if self.repairs:
             extra.append(f"{self.repairs} torn line(s) set aside after a crash")
+        if self.note:
+            extra.append(self.note)
         return f"{scope}; " + "; ".join(extra)
 
     def to_json(self) -> dict[str, Any]:
@@ -372,7 +381,7 @@ def file_sha256(path: Path) -> str | None:
     return digest.hexdigest()
 
 
-def _check_shots(scan: _Scan, shot_path: Any) -> tuple[int, int, Problem | None]:
+def _check_shots(scan: _Scan, shot_path: Callable[[str], Path]) -> tuple[int, int, Problem | None]:
     """(checked, pruned, first problem) for the screenshots the checked entries name."""
     refs = sorted(scan.refs.items(), key=lambda item: item[1].first_seq)
     workers = min(4, os.cpu_count() or 1)
@@ -401,8 +410,7 @@ def _check_shots(scan: _Scan, shot_path: Any) -> tuple[int, int, Problem | None]
                     ProblemKind.SCREENSHOT_ALTERED,
                     ref.first_seq,
                     ref.first_line,
-                    f"screenshot {digest[:12]}... was altered (its bytes hash to "
-                    f"{actual[:12]}...)",
+                    f"screenshot {digest[:12]}... was altered (its bytes hash to {actual[:12]}...)",
                 )
             )
         else:
@@ -412,22 +420,18 @@ def _check_shots(scan: _Scan, shot_path: Any) -> tuple[int, int, Problem | None]
 
 def check(
     lines: Iterable[bytes],
-    shots_dir: Path,
+    shot_path: Callable[[str], Path],
     *,
     task: int | None = None,
     head: Head | None = None,
     first: tuple[int, str] | None = None,
-    flat_shots: bool = False,
+    note: str = "",
 ) -> Report:
-    """Verify log lines (each with its newline) and the screenshots under `shots_dir`.
+    """Verify log lines (each with its newline) and the screenshots `shot_path(hash)` names.
 
-    `flat_shots`: the files are `shots_dir/<hash>` (an export) rather than `ab/<hash>`.
+    `first` is the (seq, prev) the lines must start at; the default is a whole log's start.
     """
     scan = _scan(iter(lines), task, head, first)
-
-    def shot_path(digest: str) -> Path:
-        return shots_dir / digest if flat_shots else shots_dir / digest[:2] / digest
-
     checked, pruned, shot_problem = _check_shots(scan, shot_path)
     problem = scan.problem
     if shot_problem is not None and (problem is None or shot_problem.line < problem.line):
@@ -442,6 +446,7 @@ def check(
         repairs=scan.repairs,
         unfinished=tuple(sorted(scan.open_actions.values(), key=lambda u: u.seq)),
         problem=problem,
+        note=note,
     )
 
 
@@ -457,4 +462,4 @@ def verify(audit_dir: Path, *, task: int | None = None, head: Head | None = None
         FileNotFoundError: there is no log in `audit_dir`.
     """
     with open(audit_dir / LOG_NAME, "rb", buffering=1 << 20) as handle:
-        return check(handle, audit_dir / SHOTS_NAME, task=task, head=head)
+        return check(handle, ScreenshotStore(audit_dir / SHOTS_NAME).path, task=task, head=head)

@@ -27,6 +27,7 @@ COMMANDS = {
     "approve": "controller.cli.approvals:approve",
     "deny": "controller.cli.approvals:deny",
     "memory": "controller.cli.approvals:memory",
+    "audit": "controller.cli.audit:audit",
 }
 
 
