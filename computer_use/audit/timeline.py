@@ -147,6 +147,11 @@ def text(found: list[Step]) -> str:
     return "\n".join(lines)
 
 
+def _role_order(item: tuple[str, str]) -> tuple[int, str]:
+    order = list(Role)
+    return (order.index(Role(item[0])) if item[0] in ROLE_TITLES else len(order), item[0])
+
+
 CSS = """
 body{font:15px/1.45 system-ui,sans-serif;margin:0;background:#f5f5f7;color:#1d1d1f}
 header{background:#1d1d28;color:#fff;padding:16px 20px}
@@ -202,7 +207,7 @@ def page(
             parts.append(f'<div class="who">Decided by {e(step.who)} at {e(step.entry.time)}</div>')
         if step.detail:
             parts.append(f'<div class="detail">{e(step.detail)}</div>')
-        for role, digest in step.entry.shots.items():
+        for role, digest in sorted(step.entry.shots.items(), key=_role_order):
             caption = ROLE_TITLES.get(role, role)  # type: ignore[call-overload]
             source = image_for(digest)
             if source is None:

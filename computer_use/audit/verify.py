@@ -121,7 +121,8 @@ class Report:
             if self.task is not None
             else f"audit log intact: {self.entries} entries"
         )
-        extra = [f"head {self.head}", f"{self.shots_checked} screenshots checked"]
+        last = f"head {self.head}" if self.task is None else f"chain checked to {self.head}"
+        extra = [last, f"{self.shots_checked} screenshots checked"]
         if self.shots_pruned:
             extra.append(f"{self.shots_pruned} pruned by retention")
         if self.unfinished:
@@ -181,7 +182,7 @@ class _Link:
 
 
 def _link(line: bytes) -> _Link:
-    parts = E.split(line)
+    parts = E.split(line.rstrip(b"\n"))
     if parts is None:
         return _Link(None, None, None)
     body, _ = parts
