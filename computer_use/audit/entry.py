@@ -164,49 +164,61 @@ def split(line: bytes) -> tuple[bytes, str] | None:
     """The entry's canonical bytes and the hash stored beside them; None when the line does not
     have the log's layout. `line` is without its newline."""
     if (
-        len(line) < len(LINE_PREFIX) + LINE_SUFFIX_BYTES + 2
-        or not line.startswith(LINE_PREFIX)
-        or line[-LINE_SUFFIX_BYTES : -LINE_SUFFIX_BYTES + len(HASH_INFIX)] != HASH_INFIX
-        or not line.endswith(b'"}')
+        line[:9] != LINE_PREFIX
+        or line[-LINE_SUFFIX_BYTES:-66] != HASH_INFIX
+        or line[-2:] != b'"}'
+        or len(line) < len(LINE_PREFIX) + LINE_SUFFIX_BYTES + 2
     ):
         return None
-    return line[len(LINE_PREFIX) : -LINE_SUFFIX_BYTES], line[-66:-2].decode("ascii", "replace")
+    return line[9:-LINE_SUFFIX_BYTES], line[-66:-2].decode("ascii", "replace")
+
+
+# A decoder made once, called on str: json.loads would detect the encoding on every call.
+_raw_decode = json.JSONDecoder().raw_decode
+
+
+def _decode(text: str) -> Any:
+    value, end = _raw_decode(text)
+    if end != len(text):
+        raise ValueError("extra data after the JSON value")
+    return value
+
+
+_CHAIN_KEYS = ("kind", "prev", "seq", "shots", "task", "thread", "time")
 
 
 def chain_fields(body: bytes) -> dict[str, Any] | None:
     """kind, prev, seq, shots, task, thread and time read from an entry's tail, or None."""
     start = body.rfind(TAIL_MARK)
-    if start < 0 or not body.endswith(b"}"):
+    if start < 0 or body[-1:] != b"}":
         return None
     try:
-        fields = json.loads(b"{" + body[start + 1 :])
+        fields = _decode("{" + body[start + 1 :].decode("utf-8"))
     except ValueError:
         return None
     return fields if _well_formed(fields) else None
 
 
+def data_of(body: bytes) -> Any:
+    """The `data` object of an entry whose chain fields parsed (raises ValueError if bad)."""
+    return _decode(body[len(b'{"data":') : body.rfind(TAIL_MARK)].decode("utf-8"))
+
+
 def _well_formed(fields: Any) -> bool:
-    if not isinstance(fields, dict) or set(fields) - {"data"} != {
-        "kind",
-        "prev",
-        "seq",
-        "shots",
-        "task",
-        "thread",
-        "time",
-    }:
+    if type(fields) is not dict or tuple(fields) != _CHAIN_KEYS:
         return False
-    shots = fields["shots"]
-    return (
-        isinstance(fields["seq"], int)
-        and isinstance(fields["prev"], str)
-        and isinstance(fields["kind"], str)
-        and isinstance(fields["time"], str)
-        and (fields["task"] is None or isinstance(fields["task"], int))
-        and (fields["thread"] is None or isinstance(fields["thread"], int))
-        and isinstance(shots, dict)
-        and all(isinstance(v, str) and HEX64.fullmatch(v) for v in shots.values())
-    )
+    task, thread, shots = fields["task"], fields["thread"], fields["shots"]
+    if (
+        type(fields["seq"]) is not int
+        or type(fields["prev"]) is not str
+        or type(fields["kind"]) is not str
+        or type(fields["time"]) is not str
+        or (task is not None and type(task) is not int)
+        or (thread is not None and type(thread) is not int)
+        or type(shots) is not dict
+    ):
+        return False
+    return not shots or all(type(v) is str and HEX64.fullmatch(v) for v in shots.values())
 
 
 def decode(line: bytes) -> Entry | None:
@@ -218,11 +230,12 @@ def decode(line: bytes) -> Entry | None:
     if parts is None:
         return None
     body, digest = parts
+    fields = chain_fields(body)
     try:
-        fields = json.loads(body)
+        data = data_of(body) if fields is not None and body.startswith(b'{"data":') else None
     except ValueError:
         return None
-    if not _well_formed(fields) or not isinstance(fields.get("data"), dict):
+    if fields is None or type(data) is not dict:
         return None
     try:
         kind = Kind(fields["kind"])
@@ -235,7 +248,7 @@ def decode(line: bytes) -> Entry | None:
         task=fields["task"],
         thread=fields["thread"],
         kind=kind,
-        data=fields["data"],
+        data=data,
         shots=fields["shots"],
         hash=digest,
     )

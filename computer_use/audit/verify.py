@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import enum
 import hashlib
-import json
 import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -266,12 +265,16 @@ def _scan(
     checking an export's span, which starts wherever the task did."""
     start_seq, start_prev = first or (1, GENESIS)
     scan = _Scan(start_seq, start_prev, start_prev, Head(start_seq - 1, start_prev))
-    sha256 = hashlib.sha256
-    line_no = 0
+    # The loop runs once per entry: locals, not attributes, and no objects made per entry.
+    sha256, split, chain_fields, refs = hashlib.sha256, E.split, E.chain_fields, scan.refs
+    expected, prev, prev_prev = start_seq, start_prev, start_prev
+    head_seq = head.seq if head is not None else -1
+    line_no = entries = task_entries = 0
+    problem: Problem | None = None
     for raw in lines:
         line_no += 1
-        if not raw.endswith(b"\n"):
-            scan.problem = Problem(
+        if raw[-1:] != b"\n":
+            problem = Problem(
                 ProblemKind.TORN,
                 None,
                 line_no,
@@ -280,11 +283,11 @@ def _scan(
                 "the log",
             )
             break
-        parts = E.split(raw[:-1])
-        fields = E.chain_fields(parts[0]) if parts is not None else None
+        parts = split(raw[:-1])
+        fields = chain_fields(parts[0]) if parts is not None else None
         if parts is None or fields is None:
             rest = list(lines)
-            scan.problem = Problem(
+            problem = Problem(
                 ProblemKind.TORN if not rest else ProblemKind.CORRUPT,
                 None,
                 line_no,
@@ -298,15 +301,16 @@ def _scan(
         digest = sha256(body).hexdigest()
         seq = fields["seq"]
         if digest != stored:
-            scan.problem = Problem(
+            problem = Problem(
                 ProblemKind.EDITED, seq, line_no, "edited: its bytes do not match its hash"
             )
             break
-        if seq != scan.expected or fields["prev"] != scan.prev:
-            scan.problem = _classify(scan, line_no, _Link(seq, fields["prev"], digest), list(lines))
+        if seq != expected or fields["prev"] != prev:
+            scan.expected, scan.prev, scan.prev_prev = expected, prev, prev_prev
+            problem = _classify(scan, line_no, _Link(seq, fields["prev"], digest), list(lines))
             break
-        if head is not None and seq == head.seq and digest != head.hash:
-            scan.problem = Problem(
+        if seq == head_seq and head is not None and digest != head.hash:
+            problem = Problem(
                 ProblemKind.NOT_EXTENDING,
                 seq,
                 line_no,
@@ -314,22 +318,26 @@ def _scan(
                 f"rewritten at or before entry {seq}",
             )
             break
-        scan.entries += 1
-        scan.prev_prev, scan.prev, scan.expected = scan.prev, digest, seq + 1
-        scan.head = Head(seq, digest)
-        kind = fields["kind"]
+        entries += 1
+        prev_prev, prev, expected = prev, digest, seq + 1
         mine = task is None or fields["task"] == task
         if mine:
-            scan.task_entries += 1
-            for role_hash in fields["shots"].values():
-                ref = scan.refs.get(role_hash)
-                if ref is None:
-                    scan.refs[role_hash] = _Ref(seq, line_no, seq, line_no)
-                else:
-                    ref.last_seq, ref.last_line = seq, line_no
+            task_entries += 1
+            shots = fields["shots"]
+            if shots:
+                for role_hash in shots.values():
+                    ref = refs.get(role_hash)
+                    if ref is None:
+                        refs[role_hash] = _Ref(seq, line_no, seq, line_no)
+                    else:
+                        ref.last_seq, ref.last_line = seq, line_no
+        kind = fields["kind"]
         if kind in _DATA_KINDS:
-            _note(scan, kind, fields["task"], seq, json.loads(body)["data"], mine)
-    if scan.problem is None and head is not None and scan.head.seq < head.seq:
+            _note(scan, kind, fields["task"], seq, E.data_of(body), mine)
+    scan.expected, scan.prev, scan.prev_prev = expected, prev, prev_prev
+    scan.entries, scan.task_entries, scan.problem = entries, task_entries, problem
+    scan.head = Head(expected - 1, prev)
+    if problem is None and head is not None and scan.head.seq < head.seq:
         scan.problem = Problem(
             ProblemKind.TRUNCATED,
             scan.head.seq + 1,
