@@ -30,7 +30,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from computer_use.audit import entry as E
 from computer_use.audit.entry import EMPTY_HEAD, REQUIRED, Entry, Head, Kind
@@ -80,6 +80,9 @@ class AuditLog:
         self._fd = -1
         self._size = 0
         self._head = EMPTY_HEAD
+        self._index: dict[int, list[tuple[int, int]]] = {}
+        self._indexed_to = 0
+        self._index_lock = threading.Lock()
 
     @classmethod
     def open(cls, root: Path, *, clock: Callable[[], float] = time.time) -> AuditLog:
@@ -172,15 +175,45 @@ class AuditLog:
     def entries(self, task: int | None = None) -> Iterator[Entry]:
         """Every entry in order (only `task`'s when given), parsed; unparseable lines skipped.
 
-        For reading (show, export, the API); `verify` is what checks them.
+        For reading (show, export, the API); `verify` is what checks them. A task's entries
+        are found through an index of line offsets per task, built on the first such call and
+        extended with whatever was appended since (by any process), so asking for one task's
+        steps does not parse the whole log each time.
         """
+        if task is None:
+            with open(self.path, "rb") as handle:
+                for raw in handle:
+                    if not raw.endswith(b"\n"):
+                        return
+                    parsed = E.decode(raw[:-1])
+                    if parsed is not None:
+                        yield parsed
+            return
         with open(self.path, "rb") as handle:
+            for offset, length in self._task_lines(handle, task):
+                handle.seek(offset)
+                parsed = E.decode(handle.read(length)[:-1])
+                if parsed is not None and parsed.task == task:
+                    yield parsed
+
+    def _task_lines(self, handle: BinaryIO, task: int) -> list[tuple[int, int]]:
+        """(offset, length) of each of `task`'s lines, the index brought up to date first."""
+        with self._index_lock:
+            if os.fstat(handle.fileno()).st_size < self._indexed_to:
+                self._index.clear()  # cut behind our back (verify says so): read it again
+                self._indexed_to = 0
+            handle.seek(self._indexed_to)
+            offset = self._indexed_to
             for raw in handle:
                 if not raw.endswith(b"\n"):
-                    return
-                parsed = E.decode(raw[:-1])
-                if parsed is not None and (task is None or parsed.task == task):
-                    yield parsed
+                    break
+                parts = E.split(raw[:-1])
+                fields = E.chain_fields(parts[0]) if parts is not None else None
+                if fields is not None and fields["task"] is not None:
+                    self._index.setdefault(fields["task"], []).append((offset, len(raw)))
+                offset += len(raw)
+            self._indexed_to = offset
+            return list(self._index.get(task, ()))
 
     def flush(self) -> None:
         """Wait until every screenshot put so far is durable."""

@@ -34,6 +34,7 @@ WAIT_TIMEOUT_S = 120.0
 # A screenshot put this recently is never pruned, even if every entry naming it is old: an entry
 # about to be appended may name it (content-addressed files are shared by identical screens).
 RECENT_S = 3600.0
+RECENT_KEPT = 10_000
 
 _MAGIC = (
     (b"\x89PNG\r\n\x1a\n", "image/png", "png"),
@@ -84,7 +85,10 @@ class ScreenshotStore:
         with self._lock:
             if self._closed:
                 raise AuditError("the screenshot store is closed; open the audit log again")
-            self._recent[digest] = time.monotonic()
+            now = time.monotonic()
+            if len(self._recent) > RECENT_KEPT:
+                self._recent = {d: t for d, t in self._recent.items() if now - t < RECENT_S}
+            self._recent[digest] = now
             if digest in self._pending:
                 return digest
             future: Future[None] = Future()
@@ -196,7 +200,10 @@ class ScreenshotStore:
     def _write_one(self, target: Path, data: bytes, folders: set[Path]) -> None:
         folder = target.parent
         if not folder.is_dir():
-            folder.mkdir(parents=True, exist_ok=True)
+            if not folder.parent.is_dir():
+                folder.parent.mkdir(parents=True, exist_ok=True)
+                folders.add(folder.parent.parent)
+            folder.mkdir(exist_ok=True)
             folders.add(folder.parent)
         temporary = folder / f".{target.name}.{os.getpid()}.tmp"
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

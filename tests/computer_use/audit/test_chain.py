@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
@@ -86,6 +87,30 @@ def test_a_screenshot_that_cannot_be_stored_stops_the_entry(tmp_path: Path) -> N
 def test_naming_a_screenshot_that_was_never_stored_is_refused(tmp_path: Path) -> None:
     with AuditLog.open(tmp_path) as log, pytest.raises(AuditError, match="never stored"):
         log.append(Kind.MODEL_TURN, task=1, thread=1, data={"text": "x"}, shots={"seen": "a" * 64})
+
+
+def test_threads_appending_at_once_write_one_chain(tmp_path: Path) -> None:
+    shots = [screen(f"thread {n}") for n in range(4)]
+    with AuditLog.open(tmp_path) as log:
+
+        def work(n: int) -> None:
+            for turn in range(25):
+                log.append(
+                    Kind.MODEL_TURN,
+                    task=n,
+                    thread=n,
+                    data={"text": f"turn {turn}"},
+                    shots={"seen": shots[n]} if turn % 5 == 0 else None,
+                )
+
+        threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert log.head().seq == 100
+    report = verify(tmp_path)
+    assert report.ok and (report.entries, report.shots_checked) == (100, 4)
 
 
 def test_processes_appending_at_once_write_one_chain(tmp_path: Path) -> None:
@@ -176,3 +201,13 @@ def test_the_head_follows_entries_another_process_wrote(tmp_path: Path) -> None:
         assert log.head().seq == 4
         assert log.append(Kind.TASK_STARTED, task=1, thread=1, data={}).seq == 5
     assert verify(tmp_path).ok
+
+
+def test_a_tasks_entries_come_from_an_index_kept_up_to_date(built: Built) -> None:
+    log = AuditLog(built.root)
+    assert [e.seq for e in log.entries(3)] == [e.seq for e in built.entries if e.task == 3]
+    writer = _writer(built.root, 3, 2, "stop")  # another process appends to task 3
+    writer.communicate(timeout=60)
+    found = list(log.entries(3))
+    assert [e.data.get("text") for e in found[-2:]] == ["turn 0", "turn 1"]
+    assert list(log.entries(99)) == []
