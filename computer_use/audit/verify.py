@@ -265,10 +265,12 @@ def _scan(
     checking an export's span, which starts wherever the task did."""
     start_seq, start_prev = first or (1, GENESIS)
     scan = _Scan(start_seq, start_prev, start_prev, Head(start_seq - 1, start_prev))
-    # The loop runs once per entry: locals, not attributes, and no objects made per entry.
-    sha256, split, chain_fields, refs = hashlib.sha256, E.split, E.chain_fields, scan.refs
-    expected, prev, prev_prev = start_seq, start_prev, start_prev
+    # The loop runs once per entry: locals, bytes compared as bytes, nothing made per entry
+    # that is not needed.
+    sha256, split, chain_tail, refs = hashlib.sha256, E.split_raw, E.chain_tail, scan.refs
+    expected, prev_b, prev_prev_b = start_seq, start_prev.encode(), start_prev.encode()
     head_seq = head.seq if head is not None else -1
+    task_b = str(task).encode() if task is not None else None
     line_no = entries = task_entries = 0
     problem: Problem | None = None
     for raw in lines:
@@ -284,8 +286,8 @@ def _scan(
             )
             break
         parts = split(raw[:-1])
-        fields = chain_fields(parts[0]) if parts is not None else None
-        if parts is None or fields is None:
+        tail = chain_tail(parts[0]) if parts is not None else None
+        if parts is None or tail is None:
             rest = list(lines)
             problem = Problem(
                 ProblemKind.TORN if not rest else ProblemKind.CORRUPT,
@@ -298,18 +300,22 @@ def _scan(
             )
             break
         body, stored = parts
-        digest = sha256(body).hexdigest()
-        seq = fields["seq"]
+        digest = sha256(body).hexdigest().encode()
+        kind, link, seq_b, shots, entry_task, _, _ = tail
+        seq = int(seq_b)
         if digest != stored:
             problem = Problem(
                 ProblemKind.EDITED, seq, line_no, "edited: its bytes do not match its hash"
             )
             break
-        if seq != expected or fields["prev"] != prev:
-            scan.expected, scan.prev, scan.prev_prev = expected, prev, prev_prev
-            problem = _classify(scan, line_no, _Link(seq, fields["prev"], digest), list(lines))
+        if seq != expected or link != prev_b:
+            scan.expected, scan.prev = expected, prev_b.decode()
+            scan.prev_prev = prev_prev_b.decode()
+            problem = _classify(
+                scan, line_no, _Link(seq, link.decode(), digest.decode()), list(lines)
+            )
             break
-        if seq == head_seq and head is not None and digest != head.hash:
+        if seq == head_seq and head is not None and digest.decode() != head.hash:
             problem = Problem(
                 ProblemKind.NOT_EXTENDING,
                 seq,
@@ -319,21 +325,21 @@ def _scan(
             )
             break
         entries += 1
-        prev_prev, prev, expected = prev, digest, seq + 1
-        mine = task is None or fields["task"] == task
+        prev_prev_b, prev_b, expected = prev_b, digest, seq + 1
+        mine = task_b is None or entry_task == task_b
         if mine:
             task_entries += 1
-            shots = fields["shots"]
             if shots:
-                for role_hash in shots.values():
+                for role_hash in E.shot_hashes(shots):
                     ref = refs.get(role_hash)
                     if ref is None:
                         refs[role_hash] = _Ref(seq, line_no, seq, line_no)
                     else:
                         ref.last_seq, ref.last_line = seq, line_no
-        kind = fields["kind"]
         if kind in _DATA_KINDS:
-            _note(scan, kind, fields["task"], seq, E.data_of(body), mine)
+            number = None if entry_task == b"null" else int(entry_task)
+            _note(scan, kind.decode(), number, seq, E.data_of(body), mine)
+    prev, prev_prev = prev_b.decode(), prev_prev_b.decode()
     scan.expected, scan.prev, scan.prev_prev = expected, prev, prev_prev
     scan.entries, scan.task_entries, scan.problem = entries, task_entries, problem
     scan.head = Head(expected - 1, prev)
@@ -349,13 +355,14 @@ def _scan(
 
 
 _DATA_KINDS = frozenset(
-    {
-        Kind.ACTION_PROPOSED.value,
-        Kind.ACTION_PERFORMED.value,
-        Kind.APPROVAL_DECIDED.value,
-        Kind.SCREENSHOTS_PRUNED.value,
-        Kind.LOG_REPAIRED.value,
-    }
+    kind.value.encode()
+    for kind in (
+        Kind.ACTION_PROPOSED,
+        Kind.ACTION_PERFORMED,
+        Kind.APPROVAL_DECIDED,
+        Kind.SCREENSHOTS_PRUNED,
+        Kind.LOG_REPAIRED,
+    )
 )
 
 
