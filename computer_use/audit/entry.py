@@ -19,7 +19,9 @@ In the log each entry is one line, itself canonical JSON: `{"entry":<canonical>,
 The entry's bytes sit at a fixed offset from both ends of the line, so a verifier hashes them
 without parsing or re-encoding anything; and everything after `data` (kind, prev, seq, shots,
 task, thread, time, in key order) has values of a fixed shape, so the verifier reads the chain
-fields from the line's tail alone (`chain_fields`) instead of decoding the whole entry.
+fields from the line's tail with one regular expression (`chain_tail`) instead of decoding the
+whole entry. The tail starts at the last `,"kind":"` of the line: nothing after `data` can
+contain that text, whatever `data` holds.
 """
 
 from __future__ import annotations

@@ -31,8 +31,9 @@ from computer_use.audit import entry as E
 from computer_use.audit import timeline
 from computer_use.audit.chain import LOG_NAME, SHOTS_NAME
 from computer_use.audit.entry import EMPTY_HEAD, Head
+from computer_use.audit.report import Problem, ProblemKind, Report
 from computer_use.audit.shots import ScreenshotStore, media_type
-from computer_use.audit.verify import Problem, ProblemKind, Report, check
+from computer_use.audit.verify import check
 
 ENTRIES = "entries.jsonl"
 CHAIN = "chain.jsonl"

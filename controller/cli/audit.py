@@ -24,8 +24,9 @@ import click
 from computer_use.audit.chain import AUDIT_FOLDER, LOG_NAME, AuditLog
 from computer_use.audit.entry import Head
 from computer_use.audit.export import NoSuchTask, export_task, verify_export
+from computer_use.audit.report import ProblemKind, Report
 from computer_use.audit.timeline import steps, text
-from computer_use.audit.verify import ProblemKind, Report, verify
+from computer_use.audit.verify import verify
 from controller.cli.exit_codes import ExitCode
 from controller.cli.text import safe, safe_output
 from controller.errors import ConfigError
