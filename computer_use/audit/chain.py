@@ -30,7 +30,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 from computer_use.audit import entry as E
 from computer_use.audit.entry import EMPTY_HEAD, REQUIRED, Entry, Head, Kind
@@ -66,6 +66,24 @@ def _last_line(fd: int, size: int) -> tuple[int, bytes]:
 def _torn(line: bytes) -> bool:
     """A last line a crash could have left: cut short, or not an entry at all."""
     return not line.endswith(b"\n") or E.decode(line[:-1]) is None
+
+
+class AuditSink(Protocol):
+    """What a caller that records steps needs (`AuditLog` is the one implementation; a test
+    may pass a list-backed fake). Screenshots go in `shots` as bytes or as hashes from
+    `AuditLog.screenshots.put`."""
+
+    def append(
+        self,
+        kind: Kind,
+        *,
+        task: int | None,
+        thread: int | None,
+        data: Mapping[str, Any],
+        shots: Mapping[str, str | bytes] | None = None,
+    ) -> Entry: ...
+
+    def head(self) -> Head: ...
 
 
 class AuditLog:

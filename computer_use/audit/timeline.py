@@ -51,6 +51,17 @@ def _s(value: Any, limit: int = TEXT_CHARS) -> str:
     return shorten(str(value), limit) if value not in (None, "") else ""
 
 
+def _lines(value: Any, limit: int = TEXT_CHARS, max_lines: int = 40) -> str:
+    """Like `_s`, but a text's own line breaks are kept (each line escaped on its own)."""
+    if value in (None, ""):
+        return ""
+    lines = str(value).splitlines()
+    shown = [shorten(line, limit) for line in lines[:max_lines]]
+    if len(lines) > max_lines:
+        shown.append(f"[{len(lines) - max_lines} more lines]")
+    return "\n".join(shown)
+
+
 def _command(value: Any) -> str:
     if isinstance(value, list):
         return " ".join(escape(str(part)) for part in value)
@@ -72,7 +83,7 @@ def _words(found: Entry, proposals: Mapping[str, str]) -> tuple[str, str, str | 
                 if "input_tokens" in d or "output_tokens" in d
                 else ""
             )
-            return f"The model's turn{tokens}", _s(d.get("text")), None
+            return f"The model's turn{tokens}", _lines(d.get("text")), None
         case Kind.ACTION_PROPOSED:
             reason = f"Reason given: {_s(d.get('reason'))}" if d.get("reason") else ""
             policy = f" (policy: {_s(d['policy'], 80)})" if d.get("policy") else ""
@@ -85,7 +96,7 @@ def _words(found: Entry, proposals: Mapping[str, str]) -> tuple[str, str, str | 
             reason = f"Reason: {_s(d.get('reason'))}" if d.get("reason") else ""
             return f"{_s(d.get('decision')).capitalize()} by {who}: {action}", reason, who
         case Kind.ACTION_PERFORMED:
-            result = _s(d.get("result") or d.get("error") or "")
+            result = _lines(d.get("result") or d.get("error") or "")
             return f"Performed ({_s(d.get('outcome'), 40)}): {action}", result, None
         case Kind.SANDBOX_COMMAND:
             return (

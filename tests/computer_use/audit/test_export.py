@@ -138,3 +138,14 @@ def test_model_text_cannot_inject_markup_into_the_timeline(tmp_path: Path) -> No
     html = (tmp_path / "out" / "index.html").read_text()
     assert "<script>" not in html and '<img src="https' not in html
     assert "\u202e" not in html and "\\u202e" in html
+
+
+def test_the_models_line_breaks_are_kept_and_each_line_escaped(tmp_path: Path) -> None:
+    from computer_use.audit.chain import AuditLog
+    from computer_use.audit.timeline import steps
+
+    root = tmp_path / "audit"
+    with AuditLog.open(root) as log:
+        log.append(Kind.MODEL_TURN, task=5, thread=1, data={"text": "First.\nSecond\x1b[2J."})
+        found = steps(log.entries(5))
+    assert found[0].detail == "First.\nSecond\\x1b[2J."
