@@ -28,6 +28,7 @@ reported as unfinished: that is what a crash between the two looks like.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 from collections.abc import Callable, Iterable, Iterator
@@ -372,8 +373,28 @@ def verify(audit_dir: Path, *, task: int | None = None, head: Head | None = None
             checked whole: removing a task's entries must break it).
         head: a head published earlier, which the log must still extend.
 
+    A controller may be appending meanwhile: the log is read up to its size at the start,
+    taken under a shared lock (so never in the middle of an append), and entries appended
+    after that are not part of this check.
+
     Raises:
         FileNotFoundError: there is no log in `audit_dir`.
     """
     with open(audit_dir / LOG_NAME, "rb", buffering=1 << 20) as handle:
-        return check(handle, ScreenshotStore(audit_dir / SHOTS_NAME).path, task=task, head=head)
+        fcntl.flock(handle.fileno(), fcntl.LOCK_SH)
+        try:
+            size = os.fstat(handle.fileno()).st_size
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        shots = ScreenshotStore(audit_dir / SHOTS_NAME).path
+        return check(_up_to(handle, size), shots, task=task, head=head)
+
+
+def _up_to(lines: Iterable[bytes], size: int) -> Iterator[bytes]:
+    """The lines that lie within the first `size` bytes."""
+    seen = 0
+    for raw in lines:
+        seen += len(raw)
+        if seen > size:
+            return
+        yield raw

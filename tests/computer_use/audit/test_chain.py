@@ -211,3 +211,39 @@ def test_a_tasks_entries_come_from_an_index_kept_up_to_date(built: Built) -> Non
     found = list(log.entries(3))
     assert [e.data.get("text") for e in found[-2:]] == ["turn 0", "turn 1"]
     assert list(log.entries(99)) == []
+
+
+def test_verify_never_reads_an_append_half_done(built: Built) -> None:
+    """An append in progress (the writer holds the lock, half its line is on disk) is waited
+    for, not reported as a torn line."""
+    import fcntl
+
+    from computer_use.audit import entry as E
+
+    line, _ = E.encode(
+        {
+            "seq": 19,
+            "prev": built.entries[-1].hash,
+            "time": "2026-12-06T20:00:00.000000Z",
+            "task": 4,
+            "thread": 1,
+            "kind": "task_started",
+            "data": {},
+            "shots": {},
+        }
+    )
+    with open(built.log_path, "ab") as writer:
+        fcntl.flock(writer.fileno(), fcntl.LOCK_EX)
+        writer.write(line[:40])
+        writer.flush()
+        results: list[object] = []
+        checker = threading.Thread(target=lambda: results.append(verify(built.root)))
+        checker.start()
+        checker.join(0.5)
+        assert checker.is_alive() and not results  # waiting for the append to finish
+        writer.write(line[40:])
+        writer.flush()
+        fcntl.flock(writer.fileno(), fcntl.LOCK_UN)
+    checker.join(30)
+    (report,) = results
+    assert report.ok and report.entries == 19  # type: ignore[attr-defined]
