@@ -28,6 +28,7 @@ COMMANDS = {
     "deny": "controller.cli.approvals:deny",
     "memory": "controller.cli.approvals:memory",
     "run": "controller.cli.run:run",
+    "audit": "controller.cli.audit:audit",
 }
 
 
