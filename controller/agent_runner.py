@@ -45,6 +45,7 @@ from computer_use.approval.gate import (
 )
 from computer_use.approval.policy import AnyPolicy, Call, FolderMode, Verdict
 from controller.agent_tasks import task_policy
+from controller.audit import AgentAudit, AuditedConfirmer, AuditTrail
 from controller.folders import FolderPlan
 from controller.settings import Settings
 from controller.store.approvals import ApprovalStore, NewApproval
@@ -79,9 +80,15 @@ class FolderPolicy:
 class StoreGate:
     """`computer_use.approval.gate.ApprovalGate` on the controller's approval store."""
 
-    def __init__(self, approvals: ApprovalStore, cancelled: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        approvals: ApprovalStore,
+        cancelled: Callable[[], bool],
+        audit: AgentAudit | None = None,
+    ) -> None:
         self.approvals = approvals
         self.cancelled = cancelled
+        self.audit = audit
 
     def request(self, req: ApprovalRequest) -> ApprovalOutcome:
         stored = self.approvals.request(
@@ -99,7 +106,18 @@ class StoreGate:
                 replaces=req.replaces,
             )
         )
+        if self.audit is not None:
+            try:
+                self.audit.requested(
+                    stored.id, req.description, req.screenshot_png, req.annotated_png
+                )
+            except Exception:
+                # Not recorded, not shown: the request is withdrawn and the gate fails closed.
+                self.approvals.void(stored.id, "the audit log could not record the request")
+                raise
         final = self.approvals.wait(stored.id, cancelled=self.cancelled)
+        if self.audit is not None:
+            self.audit.decided(final.id, final.state.value, final.decided_by, final.decision_reason)
         kinds = {
             ApprovalState.APPROVED: OutcomeKind.APPROVED,
             ApprovalState.DENIED: OutcomeKind.DENIED,
@@ -129,12 +147,18 @@ class TaskSteps:
     """`computer_use.agent.loop.AgentSink`: each step a `task.step` event, images as blobs."""
 
     def __init__(
-        self, tasks: TaskStore, blobs: BlobStore, task: Task, cancelled: Callable[[], bool]
+        self,
+        tasks: TaskStore,
+        blobs: BlobStore,
+        task: Task,
+        cancelled: Callable[[], bool],
+        audit: AgentAudit | None = None,
     ) -> None:
         self.tasks = tasks
         self.blobs = blobs
         self.task = task
         self._cancelled = cancelled
+        self.audit = audit
         self.count = 0
 
     def record(self, step: Step) -> None:
@@ -150,6 +174,15 @@ class TaskSteps:
             "at": step.at,
         }
         self.tasks.append_step(self.task, data)
+        if self.audit is None:
+            return
+        if step.kind == "model":
+            trail = self.audit.trail
+            trail.model_turn(
+                self.task.id, self.task.thread_id, step.text, step.tokens_in, step.tokens_out
+            )
+        elif step.kind == "tools":
+            self.audit.results(step.results, lambda ref: self.blobs.path(ref).read_bytes())
 
     def store_image(self, data: bytes, media_type: str) -> str:
         return self.blobs.put(data)
@@ -191,6 +224,9 @@ class AgentServices:
     approvals: ApprovalStore
     blobs: BlobStore
     memory: MemoryStore
+    audit: AuditTrail | None = None
+    # A device's name for the audit log, from its id (None: nobody).
+    who: Callable[[int | None], str] = lambda device: f"device {device}"
 
     def job(
         self,
@@ -229,6 +265,7 @@ class AgentJob:
     cancelled: Callable[[], bool]
     on_sandbox: Callable[[str], None]
     closers: list[Callable[[], None]] = field(default_factory=list)
+    audit: AgentAudit | None = None
     # The reply whose tool calls are running: the model's stated reason comes from it.
     reply_content: list[Any] = field(default_factory=list)
 
@@ -244,11 +281,19 @@ class AgentJob:
         """Raises: SandboxStartFailed (the engine is away), sandbox.SandboxError."""
         started = time.monotonic()
         tools = list(self.agent.get("tools", []))
+        if self.services.audit is not None:
+            self.audit = AgentAudit(
+                self.services.audit,
+                self.task.id,
+                self.task.thread_id,
+                lambda: self.reply_content,
+                self.services.who,
+            )
         try:
             box = self._sandbox(tools)
             folders = tuple(m.mode for m in self.plan.requested)
             policy = FolderPolicy(self.policy, folders)  # type: ignore[arg-type]
-            gate = StoreGate(self.services.approvals, self.cancelled)
+            gate = StoreGate(self.services.approvals, self.cancelled, self.audit)
             toolsets: list[Any] = []
             if box is not None and "bash" in tools:
                 guard = self._confirmer("bash", policy, gate).guard
@@ -267,7 +312,9 @@ class AgentJob:
                 context=self.context,
                 stop_on_denial=self.settings.headless,
             )
-            sink = TaskSteps(self.services.tasks, self.services.blobs, self.task, self.cancelled)
+            sink = TaskSteps(
+                self.services.tasks, self.services.blobs, self.task, self.cancelled, self.audit
+            )
             client = agent_client(
                 api_key=self.settings.anthropic_api_key or "",
                 base_url=self.settings.anthropic_base_url,
@@ -334,7 +381,10 @@ class AgentJob:
     def _confirmer(
         self, tool: str, policy: FolderPolicy, gate: StoreGate, **screen: Any
     ) -> Confirmer:
-        return Confirmer(
+        make: Callable[..., Confirmer] = Confirmer
+        if self.audit is not None:
+            make, screen = AuditedConfirmer, {**screen, "audit": self.audit}
+        return make(
             task_id=self.task.id,
             tool=tool,
             policy=policy,

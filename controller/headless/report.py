@@ -12,6 +12,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
+from computer_use.audit.shots import media_type
 from controller.headless.runner import Result, RunReport, TaskReport
 
 # Characters XML 1.0 cannot carry at all (a task's output may hold any byte).
@@ -112,16 +113,6 @@ def as_json(report: RunReport) -> dict[str, Any]:
     }
 
 
-def _extension(path: Path) -> str:
-    with path.open("rb") as handle:
-        magic = handle.read(8)
-    if magic.startswith(b"\x89PNG"):
-        return ".png"
-    if magic.startswith(b"\xff\xd8"):
-        return ".jpg"
-    return ".bin"
-
-
 def write_artifacts(report: RunReport, folder: Path) -> None:
     """Per task: its output, its steps (JSON and readable), its screenshots; and the summary."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -136,6 +127,7 @@ def write_artifacts(report: RunReport, folder: Path) -> None:
             shots.mkdir(exist_ok=True)
             for ref, path in task.screenshots.items():
                 if path.exists():
-                    shutil.copyfile(path, shots / f"{ref}{_extension(path)}")
+                    extension = media_type(path.read_bytes()[:16])[1]
+                    shutil.copyfile(path, shots / f"{ref}.{extension}")
     (folder / "result.json").write_text(json.dumps(as_json(report), indent=2) + "\n")
     (folder / "junit.xml").write_text(junit(report))
