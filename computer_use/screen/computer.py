@@ -10,6 +10,7 @@ with a `ToolError` the model reads; nothing is pressed.
 from __future__ import annotations
 
 import base64
+import re
 import threading
 import time
 from collections.abc import Mapping
@@ -46,7 +47,11 @@ from anthropic.types.beta import (
     BetaComputerZoomInput,
 )
 from pydantic import BaseModel
+from Xlib import X
+from Xlib import display as xdisplay
+from Xlib.error import DisplayError, XError
 
+from computer_use.approval.compare import Box, panels_outside
 from computer_use.screen import keys
 from computer_use.screen.base import Button, Frame, Screen, ScrollDirection
 from computer_use.screen.scaling import Point, Scaler
@@ -89,6 +94,10 @@ SCROLL: dict[str, ScrollDirection] = {
     "left": ScrollDirection.LEFT,
     "right": ScrollDirection.RIGHT,
 }
+
+# An X display name a local client can open (":0", "host:1.0"); the desktop sandbox's screen is
+# reached through its screen agent instead and has no panels.
+X_DISPLAY_NAME = re.compile(r"[\w.\-]*:\d+(\.\d+)?")
 
 ClickInput = (
     BetaComputerLeftClickInput
@@ -135,6 +144,18 @@ class X11ComputerToolset(BetaAbstractComputerToolset20260801):
     def capture(self) -> Frame:
         """A new capture of the screen, not sent to the model (for an approval or a comparison)."""
         return self.screen.capture()
+
+    def panels(self) -> tuple[Box, ...]:
+        """The screen's panels, for the approval comparison (`compare` rule 5): the strips its
+        window manager keeps out of the work area; none when that cannot be read."""
+        display = getattr(self.screen, "display", "")
+        if not isinstance(display, str) or not X_DISPLAY_NAME.fullmatch(display):
+            return ()
+        try:
+            return workarea_panels(display)
+        except (DisplayError, XError, OSError):
+            # No panels known: nothing is ignored for sitting at an edge (the strict side).
+            return ()
 
     def to_screen(self, member: str, input: BaseModel | Mapping[str, Any]) -> dict[str, Any]:
         """A member call's input with its points and region in screen pixels.
@@ -346,6 +367,27 @@ class X11ComputerToolset(BetaAbstractComputerToolset20260801):
 
     def _point(self, value: list[int], field: str) -> Point:
         return self.scaler.to_screen(_pair(value, field), field=field)
+
+
+def workarea_panels(display: str) -> tuple[Box, ...]:
+    """The panels of X display `display`: the screen outside the work area its window manager
+    publishes (`_NET_WORKAREA`, the first desktop's); none when it publishes none.
+
+    Raises:
+        Xlib.error.DisplayError: the display cannot be opened.
+    """
+    connection = xdisplay.Display(display)
+    try:
+        screen = connection.screen()
+        atom = connection.intern_atom("_NET_WORKAREA", only_if_exists=True)
+        found = screen.root.get_full_property(atom, X.AnyPropertyType) if atom else None
+        if found is None or len(found.value) < 4:
+            return ()
+        x, y, width, height = (int(v) for v in found.value[:4])
+        size = (screen.width_in_pixels, screen.height_in_pixels)
+        return panels_outside(Box(x, y, x + width, y + height), size)
+    finally:
+        connection.close()
 
 
 def _pair(value: Any, field: str) -> tuple[int, int]:
