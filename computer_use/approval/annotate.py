@@ -49,6 +49,8 @@ FONT_DIRS = (
 
 FontType = ImageFont.FreeTypeFont | ImageFont.ImageFont
 
+# Members that drag while the left button is held: their input then has a `start_coordinate`.
+_WHILE_HELD = ("mouse_move", "left_mouse_up")
 _CLICKS = {
     "left_click": "Click",
     "right_click": "Right-click",
@@ -123,6 +125,12 @@ def describe(tool: str, member: str, input: Mapping[str, Any]) -> str:
         return f"{_CLICKS[member]} {where}{holding}"
     if member == "left_click_drag" and len(points) == 2:
         return f"Drag from {_at(points[0])} to {_at(points[1])}{holding}"
+    if member in _WHILE_HELD and len(points) == 2:
+        # The left button is held (the toolset adds where it was pressed): this is a drag.
+        start, end = _at(points[0]), _at(points[1])
+        if member == "mouse_move":
+            return f"Drag (left button held) from {start} to {end}"
+        return f"Release the left mouse button at {end}, ending a drag from {start}"
     if member in ("mouse_move", "hover"):
         verb = "Move the pointer to" if member == "mouse_move" else "Hover at"
         return f"{verb} {_at(points[0])}" if points else f"{verb} {_ref(input) or '?'}"
@@ -387,7 +395,7 @@ def annotate(
     title = _title(canvas.size, tool, member, input)
     shown = [_inside(p, canvas) for p in points]
 
-    if member == "left_click_drag" and len(shown) == 2:
+    if member in ("left_click_drag", *_WHILE_HELD) and len(shown) == 2:
         # The arrow stops at the end marker's ring so its head stays visible.
         (x0, y0), (x1, y1) = shown
         length = math.hypot(x1 - x0, y1 - y0)

@@ -9,7 +9,14 @@ Format (the same in `config.toml` as `[policy]`, in a task's `policy`, and in he
                {"tool": "browser", "match": {"domain": "*.example.com"}, "decision": "deny"}]}
 
 The first rule that matches decides; no match gives `default`. `tool` is a tool name or `"*"`;
-`member` and `match` are optional; every key of `match` must match:
+`member` and `match` are optional; every key of `match` must match.
+
+A drag done by hand - `left_mouse_down`, then `mouse_move` and `left_mouse_up` while the button
+is held - is judged as a drag: the computer toolset gives those two calls the point of the press
+as `start_coordinate`, a rule for `left_click_drag` applies to them as to a drag (a `deny` on
+drags is not dodged), a `region` must hold both ends, and an `allow` rule naming `mouse_move` or
+`left_mouse_up` (meant for moving the pointer, or letting go) does not allow them.
+
 
 - `command`: a glob (`fnmatch`, case-sensitive) on the whole shell command of a `bash` call.
 - `path`: a glob on the normalised absolute `path` (or every one of `paths`); `*` stays inside one
@@ -225,7 +232,13 @@ class Rule:
     def applies(self, call: Call) -> _Outcome:
         if self.tool not in ("*", call.tool):
             return _NO_MATCH
+        dragging = _dragging(call)
         if self.member is not None and self.member != call.member:
+            # A move or release with the button held is a drag: rules about drags judge it.
+            if not (dragging and self.member == "left_click_drag"):
+                return _NO_MATCH
+        elif self.member is not None and dragging and self.decision is Decision.ALLOW:
+            # An allow for moving the pointer, or for letting go, never allows a drag.
             return _NO_MATCH
         outcomes = self.match.outcomes(call) if self.match is not None else []
         if self.match is not None and _held_keys(call):
@@ -616,6 +629,15 @@ def _held_keys(call: Call) -> str:
         return ""
     held = call.input.get("text") or call.input.get("modifiers") or ""
     return held.strip() if isinstance(held, str) else repr(held)
+
+
+def _dragging(call: Call) -> bool:
+    """A `mouse_move` or `left_mouse_up` while the left button is held (it carries the press)."""
+    return (
+        call.tool == "computer"
+        and call.member in ("mouse_move", "left_mouse_up")
+        and "start_coordinate" in call.input
+    )
 
 
 def _point(value: object) -> tuple[int, int] | None:

@@ -65,6 +65,11 @@ MAX_TYPE_CHARS = 10_000
 # not show: the model sends those with `key`. Newline and tab are typed as Return and Tab.
 TYPEABLE_CONTROLS = frozenset("\n\t")
 
+# Members that, while the model holds the left button down (`left_mouse_down`), drag: for the gate
+# their input carries where the press was as `start_coordinate`, so the card shows a drag and a
+# region rule judges both ends (see computer_use.approval.policy).
+WHILE_HELD = frozenset({"mouse_move", "left_mouse_up"})
+
 # Members that act where the pointer is when they get no coordinate: for the gate, `to_screen`
 # fills in the pointer's position, so a region rule sees every click, and pins it: the call then
 # acts there even if the pointer moved while a person was deciding (on a host display someone
@@ -124,7 +129,8 @@ class X11ComputerToolset(BetaAbstractComputerToolset20260801):
         self._last_frame: Frame | None = None
         self._scaler: Scaler | None = None
         self._pinned: tuple[str, Point] | None = None
-        self._left_down = False
+        # Where the model pressed the left button, while it holds it down.
+        self._left_down_at: Point | None = None
 
     # -- for the gate and the audit ----------------------------------------------------------
 
@@ -162,8 +168,9 @@ class X11ComputerToolset(BetaAbstractComputerToolset20260801):
 
         `coordinate` and `start_coordinate` become `[x, y]` and `region` `[x0, y0, x1, y1]` on the
         screen; a pointer member without a coordinate gets the pointer's position, and the call
-        that follows acts there (the gate calls this from `confirm`, once per call). Other fields
-        are kept as given.
+        that follows acts there (the gate calls this from `confirm`, once per call). While the
+        model holds the left button down, a `mouse_move` or `left_mouse_up` is a drag: it gets
+        the point of the press as `start_coordinate`. Other fields are kept as given.
 
         Raises:
             ToolError: a point or region the call would refuse.
@@ -180,6 +187,11 @@ class X11ComputerToolset(BetaAbstractComputerToolset20260801):
             pointer = self.screen.pointer()
             self._pinned = (member, pointer)
             mapped["coordinate"] = list(pointer)
+        if member in WHILE_HELD:
+            # Only this toolset says whether a move drags; the model's word is not taken for it.
+            mapped.pop("start_coordinate", None)
+            if self._left_down_at is not None:
+                mapped["start_coordinate"] = list(self._left_down_at)
         return mapped
 
     def execute(
@@ -201,6 +213,17 @@ class X11ComputerToolset(BetaAbstractComputerToolset20260801):
         if self._pinned is not None and self._pinned[0] == member:
             return self._pinned[1]
         return None
+
+    def _move_to_pin(self, member: str) -> Point:
+        """Put the pointer where the gate was shown `member` would act; where it is now."""
+        now = self.screen.pointer()
+        at = self._at(member, None)
+        # Only when it moved: xdotool's `mousemove --sync` to where the pointer already is waits
+        # for a motion that never comes (15 s).
+        if at is not None and at != now:
+            self.screen.move(at)
+            return at
+        return now
 
     # -- members -----------------------------------------------------------------------------
 
@@ -273,21 +296,17 @@ class X11ComputerToolset(BetaAbstractComputerToolset20260801):
     def left_mouse_down(
         self, context: BetaToolsetCallContext, input: BetaComputerLeftMouseDownInput
     ) -> str | None:
-        at = self._at("left_mouse_down", None)
-        if at is not None:
-            self.screen.move(at)
+        at = self._move_to_pin("left_mouse_down")
         self.screen.button(Button.LEFT, down=True)
-        self._left_down = True
+        self._left_down_at = at
         return None
 
     def left_mouse_up(
         self, context: BetaToolsetCallContext, input: BetaComputerLeftMouseUpInput
     ) -> str | None:
-        at = self._at("left_mouse_up", None)
-        if at is not None:
-            self.screen.move(at)
+        self._move_to_pin("left_mouse_up")
         self.screen.button(Button.LEFT, down=False)
-        self._left_down = False
+        self._left_down_at = None
         return None
 
     def _click(self, member: str, input: ClickInput) -> None:
@@ -359,7 +378,7 @@ class X11ComputerToolset(BetaAbstractComputerToolset20260801):
     def close(self) -> None:
         super().close()
         try:
-            if self._left_down:
+            if self._left_down_at is not None:
                 # A button the model pressed and never released would stay down for the next user.
                 self.screen.button(Button.LEFT, down=False)
         finally:
