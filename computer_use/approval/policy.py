@@ -19,8 +19,8 @@ drags is not dodged), a `region` must hold both ends, and an `allow` rule naming
 
 
 - `command`: a glob (`fnmatch`, case-sensitive) on the whole shell command of a `bash` call.
-- `path`: a glob on the normalised absolute `path` (or every one of `paths`); `*` stays inside one
-  folder, `**` crosses folders.
+- `path`: a glob on the normalised absolute `path` (or every one of `paths`, or both of a memory
+  rename's `old_path` and `new_path`); `*` stays inside one folder, `**` crosses folders.
 - `domain`: a glob on the host of `input["url"]` (a browser call: the URL to open, or the tab's);
   IDNA, case and a trailing dot are normalised; `*.example.com` matches any subdomain, not
   `example.com` itself; `*` alone matches every host.
@@ -607,6 +607,9 @@ def _match_path(pattern: str, call: Call) -> _Outcome:
         raw = call.input["paths"]
     elif "path" in call.input:
         raw = [call.input["path"]]
+    elif "old_path" in call.input or "new_path" in call.input:
+        # A memory rename: both the file it takes and where it puts it.
+        raw = [call.input.get("old_path"), call.input.get("new_path")]
     else:
         return _Outcome(_Tri.UNKNOWN, "no path") if call.tool in ("edit", "memory") else _NO_MATCH
     if not isinstance(raw, list) or not raw:

@@ -18,7 +18,8 @@ from PIL import Image, ImageChops
 
 from computer_use.approval.compare import Box, compare, panels_outside
 from computer_use.approval.gate import ApprovalOutcome, ApprovalRequest, Confirmer, OutcomeKind
-from computer_use.screen.computer import workarea_panels
+from computer_use.screen.computer import X11ComputerToolset, workarea_panels
+from computer_use.screen.x11 import X11Screen
 from tests.computer_use import gate_xvfb
 from tests.computer_use.gate_xvfb import XDisplay
 from tests.computer_use.test_gate import FakePolicy, RecordingComputer, Verdict, click_use
@@ -183,6 +184,27 @@ tick()
 
 def test_no_work_area_means_no_panels(desktop: XDisplay) -> None:
     assert workarea_panels(desktop.name) == ()
+
+
+def test_the_computer_toolset_reads_its_screens_panels(desktop: XDisplay) -> None:
+    toolset = X11ComputerToolset(X11Screen(desktop.name), confirm=lambda ctx: True)
+    try:
+        assert toolset.panels() == ()
+        set_workarea(desktop, 0, 28, 1024, 740)
+        try:
+            assert toolset.panels() == (Box(0, 0, 1024, 28),)
+        finally:
+            subprocess.run(
+                ["xprop", "-root", "-remove", "_NET_WORKAREA"],
+                env=desktop.env,
+                check=True,
+                timeout=30,
+            )
+    finally:
+        toolset.close()
+    # A screen reached another way (the desktop sandbox's agent) has none: nothing is excused.
+    toolset.screen.display = "the desktop sandbox 0123456789ab"
+    assert toolset.panels() == ()
 
 
 def test_panels_are_the_screen_outside_the_work_area() -> None:

@@ -24,7 +24,7 @@ from computer_use.approval.gate import (
     OutcomeKind,
     ToolCall,
 )
-from computer_use.approval.policy import Call, Decision, default_policy
+from computer_use.approval.policy import Call, Decision, Policy, default_policy
 from computer_use.testing.fake_model import FakeModel, Reply
 from computer_use.testing.fake_model import ToolCall as ModelCall
 from controller.agent_runner import FolderPolicy
@@ -136,3 +136,22 @@ def test_the_card_names_the_path_and_the_text_of_every_write(
         assert PLANTED in text, text
     if member == "rename":
         assert "/memories/old.md" in text
+
+
+def test_a_path_rule_judges_both_ends_of_a_memory_rename() -> None:
+    policy = Policy.parse(
+        {
+            "rules": [
+                {"tool": "memory", "match": {"path": "/memories/scratch/**"}, "decision": "allow"}
+            ]
+        }
+    )
+
+    def rename(old: str, new: str) -> Decision:
+        call = Call("memory", "rename", {"command": "rename", "old_path": old, "new_path": new})
+        return policy.decide(call).decision
+
+    assert rename("/memories/scratch/a.md", "/memories/scratch/b.md") is Decision.ALLOW
+    # Out of the scratch folder into what every task reads: asked.
+    assert rename("/memories/scratch/a.md", "/memories/preferences.md") is Decision.ASK
+    assert rename("/memories/preferences.md", "/memories/scratch/a.md") is Decision.ASK
