@@ -265,6 +265,7 @@ class AgentJob:
                 model=str(self.agent.get("model") or self.settings.model),
                 max_steps=int(self.agent.get("max_steps", 30)),
                 context=self.context,
+                stop_on_denial=self.settings.headless,
             )
             sink = TaskSteps(self.services.tasks, self.services.blobs, self.task, self.cancelled)
             client = agent_client(

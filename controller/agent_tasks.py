@@ -8,14 +8,23 @@ prompt.
 
 The policy a task runs under is the configured one (`[policy]` in config.toml, else the built-in
 default) tightened by the task's own. On the host display approval is the only fence, so there
-the built-in default asks for every computer action, screenshots included.
+the built-in default asks for every computer action, screenshots included. In a headless run
+(`dispatch run`) nobody can answer: every ask becomes a deny and the default is deny.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from computer_use.approval.policy import AnyPolicy, Decision, Policy, Rule, combine, default_policy
+from computer_use.approval.policy import (
+    AnyPolicy,
+    Decision,
+    Policy,
+    Rule,
+    combine,
+    default_policy,
+    headless,
+)
 from computer_use.browser.domains import AllowedDomains, DomainRuleError
 from computer_use.errors import PolicyError
 from controller.api.schemas import AgentTaskCreate
@@ -41,7 +50,8 @@ def task_policy(settings: Settings, agent: dict[str, Any]) -> AnyPolicy:
     """The policy an agent task runs under: the owner's, tightened by the task's own."""
     raw = agent.get("policy")
     own = Policy.parse(raw) if raw is not None else None
-    return combine(configured_policy(settings, str(agent.get("display", "sandbox"))), own)
+    policy = combine(configured_policy(settings, str(agent.get("display", "sandbox"))), own)
+    return headless(policy) if settings.headless else policy
 
 
 def check_agent_task(body: AgentTaskCreate, settings: Settings) -> dict[str, Any]:

@@ -27,6 +27,8 @@ COMMANDS = {
     "approve": "controller.cli.approvals:approve",
     "deny": "controller.cli.approvals:deny",
     "memory": "controller.cli.approvals:memory",
+    "run": "controller.cli.run:run",
+    "audit": "controller.cli.audit:audit",
 }
 
 
