@@ -29,7 +29,8 @@ holds. The rule, in the order it is applied:
    live - is ignored, as long as there are at most `max_small_regions` (3). The caller passes
    the panels (`panels_outside`); with none known (Xvfb, the desktop sandbox: no panels)
    nothing is ignored for being near an edge, so a window's own content at the top of the
-   screen (a terminal's first line, a browser's address bar) always counts.
+   screen (a terminal's first line, a browser's address bar) always counts. Left open: a
+   fullscreen window drawn over a panel's strip is not told apart from the panel there.
 6. **Everything else matters.** A small change in the body of the screen (a label, an amount,
    a price, a URL: what the person may have based the decision on), any region larger than a
    small one (a dialog, a moved window, a page that scrolled), more than `max_small_regions`
