@@ -42,6 +42,7 @@ from PIL import Image
 from computer_use.approval.annotate import annotate, describe, escape
 from computer_use.approval.compare import (
     DEFAULT_RULES,
+    Box,
     CompareRules,
     Point,
     action_targets,
@@ -244,6 +245,8 @@ class Confirmer:
         to_screen: maps the model's input to screen pixels (the screen driver's scaling).
         stated_reason: the model's text before the call, given the tool_use id.
         pointer: where the pointer is, when the captures may show it.
+        panels: the screen's panels (the strips outside the window manager's work area), where
+            small changes do not void an approval; none known, none ignored.
         timeout_s: how long a request waits (`approval_timeout_s`), for its expiry and message.
         max_reasks: new requests after approvals voided by a screen change, before refusing.
     """
@@ -256,6 +259,7 @@ class Confirmer:
     to_screen: ToScreen = _same
     stated_reason: StatedReason = _no_reason
     pointer: Callable[[], Point] | None = None
+    panels: Callable[[], Sequence[Box]] | None = None
     timeout_s: float = DEFAULT_TIMEOUT_S
     max_reasks: int = DEFAULT_MAX_REASKS
     rules: CompareRules = DEFAULT_RULES
@@ -377,7 +381,10 @@ class Confirmer:
                     "performed. Take a new screenshot."
                 )
             pointers = [p for p in (pointer_then, self.pointer() if self.pointer else None) if p]
-            change = compare(frame, current, targets, pointers=pointers, rules=self.rules)
+            panels = self.panels() if self.panels is not None else ()
+            change = compare(
+                frame, current, targets, pointers=pointers, panels=panels, rules=self.rules
+            )
             if not change.matters:
                 return
             frame, pointer_then = current, pointers[-1] if pointers else None

@@ -217,10 +217,21 @@ def test_a_change_that_does_not_matter_keeps_the_approval() -> None:
     assert len(gate.requests) == 1
 
 
-def test_the_pointer_over_the_target_keeps_the_approval() -> None:
+def test_a_change_under_the_pointer_at_the_target_asks_again() -> None:
+    # The captures carry no cursor image: what changed at the target is the screen itself.
     moved = screen()
     ImageDraw.Draw(moved).polygon([(400, 300), (400, 318), (412, 312)], fill="black")
-    positions = iter([(700, 500), (400, 300)])
+    gate = FakeGate([approved(1), approved(2)])
+    confirmer(
+        FakePolicy(Verdict("ask")), gate, Screens(screen(), moved), pointer=lambda: (400, 300)
+    ).check("computer", "left_click", CLICK)
+    assert len(gate.requests) == 2 and gate.requests[1].replaces == 1
+
+
+def test_the_pointer_away_from_the_target_keeps_the_approval() -> None:
+    moved = screen()
+    ImageDraw.Draw(moved).polygon([(100, 500), (100, 518), (112, 512)], fill="black")
+    positions = iter([(700, 500), (100, 500)])
     gate = FakeGate([approved()])
     confirmer(
         FakePolicy(Verdict("ask")), gate, Screens(screen(), moved), pointer=lambda: next(positions)
