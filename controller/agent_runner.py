@@ -130,19 +130,6 @@ class StoreGate:
         )
 
 
-class GuardedMemory(StoredMemoryTool):
-    """The memory tool behind the gate: allowed by default, but a task's policy may ask."""
-
-    def __init__(self, backend: MemoryStore, guard: Callable[[str, str, Mapping[str, Any]], None]):
-        super().__init__(backend)
-        self.guard = guard
-
-    def call(self, input: object) -> Any:
-        args = dict(input) if isinstance(input, Mapping) else {}
-        self.guard("memory", str(args.get("command", "")), args)
-        return super().call(input)
-
-
 class TaskSteps:
     """`computer_use.agent.loop.AgentSink`: each step a `task.step` event, images as blobs."""
 
@@ -303,7 +290,7 @@ class AgentJob:
                 toolsets.append(SandboxEdit(box, self._confirmer("edit", policy, gate).guard))
             if "memory" in tools:
                 guard = self._confirmer("memory", policy, gate).guard
-                toolsets.append(GuardedMemory(self.services.memory, guard))
+                toolsets.append(StoredMemoryTool(self.services.memory, guard=guard))
             toolsets += self.screen_tools(tools, box, policy, gate)
             spec = AgentSpec(
                 prompt=str(self.agent.get("prompt", "")),

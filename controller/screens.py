@@ -60,6 +60,7 @@ def screen_toolsets(
 
         confirm.capture = capture
         confirm.to_screen = toolset.to_screen
+        confirm.panels = toolset.panels
         toolsets.append(toolset)
     if "browser" in tools:
         toolsets.append(browser_toolset(job, box, policy, gate))

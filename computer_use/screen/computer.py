@@ -218,8 +218,6 @@ class X11ComputerToolset(BetaAbstractComputerToolset20260801):
         """Put the pointer where the gate was shown `member` would act; where it is now."""
         now = self.screen.pointer()
         at = self._at(member, None)
-        # Only when it moved: xdotool's `mousemove --sync` to where the pointer already is waits
-        # for a motion that never comes (15 s).
         if at is not None and at != now:
             self.screen.move(at)
             return at

@@ -119,11 +119,6 @@ def test_a_display_that_is_not_sandbox_or_host_is_refused_naming_the_field() -> 
     assert Policy.parse({"rules": [round_trip]}).to_dict()["rules"] == [round_trip]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="controller/agent_tasks.task_policy must apply on_display(..., task display); "
-    "outside this branch's files (see the review-2 report)",
-)
 def test_the_controllers_task_policy_asks_on_the_host_for_a_sandbox_allow_rule() -> None:
     settings = Settings(policy=SANDBOX_CLICKS)
     policy = FolderPolicy(task_policy(settings, {"display": "host"}), ())

@@ -72,11 +72,6 @@ def test_the_default_policy_asks_for_every_memory_write(member: str, input: dict
     assert default_policy().decide(view).decision is Decision.ALLOW
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="controller/agent_tasks.configured_policy puts Rule('memory', ALLOW) first; "
-    "outside this branch's files (see the review-2 report)",
-)
 @pytest.mark.parametrize(("member", "input"), WRITES)
 def test_the_controllers_default_policy_asks_for_every_memory_write(
     member: str, input: dict[str, Any]
