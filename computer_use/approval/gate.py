@@ -30,8 +30,11 @@ from __future__ import annotations
 import copy
 import enum
 import io
+import struct
 import time
+import zlib
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Protocol
@@ -54,6 +57,7 @@ MODEL_REASON_CHARS = 4000
 PERSON_REASON_CHARS = 1000
 # Fast PNG: the encode sits on the path from the toolset asking to the request being visible.
 PNG_COMPRESS_LEVEL = 1
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 class OutcomeKind(enum.StrEnum):
@@ -177,9 +181,41 @@ def _same(member: str, input: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def png(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
-    return buffer.getvalue()
+    """`image` as a lossless PNG, made fast: every row unfiltered, deflated at level 1.
+
+    Pillow's encoder tries each PNG filter on every row, which costs several times the deflate
+    itself (about 30 ms against 8 ms at 1280x800); a screen's flat areas compress about as well
+    without filters.
+    """
+    if image.mode != "RGB":
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+        return buffer.getvalue()
+    width, height = image.size
+    # The scanlines as PNG stores them, each led by its filter type (0: none): the RGB bytes
+    # read as a greyscale image one column wider, whose first column stays 0.
+    rows = Image.new("L", (width * 3 + 1, height))
+    rows.paste(Image.frombytes("L", (width * 3, height), image.tobytes()), (1, 0))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB, no interlace
+    idat = zlib.compress(rows.tobytes(), PNG_COMPRESS_LEVEL)
+    return PNG_SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", idat) + _chunk(b"IEND", b"")
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def request_images(
+    frame: Image.Image, tool: str, member: str, screen_input: Mapping[str, Any]
+) -> tuple[bytes, bytes]:
+    """The screenshot and its annotated copy as PNG, made side by side.
+
+    Both sit on the path from asking to the request being visible; zlib and Pillow release the
+    GIL, so on two cores the pair takes about as long as the annotated copy alone.
+    """
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        annotated = pool.submit(lambda: png(annotate(frame, tool, member, screen_input)))
+        return png(frame), annotated.result()
 
 
 def _clip(text: str, limit: int) -> str:
@@ -330,6 +366,11 @@ class Confirmer:
         replaces: int | None = None
         replaced_because: str | None = None
         for _attempt in range(self.max_reasks + 1):
+            screenshot_png, annotated_png = (
+                request_images(frame, tool, member, screen_input)
+                if frame is not None
+                else (None, None)
+            )
             now = self.clock()
             request = ApprovalRequest(
                 task_id=self.task_id,
@@ -340,10 +381,8 @@ class Confirmer:
                 description=description,
                 model_reason=model_reason,
                 policy_rule=rule,
-                screenshot_png=png(frame) if frame is not None else None,
-                annotated_png=(
-                    png(annotate(frame, tool, member, screen_input)) if frame is not None else None
-                ),
+                screenshot_png=screenshot_png,
+                annotated_png=annotated_png,
                 created_at=now,
                 expires_at=now + self.timeout_s,
                 replaces=replaces,
