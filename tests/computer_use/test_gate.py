@@ -405,7 +405,7 @@ def test_reason_before_takes_the_text_since_the_previous_call() -> None:
     assert reason_before(sdk_blocks, "c") == "Saving the file."
 
 
-@pytest.mark.parametrize("size", [(1280, 800), (1, 1), (333, 7)])
+@pytest.mark.parametrize("size", [(1280, 800), (1, 1), (333, 70)])
 def test_the_request_png_holds_exactly_the_pixels_captured(size: tuple[int, int]) -> None:
     # The person judges the decoded PNG: it must be the frame, pixel for pixel, whatever its
     # content (noise defeats any shortcut a flat image would allow).
