@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import itertools
 import os
 import shutil
 import statistics
@@ -80,7 +81,7 @@ def p95(samples: list[float]) -> float:
 
 
 def script(steps: int) -> list[Reply]:
-    """`steps` replies of a click (on the terminals, which ignore it) and a screenshot; then done."""
+    """`steps` replies of a click (on a terminal, which ignores it) and a screenshot; then done."""
     replies = [
         Reply(
             text="Clicking, then looking.",
@@ -95,7 +96,7 @@ def script(steps: int) -> list[Reply]:
 
 
 def gaps(stamps: list[float]) -> list[float]:
-    return [later - earlier for earlier, later in zip(stamps, stamps[1:], strict=False)]
+    return [later - earlier for earlier, later in itertools.pairwise(stamps)]
 
 
 class TimedJob(AgentJob):
@@ -170,8 +171,10 @@ def run_ours(controller: Controller, model: FakeModel, steps: int) -> list[float
             },
         )
     )
+    services = controller.runner.agents
+    assert services is not None, "the controller has no agent services"
     job = TimedJob(
-        services=controller.runner.agents,
+        services=services,
         task=task,
         plan=FolderPlan(requested=(), mounts=(), user=None),
         policy=Policy(default=Decision.ALLOW),
