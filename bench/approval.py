@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import socket
 import statistics
 import sys
@@ -195,6 +196,7 @@ def main() -> None:
     listener.join(10)
     server.should_exit = True
     thread.join(30)
+    shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":
