@@ -34,7 +34,6 @@ import struct
 import time
 import zlib
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Protocol
@@ -218,19 +217,6 @@ def _chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
-def request_images(
-    frame: Image.Image, tool: str, member: str, screen_input: Mapping[str, Any]
-) -> tuple[bytes, bytes]:
-    """The screenshot and its annotated copy as PNG, made side by side.
-
-    Both sit on the path from asking to the request being visible; zlib and Pillow release the
-    GIL, so with a core free the pair takes about as long as the annotated copy alone.
-    """
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        annotated = pool.submit(lambda: png(annotate(frame, tool, member, screen_input)))
-        return png(frame), annotated.result()
-
-
 def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:limit] + f"… [{len(text) - limit} more]"
 
@@ -379,11 +365,6 @@ class Confirmer:
         replaces: int | None = None
         replaced_because: str | None = None
         for _attempt in range(self.max_reasks + 1):
-            screenshot_png, annotated_png = (
-                request_images(frame, tool, member, screen_input)
-                if frame is not None
-                else (None, None)
-            )
             now = self.clock()
             request = ApprovalRequest(
                 task_id=self.task_id,
@@ -394,8 +375,10 @@ class Confirmer:
                 description=description,
                 model_reason=model_reason,
                 policy_rule=rule,
-                screenshot_png=screenshot_png,
-                annotated_png=annotated_png,
+                screenshot_png=png(frame) if frame is not None else None,
+                annotated_png=(
+                    png(annotate(frame, tool, member, screen_input)) if frame is not None else None
+                ),
                 created_at=now,
                 expires_at=now + self.timeout_s,
                 replaces=replaces,
