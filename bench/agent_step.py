@@ -19,6 +19,9 @@ this one process, against the same fake model and the same `anthropic` client:
 
 A step is the time from one model reply reaching the loop to the next: the calls, their results
 sent back, the fake's answer. Both loops send the same images, so the difference is our cost.
+Where ours goes is shown below the figures: the median of each part per call, and its calls per
+step (the screen capture with its encoding, each xdotool run, each step recorded, the results'
+images stored).
 """
 
 from __future__ import annotations
@@ -51,11 +54,12 @@ from anthropic.types.beta import (  # noqa: E402
     BetaComputerScreenshotInput,
 )
 
+from computer_use.agent import loop  # noqa: E402
 from computer_use.agent.loop import agent_client  # noqa: E402
 from computer_use.approval.policy import Decision, Policy  # noqa: E402
 from computer_use.screen.x11 import X11Screen  # noqa: E402
 from computer_use.testing.fake_model import FakeModel, Reply, ToolCall  # noqa: E402
-from controller.agent_runner import AgentJob  # noqa: E402
+from controller.agent_runner import AgentJob, TaskSteps  # noqa: E402
 from controller.folders import FolderPlan  # noqa: E402
 from controller.service import Controller, make_private  # noqa: E402
 from controller.settings import load_settings  # noqa: E402
@@ -93,6 +97,34 @@ def script(steps: int) -> list[Reply]:
         for index in range(steps)
     ]
     return [*replies, Reply(text="Done.")]
+
+
+class Parts:
+    """Times the parts of our step, by wrapping the methods that do them."""
+
+    def __init__(self) -> None:
+        self.calls: dict[str, list[float]] = {}
+        self.on = False
+
+    def wrap(self, owner: Any, name: str, label: str) -> None:
+        method = getattr(owner, name)
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                if self.on:
+                    self.calls.setdefault(label, []).append(time.perf_counter() - started)
+
+        setattr(owner, name, timed)
+
+
+PARTS = Parts()
+PARTS.wrap(X11Screen, "capture", "capture + encode (mss, JPEG)")
+PARTS.wrap(X11Screen, "_run", "xdotool run")
+PARTS.wrap(TaskSteps, "record", "step recorded (a transaction)")
+PARTS.wrap(loop, "summarise_results", "results summarised, images stored")
 
 
 def gaps(stamps: list[float]) -> list[float]:
@@ -229,7 +261,9 @@ def main() -> None:
         screen.close()
         for run in range(args.runs + 1):  # the first run of each warms up, untimed
             base = run_baseline(shot, model, args.steps)
+            PARTS.on = run > 0
             ours = run_ours(controller, model, args.steps)
+            PARTS.on = False
             if run:
                 samples["baseline"] += base
                 samples["ours"] += ours
@@ -250,6 +284,10 @@ def main() -> None:
         f"{(tails['ours'] - tails['baseline']) * 1000:>10.1f}   (goal: median <= 60 ms)"
     )
     print(f"ratio ours / baseline (median): {medians['ours'] / medians['baseline']:.1f}x")
+    print(f"\n{'where ours goes':<36}{'median ms':>11}{'per step':>10}")
+    for label, values in PARTS.calls.items():
+        per_step = len(values) / len(samples["ours"])
+        print(f"{label:<36}{statistics.median(values) * 1000:>11.1f}{per_step:>10.1f}")
 
 
 if __name__ == "__main__":
