@@ -473,8 +473,29 @@ class ChromiumBrowser(BetaAbstractBrowserToolset20260801):
         return session
 
     def to_screen(self, member: str, input: Any) -> dict[str, Any]:
-        """The input with its coordinate targets in capture pixels."""
-        return scaled(input, DEVICE_SCALE)
+        """The input with its coordinate targets in capture pixels, and an element target's
+        centre as `coordinate`, so the card marks where a click by reference lands."""
+        out = scaled(input, DEVICE_SCALE)
+        target = out.get("target")
+        if isinstance(target, dict) and target.get("type") == "ref" and "coordinate" not in out:
+            point = self._ref_centre(str(target.get("ref", "")))
+            if point is not None:
+                out["coordinate"] = [round(v * DEVICE_SCALE) for v in point]
+        return out
+
+    def _ref_centre(self, ref: str) -> tuple[float, float] | None:
+        """Where Playwright clicks an element: the centre of its box (None when not found; the
+        call then fails on its own, with the reason, when it runs)."""
+        from playwright.sync_api import Error as PlaywrightError
+
+        tab = self._judged if self._judged in self._tabs else self._active
+        try:
+            box = self._locator(self._page(tab), ref).bounding_box(timeout=1000)
+        except (PlaywrightError, ToolError):
+            return None
+        if box is None:
+            return None
+        return (box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
 
     def _confirm_on_page(self, context: BetaConfirmContext) -> bool:
         """The SDK's hook: `confirm` with the tab's live URL, again if the page moved since."""

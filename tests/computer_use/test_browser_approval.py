@@ -8,6 +8,7 @@ Messages API, the real `Confirmer` and policy; only the person is a script (`Per
 from __future__ import annotations
 
 import io
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -32,7 +33,7 @@ from computer_use.approval.gate import (
 from computer_use.approval.policy import Decision, Policy, default_policy
 from computer_use.browser.domains import AllowedDomains
 from computer_use.browser.toolset import CHROMIUM, ChromiumBrowser, LocalChromium
-from computer_use.testing.fake_model import FakeModel, Reply, ToolCall
+from computer_use.testing.fake_model import FakeModel, ModelRequest, Reply, ToolCall
 from controller.agent_runner import FolderPolicy
 
 RESOLVER_RULES = "--host-resolver-rules=MAP *.good.test 127.0.0.1, MAP *.bad.test 127.0.0.1"
@@ -226,6 +227,37 @@ def test_a_browser_click_is_asked_on_the_page_with_a_marker_where_it_lands(
     # The request names the page the click happens on.
     assert request.screen_input["tab_url"] == page
     assert request.description == f"Click at {BUTTON} on {page}"
+    assert shop.clicks == [shop.host("shop.good.test")]
+
+
+def click_pay_by_reference(request: ModelRequest) -> Reply:
+    """The model clicks the button the outline named, by its reference."""
+    outline = text_of(dict(request.tool_results()[-1]))
+    match = re.search(r'button "Pay" \[(ref_\w+)\]', outline)
+    assert match, outline
+    target = {"type": "ref", "ref": match[1]}
+    return Reply(tool_calls=[ToolCall("left_click", {"target": target}, "browser")])
+
+
+def test_a_click_by_element_reference_is_marked_where_the_element_is(
+    shop: Shop, fake_model: FakeModel
+) -> None:
+    fake_model.add(
+        Reply(tool_calls=[navigate(shop.url("shop.good.test"))]),
+        Reply(tool_calls=[ToolCall("read_page", {"filter": "interactive"}, "browser")]),
+        click_pay_by_reference,
+        Reply(text="Paid."),
+    )
+    person = Person()
+    run(fake_model, ASK_ALL, person, lambda browser: None)
+
+    [request] = person.of("left_click")
+    assert request.input["target"]["type"] == "ref"
+    # The element's centre, where Playwright clicks it: the card marks it.
+    assert list(request.screen_input["coordinate"]) == list(BUTTON)
+    marked = image(request.annotated_png)
+    ring = [marked.getpixel((BUTTON[0] + dx, BUTTON[1])) for dx in range(-40, 41)]
+    assert any(near(p, MARK, 30) for p in ring), "no marker on the element"
     assert shop.clicks == [shop.host("shop.good.test")]
 
 
