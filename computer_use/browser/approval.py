@@ -6,7 +6,8 @@
   `Page.captureScreenshot`), so a request carries the page the person judges, the annotation
   marks where a click lands on it, and the gate compares it again just before the action;
 - `to_screen(member, input)`: the model's coordinates (screenshot pixels, which are viewport
-  pixels) in capture pixels;
+  pixels) in capture pixels, and for an element target (`ref_7`) the centre of its box, where
+  Playwright will click, as `coordinate`: the card marks it and the gate compares around it;
 - the tab's URL, read live from the browser process when the call is confirmed: the policy
   judges it (`domain` rules apply to a click on a page, not only to the URL a `navigate` opens),
   and `PageGate` writes it on every request (`screen_input["tab_url"]` and the description), so
@@ -14,9 +15,9 @@
 
 The URL is also bound: an approval is for a page at one address. If the tab's URL changed
 between the request and the action (a redirect, a `pushState`, a page that looks the same on
-another host), the call is confirmed again, with the policy judging the new address and a new
-request replacing the approved one. What is left open: as for the screen, the last check and the
-action are milliseconds apart, not atomic.
+another host; a new `#fragment` alone does not count), the call is confirmed again, with the
+policy judging the new address and a new request replacing the approved one. What is left open:
+as for the screen, the last check and the action are milliseconds apart, not atomic.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any
+from urllib.parse import urldefrag
 
 from computer_use.approval.annotate import shorten
 from computer_use.approval.gate import ApprovalGate, ApprovalOutcome, ApprovalRequest, OutcomeKind
@@ -39,6 +41,12 @@ POINT_KEYS = ("from", "target")
 def on_page(description: str, url: str | None) -> str:
     """`Click at (10, 20)` → `Click at (10, 20) on https://example.com/`."""
     return f"{description} on {shorten(url or 'a blank page', DESCRIBED_URL_CHARS)}"
+
+
+def same_page(a: str | None, b: str | None) -> bool:
+    """Whether two URLs name the same document: a `#fragment` alone (a SPA's anchor, a video's
+    timestamp) loads nothing new and moves no host, so it does not void an approval."""
+    return (urldefrag(a).url if a else a) == (urldefrag(b).url if b else b)
 
 
 def scaled(input: Mapping[str, Any], scale: float) -> dict[str, Any]:
@@ -93,4 +101,4 @@ class PageGate:
         return outcome
 
 
-__all__ = ["MAX_URL_REASKS", "PageBinding", "PageGate", "on_page", "scaled"]
+__all__ = ["MAX_URL_REASKS", "PageBinding", "PageGate", "on_page", "same_page", "scaled"]

@@ -90,7 +90,13 @@ from PIL import Image
 
 from computer_use.approval.gate import ApprovalGate, Confirmer
 from computer_use.browser import page as browser_page
-from computer_use.browser.approval import MAX_URL_REASKS, PageBinding, PageGate, scaled
+from computer_use.browser.approval import (
+    MAX_URL_REASKS,
+    PageBinding,
+    PageGate,
+    same_page,
+    scaled,
+)
 from computer_use.browser.domains import AllowedDomains, typed_url
 from computer_use.browser.fence import Refusal, RequestFence
 
@@ -515,7 +521,7 @@ class ChromiumBrowser(BetaAbstractBrowserToolset20260801):
                     return False
                 now = self.tab_url(tab) or context.tab_url
                 seen = [url, *(approved for _, approved in binding.approved)]
-                if all(u == now for u in seen):
+                if all(same_page(u, now) for u in seen):
                     return True
                 request_id, was = binding.approved[-1] if binding.approved else (None, url)
                 moved = (request_id, f"the page moved from {was} to {now} after approval")

@@ -31,6 +31,7 @@ from computer_use.approval.gate import (
     ToolCall as GateCall,
 )
 from computer_use.approval.policy import Decision, Policy, default_policy
+from computer_use.browser.approval import same_page
 from computer_use.browser.domains import AllowedDomains
 from computer_use.browser.toolset import CHROMIUM, ChromiumBrowser, LocalChromium
 from computer_use.testing.fake_model import FakeModel, ModelRequest, Reply, ToolCall
@@ -393,3 +394,10 @@ def test_the_folder_policy_judges_a_browser_call_by_its_tab_url() -> None:
         GateCall("browser", "screenshot", {}, "https://www.bad.test/")
     )
     assert read.decision is Decision.ALLOW
+
+
+def test_only_a_new_fragment_keeps_the_approved_page() -> None:
+    assert same_page("https://a.test/p#top", "https://a.test/p#t=30")
+    assert not same_page("https://a.test/p", "https://a.test/q")
+    assert not same_page("https://a.test/p", "https://a.test.evil.test/p")
+    assert not same_page(None, "https://a.test/")
