@@ -38,9 +38,11 @@ MAX_URL_REASKS = 3
 POINT_KEYS = ("from", "target")
 
 
-def on_page(description: str, url: str | None) -> str:
-    """`Click at (10, 20)` → `Click at (10, 20) on https://example.com/`."""
-    return f"{description} on {shorten(url or 'a blank page', DESCRIBED_URL_CHARS)}"
+def on_page(description: str, member: str, url: str | None) -> str:
+    """`Click at (10, 20)` → `Click at (10, 20) on https://example.com/`; a `navigate` leaves
+    its page (`Open https://b.example/ from https://a.example/`)."""
+    page = "a blank tab" if url in (None, "", "about:blank") else shorten(url, DESCRIBED_URL_CHARS)
+    return f"{description} {'from' if member == 'navigate' else 'on'} {page}"
 
 
 def same_page(a: str | None, b: str | None) -> bool:
@@ -89,7 +91,7 @@ class PageGate:
         binding = self.binding
         changes: dict[str, Any] = {
             "screen_input": {**req.screen_input, "tab_url": url},
-            "description": on_page(req.description, url),
+            "description": on_page(req.description, req.member, url),
         }
         if binding is not None and binding.moved is not None and req.replaces is None:
             # A re-confirmation because the approved page moved: it replaces that approval.

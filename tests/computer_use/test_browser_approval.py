@@ -212,6 +212,9 @@ def test_a_browser_click_is_asked_on_the_page_with_a_marker_where_it_lands(
     person = Person()
     run(fake_model, ASK_ALL, person, lambda browser: None)
 
+    [opening] = person.of("navigate")
+    assert opening.description == f"Open {page} from a blank tab"
+
     [request] = person.of("left_click")
     shot = image(request.screenshot_png)
     # The screenshot the person judges is the page: the red button under the click.
