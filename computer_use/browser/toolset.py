@@ -26,8 +26,8 @@ need no mapping.
 Approvals (`browser.approval`): the SDK calls `confirm` with the tab the call targets as of its
 last report; this toolset hands it on with the tab's URL read live from the browser, offers
 `capture()` (that tab through DevTools `Page.captureScreenshot`) and `to_screen()` for the
-`Confirmer`, and `page_gate()` to write the URL on each request. After an approval, a tab whose
-URL changed is confirmed again before the call runs.
+`Confirmer`, and a gate that writes the URL on each request (`bind_confirmer()` sets all three).
+After an approval, a tab whose URL changed is confirmed again before the call runs.
 
 Playwright's sync API is bound to the thread that started it: start, call and close the toolset
 from one thread (the tool runner's), outside any asyncio loop.

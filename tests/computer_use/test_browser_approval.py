@@ -342,6 +342,43 @@ def test_a_page_that_moves_to_another_address_after_approval_is_judged_again(
     assert shop.clicks == []
 
 
+def test_an_approval_is_for_one_address_a_look_alike_elsewhere_is_asked_again(
+    shop: Shop, fake_model: FakeModel
+) -> None:
+    fake_model.add(
+        Reply(tool_calls=[navigate(shop.url("shop.good.test"))]),
+        Reply(text="Paying.", tool_calls=[click(*BUTTON)]),
+        Reply(text="Paid."),
+    )
+    person = Person()
+    browser_of: list[ChromiumBrowser] = []
+
+    def page_moves(req: ApprovalRequest) -> None:
+        if req.member != "left_click":
+            person.while_looking = page_moves
+            return
+        # Same pixels, another address: only the URL tells them apart.
+        shop.go = shop.host("www2.good.test")
+        before = image(req.screenshot_png)
+        wait_for(
+            lambda: (
+                "www2.good.test" in (browser_of[0].tab_url() or "")
+                and ImageChops.difference(before, browser_of[0].capture()).getbbox() is None
+            ),
+            "the page to move and draw the same pixels",
+        )
+
+    person.while_looking = page_moves
+    run(fake_model, ASK_ALL, person, browser_of.append)
+
+    first, second = person.of("left_click")
+    assert first.screen_input["tab_url"] == shop.url("shop.good.test")
+    assert second.screen_input["tab_url"] == shop.url("www2.good.test")
+    assert second.replaces == 1 + person.requests.index(first)
+    assert second.replaced_because and "www2.good.test" in second.replaced_because
+    assert shop.clicks == [shop.host("www2.good.test")]
+
+
 def test_a_domain_deny_rule_refuses_a_click_on_a_page_of_that_domain(
     shop: Shop, fake_model: FakeModel
 ) -> None:
