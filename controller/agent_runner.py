@@ -66,15 +66,19 @@ STEP_TEXT_CHARS = 16_000
 
 @dataclass(frozen=True)
 class FolderPolicy:
-    """The gate's policy protocol over `computer_use.approval.policy`, with the folder modes."""
+    """The gate's policy protocol over `computer_use.approval.policy`, with the folder modes
+    and, for a browser call, its tab's URL."""
 
     policy: AnyPolicy
     folders: tuple[FolderMode, ...]
 
     def decide(self, call: ToolCall) -> Verdict:
-        return self.policy.decide(
-            Call(call.tool, call.member, dict(call.input), folders=self.folders)
-        )
+        input = dict(call.input)
+        if call.tool == "browser" and "url" not in input:
+            # A browser call acts on its tab's page: `domain` rules judge that page's host
+            # (`Call` takes it as `input["url"]`; a `navigate` keeps the URL it opens).
+            input["url"] = call.tab_url
+        return self.policy.decide(Call(call.tool, call.member, input, folders=self.folders))
 
 
 class StoreGate:
