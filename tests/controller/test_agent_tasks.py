@@ -43,6 +43,13 @@ def test_an_agent_task_runs_to_its_answer_with_steps_tokens_and_memory(
         api, "Remember that I like tea.", tools=["memory"], model="claude-sonnet-4-6"
     )
     assert task["kind"] == "agent" and task["agent"]["tools"] == ["memory"]
+    # Writing to memory asks: the card shows the path and the text to store.
+    api.wait_task(task["id"], ("waiting_for_approval",), timeout_s=30)
+    request = api.get("/api/v1/approvals?state=pending").json()[0]
+    assert (request["tool"], request["member"]) == ("memory", "create")
+    assert "/memories/tea.md" in request["description"] and "likes tea" in request["description"]
+    assert api.get("/api/v1/memory").json() == []  # nothing stored before the decision
+    api.post(f"/api/v1/approvals/{request['id']}/decision", json={"decision": "approve"})
     done = api.wait_task(task["id"], timeout_s=30)
     assert done["status"] == "succeeded", done
     assert done["final_answer"] == "Done: I will remember you like tea."
@@ -218,7 +225,11 @@ def test_submit_agent_prints_the_steps_and_the_answer_and_logs_shows_them(
     make_settings: Callable[..., Settings], fake_model: FakeModel
 ) -> None:
     settings = replace(
-        make_settings(), anthropic_api_key="test-key", anthropic_base_url=fake_model.url
+        make_settings(),
+        anthropic_api_key="test-key",
+        anthropic_base_url=fake_model.url,
+        # The owner's choice: memory writes run without asking (the default asks).
+        policy={"rules": [{"tool": "memory", "decision": "allow"}]},
     )
     server = LiveServer(settings, FakeFactory())
     server.start()

@@ -285,7 +285,8 @@ def test_display_host_without_a_display_gets_an_xvfb_of_its_own(
     )
     policy = write(
         tmp_path / "policy.yaml",
-        "rules: [{tool: computer, member: screenshot, decision: allow}]\n",
+        # On a host display an allow must name it (a rule for the sandbox's desktop asks there).
+        "rules: [{tool: computer, member: screenshot, match: {display: host}, decision: allow}]\n",
     )
     environ = {k: v for k, v in fake_model.environ().items()}
     saved = os.environ.pop("DISPLAY", None)
