@@ -57,6 +57,12 @@ DEVICE = {
     ("GET", "/api/v1/memory/{path}"),
     ("PUT", "/api/v1/memory/{path}"),
     ("DELETE", "/api/v1/memory/{path}"),
+    # A device manages its own Web Push subscriptions (tests/controller/notify).
+    ("GET", "/api/v1/push/key"),
+    ("GET", "/api/v1/push/subscriptions"),
+    ("POST", "/api/v1/push/subscriptions"),
+    ("DELETE", "/api/v1/push/subscriptions/{subscription_id}"),
+    ("POST", "/api/v1/push/test"),
 }
 
 

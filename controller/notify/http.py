@@ -1,0 +1,34 @@
+"""What ntfy and the webhook share: one httpx client, and an answer turned into a result."""
+
+from __future__ import annotations
+
+import contextlib
+
+import httpx
+
+from controller.notify.errors import DeliveryFailed
+
+TIMEOUT_S = 10.0
+
+
+def client() -> httpx.Client:
+    # trust_env=False: no proxy or .netrc credentials from the environment go to a receiver.
+    return httpx.Client(timeout=TIMEOUT_S, trust_env=False, follow_redirects=False)
+
+
+def post(http: httpx.Client, what: str, url: str, **kwargs: object) -> None:
+    """POST and accept any 2xx.
+
+    Raises:
+        DeliveryFailed: unreachable, timed out, or any other answer (with Retry-After kept).
+    """
+    try:
+        response = http.post(url, **kwargs)  # type: ignore[arg-type]
+    except httpx.HTTPError as exc:
+        raise DeliveryFailed(f"{what} is unreachable ({type(exc).__name__})") from None
+    if response.is_success:
+        return
+    retry_after: float | None = None
+    with contextlib.suppress(ValueError):
+        retry_after = float(response.headers.get("Retry-After", ""))
+    raise DeliveryFailed(f"{what} answered {response.status_code}", retry_after_s=retry_after)
