@@ -68,6 +68,10 @@ class Notifications:
         self.store.routes = tuple(
             Route(n.name, n.events, n.fan_out) for n in self.notifiers.values()
         )
+        if self.store.db.is_sqlite:
+            # One controller per SQLite database: a row leased by a sender that died with the
+            # last process is tried now, not when its lease runs out.
+            self.store.release_leases()
         removed = self.store.purge_revoked()
         if removed:
             log.info("removed %d push subscription(s) of revoked devices", removed)

@@ -4,8 +4,12 @@ An event that notifies (an approval request; a task that succeeded, failed or wa
 gets its outbox rows in its own transaction (`on_event`, an `EventLog` watcher): one per
 notifier, and one per subscription for Web Push. A sender claims due rows (`claim`), which
 pushes their `next_at` one lease ahead, and marks each sent, retried or dropped. A row marked
-sent is never sent again, so after a restart only the rows never marked are; a sender that died
-mid-try leaves its row to be tried again when the lease runs out.
+sent is never sent again, so after a restart only the rows never marked are. The one window
+left: a controller killed after a receiver accepted a message but before the mark committed
+sends it again (at least once, never lost); for that case every message carries its event id
+(Web Push as its Topic, which makes the push service replace an undelivered copy; the webhook
+as X-Dispatch-Delivery). A row leased by a dead sender is tried again when the lease runs out,
+or at once when a single controller (SQLite) restarts.
 """
 
 from __future__ import annotations
@@ -214,6 +218,22 @@ class NotificationStore:
                 row.attempts += 1
                 row.next_at = now + LEASE_S
             return rows
+
+    def release_leases(self, now: float | None = None) -> int:
+        """Make every unsent row due now: at start-up, when no other sender can hold one (a
+        single controller's SQLite database). Returns how many were waiting."""
+        now = time.time() if now is None else now
+        with self.db.write() as session:
+            result = session.execute(
+                update(Notification)
+                .where(
+                    Notification.sent_at.is_(None),
+                    Notification.dropped_at.is_(None),
+                    Notification.next_at > now,
+                )
+                .values(next_at=now)
+            )
+            return int(result.rowcount)  # type: ignore[attr-defined]
 
     def next_due(self) -> float | None:
         """When the earliest unsent row is due, or None if there is none."""
