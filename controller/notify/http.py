@@ -3,12 +3,26 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import logging
 
 import httpx
 
 from controller.notify.errors import DeliveryFailed
 
 TIMEOUT_S = 10.0
+_sending: contextvars.ContextVar[bool] = contextvars.ContextVar("notify_sending", default=False)
+
+
+class _QuietWhileSending(logging.Filter):
+    """Keep httpx's request lines out of the log for notifier requests: a receiver's URL may
+    carry a secret (many webhook services put one in the path)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not _sending.get()
+
+
+logging.getLogger("httpx").addFilter(_QuietWhileSending())
 
 
 def client() -> httpx.Client:
@@ -22,10 +36,13 @@ def post(http: httpx.Client, what: str, url: str, **kwargs: object) -> None:
     Raises:
         DeliveryFailed: unreachable, timed out, or any other answer (with Retry-After kept).
     """
+    token = _sending.set(True)
     try:
         response = http.post(url, **kwargs)  # type: ignore[arg-type]
     except httpx.HTTPError as exc:
         raise DeliveryFailed(f"{what} is unreachable ({type(exc).__name__})") from None
+    finally:
+        _sending.reset(token)
     if response.is_success:
         return
     retry_after: float | None = None

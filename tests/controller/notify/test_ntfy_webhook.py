@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import itertools
 import json
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -85,6 +86,18 @@ def test_a_failing_receiver_is_retried_and_the_task_finishes_meanwhile(
     gaps = [later - earlier for earlier, later in itertools.pairwise(tries)]
     assert gaps[0] >= 0.7 and gaps[1] >= 1.5, gaps
     assert all(r.body == delivered[0].body for r in receiver.refused)
+
+
+def test_the_webhook_url_stays_out_of_the_log(
+    start_api: Callable[..., Api], receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    api = start_api(f'[notify.webhook]\nurl = "{receiver.url}/hooks/T0/B0/secretpath"\n')
+    task = api.submit(["echo", "hi"])
+    api.wait_task(task["id"])
+    wait_until(lambda: receiver.requests, 10, "the webhook")
+    api.get("/api/v1/tasks")  # httpx in the same process still logs its own requests
+    assert "secretpath" not in caplog.text
 
 
 def test_an_unreachable_receiver_is_logged_and_nothing_else_waits(
