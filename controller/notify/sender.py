@@ -47,6 +47,9 @@ class Sender:
         self.store = store
         self.notifiers = dict(notifiers)
         self._wake = threading.Event()
+        # Rows this process just added, already leased to it: sent without claiming.
+        self._handed: list[int] = []
+        self._handed_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._pool: ThreadPoolExecutor | None = None
@@ -66,6 +69,12 @@ class Sender:
         """Look at the outbox now (safe from any thread, cheap)."""
         self._wake.set()
 
+    def hand(self, ids: list[int]) -> None:
+        """Send these rows, added and leased to this process, now (from any thread)."""
+        with self._handed_lock:
+            self._handed.extend(ids)
+        self._wake.set()
+
     def stop(self, timeout_s: float = 5.0) -> None:
         """Stop taking rows; tries in flight get `timeout_s` to finish (unfinished rows are
         retried after the next start, when their lease runs out)."""
@@ -81,7 +90,12 @@ class Sender:
     def _run(self) -> None:
         while not self._stop.is_set():
             self._wake.clear()
+            with self._handed_lock:
+                handed, self._handed = self._handed, []
             try:
+                for row in self.store.leased(handed) if handed else ():
+                    assert self._pool is not None
+                    self._pool.submit(self._deliver, row)
                 rows = self.store.claim()
                 for row in rows:
                     assert self._pool is not None

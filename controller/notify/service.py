@@ -37,7 +37,7 @@ class Notifications:
         self.store = NotificationStore(db, settings.url)
         self.notifiers: dict[str, Notifier] = {}
         self.sender = Sender(self.store, {})
-        self.store.on_added(self.sender.wake)
+        self.store.on_added(self.sender.hand)
         events.watch(self.store.on_event)
         auth.on_revoke(self._revoked)
         self.webpush: Notifier | None = None

@@ -2,8 +2,10 @@
 
 An event that notifies (an approval request; a task that succeeded, failed or was interrupted)
 gets its outbox rows in its own transaction (`on_event`, an `EventLog` watcher): one per
-notifier, and one per subscription for Web Push. A sender claims due rows (`claim`), which
-pushes their `next_at` one lease ahead, and marks each sent, retried or dropped. A row marked
+notifier, and one per subscription for Web Push, leased to this process's sender and handed
+to it once the transaction commits. Later tries, and rows whose sender died, are claimed
+(`claim`), which pushes their `next_at` one lease ahead; each row is marked sent, retried or
+dropped. A row marked
 sent is never sent again, so after a restart only the rows never marked are. The one window
 left: a controller killed after a receiver accepted a message but before the mark committed
 sends it again (at least once, never lost); for that case every message carries its event id
@@ -35,7 +37,7 @@ SUMMARY_CHARS = 120
 DETAIL_CHARS = 300
 # task.state statuses that notify, as the event names of settings.NOTIFY_EVENTS.
 NOTIFYING_STATUSES = {"succeeded", "failed", "interrupted"}
-INSERT_NOTIFICATION = insert(Notification)
+INSERT_NOTIFICATION = insert(Notification).returning(Notification.id)
 
 
 @dataclass(frozen=True)
@@ -135,17 +137,19 @@ class NotificationStore:
         self.db = db
         self.base_url = base_url.rstrip("/")
         self.routes: tuple[Route, ...] = ()
-        self._added_hooks: list[Callable[[], None]] = []
+        self._added_hooks: list[Callable[[list[int]], None]] = []
         db.on_commit(self._after_commit)
 
-    def on_added(self, hook: Callable[[], None]) -> None:
-        """Call `hook()` after a transaction that added notifications commits."""
+    def on_added(self, hook: Callable[[list[int]], None]) -> None:
+        """Call `hook(ids)` after a transaction that added notifications commits; the rows
+        are leased to this process's sender already (see `on_event`)."""
         self._added_hooks.append(hook)
 
     def _after_commit(self, session: Session) -> None:
-        if session.info.pop("notifications_added", False):
+        added = session.info.pop("notifications_added", None)
+        if added:
             for hook in self._added_hooks:
-                hook()
+                hook(added)
 
     # --- inside an event's transaction ---------------------------------------------------
 
@@ -180,14 +184,16 @@ class NotificationStore:
                     "target": target,
                     "payload": payload,
                     "created_at": now,
-                    "next_at": now,
-                    "attempts": 0,
+                    # Leased to this process's sender from the start, and handed to it when
+                    # the transaction commits: the first try costs no transaction of its own.
+                    "next_at": now + LEASE_S,
+                    "attempts": 1,
                 }
                 for target in targets
             )
         if rows:
-            session.connection().execute(INSERT_NOTIFICATION, rows)
-            session.info["notifications_added"] = True
+            ids = session.connection().execute(INSERT_NOTIFICATION, rows).scalars().all()
+            session.info.setdefault("notifications_added", []).extend(ids)
 
     def _live_subscription_ids(self, session: Session) -> list[int]:
         query = (
@@ -218,6 +224,16 @@ class NotificationStore:
                 row.attempts += 1
                 row.next_at = now + LEASE_S
             return rows
+
+    def leased(self, ids: Sequence[int]) -> list[Notification]:
+        """Rows just added by this process (already leased to it), still unsent."""
+        with self.db.read() as session:
+            query = select(Notification).where(
+                Notification.id.in_(ids),
+                Notification.sent_at.is_(None),
+                Notification.dropped_at.is_(None),
+            )
+            return list(session.scalars(query.order_by(Notification.id)))
 
     def release_leases(self, now: float | None = None) -> int:
         """Make every unsent row due now: at start-up, when no other sender can hold one (a

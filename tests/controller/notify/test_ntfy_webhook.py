@@ -79,8 +79,10 @@ def test_a_failing_receiver_is_retried_and_the_task_finishes_meanwhile(
     assert not receiver.requests
     delivered = wait_until(lambda: receiver.requests, 15, "a retry to succeed")
     assert len(receiver.refused) == 2 and len(delivered) == 1
-    (row,) = api.controller.notify.store.rows()
-    assert row.attempts == 3 and row.sent_at is not None and row.last_error is None
+    (row,) = wait_until(
+        lambda: [r for r in api.controller.notify.store.rows() if r.sent_at], 10, "the sent mark"
+    )
+    assert row.attempts == 3 and row.last_error is None
     # Retried with backoff: about 1 s, then about 2 s.
     tries = [r.at for r in [*receiver.refused, *delivered]]
     gaps = [later - earlier for earlier, later in itertools.pairwise(tries)]

@@ -92,7 +92,9 @@ def test_an_approval_request_and_a_finished_task_reach_the_phone_encrypted(
         "approval.requested",
         "task.succeeded",
     ]
-    assert api.controller.notify.store.subscriptions(2)[0].last_sent_at is not None
+    wait_until(
+        lambda: api.controller.notify.store.subscriptions(2)[0].last_sent_at, 10, "last_sent_at"
+    )
     assert not push_service.errors
 
 
