@@ -80,6 +80,8 @@ class PushStandIn:
                 self.send_response(201)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
+                if payload["approval"] is None:
+                    return  # the task's own notices (it is interrupted at the end)
                 with owner.changed:
                     owner.arrived.setdefault(payload["approval"]["id"], []).append(at)
                     owner.changed.notify_all()
