@@ -32,15 +32,30 @@ router = APIRouter(
 SubscriptionId = Annotated[int, PathParam(ge=1, le=MAX_ID)]
 
 
+# The patterns are documented, and checked by `_check` with messages that say what is wrong.
 class PushKeys(Strict):
-    p256dh: str = Field(max_length=200, description="The browser's P-256 public key, base64url.")
-    auth: str = Field(max_length=100, description="The browser's auth secret, base64url.")
+    # An uncompressed P-256 point (65 bytes, the first 0x04) and a 16-byte secret, base64url.
+    p256dh: str = Field(
+        max_length=200,
+        json_schema_extra={"pattern": r"^B[A-P][A-Za-z0-9_-]{85}=?$"},
+        description="The browser's P-256 public key, base64url.",
+    )
+    auth: str = Field(
+        max_length=100,
+        json_schema_extra={"pattern": r"^[A-Za-z0-9_-]{22}(==)?$"},
+        description="The browser's auth secret, base64url.",
+    )
 
 
 class PushSubscriptionIn(Strict):
     """The browser's `PushSubscription.toJSON()`, as it is."""
 
-    endpoint: str = Field(max_length=2048, description="The push service URL.")
+    endpoint: str = Field(
+        max_length=2048,
+        json_schema_extra={"pattern": r"^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[^\s]*)?$"},
+        description="The push service URL. (http:// too, on a controller whose "
+        "[notify.webpush] sets allow_http_endpoints, for a push service on its machine.)",
+    )
     expirationTime: float | None = None
     keys: PushKeys
 

@@ -100,7 +100,10 @@ def default_subject(public_url: str) -> str:
 
 def check_endpoint(endpoint: str, *, allow_http: bool) -> str | None:
     """Why a subscription's endpoint is refused, or None when it is usable."""
-    parts = urlsplit(endpoint)
+    try:
+        parts = urlsplit(endpoint)
+    except ValueError:
+        return "endpoint is not a URL; send PushManager.subscribe()'s endpoint unchanged"
     usable_scheme = parts.scheme == "https" or (parts.scheme == "http" and allow_http)
     if usable_scheme and parts.hostname and not parts.username and not parts.password:
         return None

@@ -16,6 +16,7 @@ or at once when a single controller (SQLite) restarts.
 
 from __future__ import annotations
 
+import logging
 import shlex
 import time
 from collections.abc import Callable, Sequence
@@ -30,6 +31,8 @@ from controller.notify.base import Message
 from controller.store.db import Database
 from controller.store.devices import still_valid
 from controller.store.models import Device, Notification, PushSubscription, Task, Thread
+
+log = logging.getLogger(__name__)
 
 # How long a claimed row is left to its sender before another try may take it.
 LEASE_S = 60.0
@@ -162,9 +165,37 @@ class NotificationStore:
         thread_id: int | None,
         task_id: int | None,
     ) -> None:
-        """The `EventLog` watcher: queue the event's notifications in its transaction."""
+        """The `EventLog` watcher: queue the event's notifications in its transaction.
+
+        A failure here is logged and undone alone (a savepoint): it never fails the change the
+        event describes.
+        """
         if not self.routes or kind not in ("approval.requested", "task.state"):
             return
+        # The transaction's own pending changes first: their errors are not ours to swallow.
+        session.flush()
+        try:
+            # A savepoint on the connection, not `session.begin_nested()`: the session's
+            # after_commit hooks (which wake the event streams and the sender) fire for a
+            # nested session transaction too, before the real commit.
+            with session.connection().begin_nested():
+                self._queue(session, event_id, kind, data, thread_id, task_id)
+        except Exception:
+            log.exception(
+                "could not queue the notifications of event %s (%s); the event itself is kept",
+                event_id,
+                kind,
+            )
+
+    def _queue(
+        self,
+        session: Session,
+        event_id: int,
+        kind: str,
+        data: dict[str, Any],
+        thread_id: int | None,
+        task_id: int | None,
+    ) -> None:
         message = build_message(session, self.base_url, event_id, kind, data, thread_id, task_id)
         if message is None:
             return

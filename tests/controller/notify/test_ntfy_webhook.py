@@ -144,3 +144,16 @@ def test_secrets_are_not_in_the_settings_repr(workspace: Path) -> None:
     )
     assert settings.notify.ntfy is not None and settings.notify.ntfy.token == "tk_hidden"
     assert "tk_hidden" not in repr(settings) and "hidden-secret" not in repr(settings)
+
+
+def test_a_broken_outbox_never_fails_the_task(
+    start_api: Callable[..., Api], receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    api = start_api(f'[notify.webhook]\nurl = "{receiver.url}"\n')
+    with api.controller.db.engine.begin() as connection:
+        connection.exec_driver_sql("DROP TABLE notifications")
+    task = api.submit(["echo", "still runs"])
+    finished = api.wait_task(task["id"])
+    assert finished["status"] == "succeeded"
+    assert finished["output"][0]["text"] == "still runs\n"
+    assert "could not queue the notifications" in caplog.text
