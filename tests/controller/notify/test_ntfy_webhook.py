@@ -157,3 +157,16 @@ def test_a_broken_outbox_never_fails_the_task(
     assert finished["status"] == "succeeded"
     assert finished["output"][0]["text"] == "still runs\n"
     assert "could not queue the notifications" in caplog.text
+
+
+@pytest.mark.postgres
+def test_the_outbox_works_on_postgresql(
+    start_api: Callable[..., Api], receiver: Receiver, postgres_url: str
+) -> None:
+    api = start_api(f'[notify.webhook]\nurl = "{receiver.url}"\n', database_url=postgres_url)
+    receiver.statuses = [503]
+    tasks = [api.submit(["echo", str(i)], thread=f"t{i}") for i in range(3)]
+    for task in tasks:
+        api.wait_task(task["id"])
+    wait_until(lambda: len(receiver.requests) == 3, 15, "three webhooks")
+    assert sorted(r.json()["task"]["id"] for r in receiver.requests) == [t["id"] for t in tasks]
