@@ -7,8 +7,7 @@ config.toml's `[notify]` tables (see controller.settings).
 
 from __future__ import annotations
 
-import base64
-import binascii
+import re
 from datetime import datetime
 from typing import Annotated
 from urllib.parse import urlsplit
@@ -20,7 +19,7 @@ from pydantic import BaseModel, Field
 from controller.api.routes import MAX_ID, Authed, Ctl, current_device, errors, known_query_only
 from controller.api.schemas import Strict, ts
 from controller.errors import Conflict, Unprocessable
-from controller.notify.webpush import check_endpoint
+from controller.notify.webpush import ENDPOINT, check_endpoint
 from controller.service import Controller
 from controller.store.models import PushSubscription
 
@@ -30,19 +29,21 @@ router = APIRouter(
     tags=["push"],
 )
 SubscriptionId = Annotated[int, PathParam(ge=1, le=MAX_ID)]
+# An uncompressed P-256 point (65 bytes, the first 0x04) and a 16-byte secret, base64url.
+P256DH = r"B[A-P][A-Za-z0-9_-]{85}=?"
+AUTH = r"[A-Za-z0-9_-]{22}(==)?"
 
 
 # The patterns are documented, and checked by `_check` with messages that say what is wrong.
 class PushKeys(Strict):
-    # An uncompressed P-256 point (65 bytes, the first 0x04) and a 16-byte secret, base64url.
     p256dh: str = Field(
         max_length=200,
-        json_schema_extra={"pattern": r"^B[A-P][A-Za-z0-9_-]{85}=?$"},
+        json_schema_extra={"pattern": f"^{P256DH}$"},
         description="The browser's P-256 public key, base64url.",
     )
     auth: str = Field(
         max_length=100,
-        json_schema_extra={"pattern": r"^[A-Za-z0-9_-]{22}(==)?$"},
+        json_schema_extra={"pattern": f"^{AUTH}$"},
         description="The browser's auth secret, base64url.",
     )
 
@@ -52,11 +53,11 @@ class PushSubscriptionIn(Strict):
 
     endpoint: str = Field(
         max_length=2048,
-        json_schema_extra={"pattern": r"^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[^\s]*)?$"},
+        json_schema_extra={"pattern": f"^{ENDPOINT}$"},
         description="The push service URL. (http:// too, on a controller whose "
         "[notify.webpush] sets allow_http_endpoints, for a push service on its machine.)",
     )
-    expirationTime: float | None = None
+    expirationTime: float | None = Field(default=None, strict=True)
     keys: PushKeys
 
 
@@ -96,32 +97,22 @@ class TestPushOut(BaseModel):
     results: list[TestPushResult]
 
 
-def _decoded(value: str, what: str) -> bytes:
-    try:
-        return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
-    except (binascii.Error, ValueError):
-        raise Unprocessable(
-            f"keys.{what} is not base64url; send PushSubscription.toJSON() unchanged",
-            code="bad_subscription",
-        ) from None
-
-
 def _check(body: PushSubscriptionIn, c: Controller) -> None:
     refused = check_endpoint(
         body.endpoint, allow_http=c.settings.notify.webpush.allow_http_endpoints
     )
     if refused is not None:
         raise Unprocessable(refused, code="bad_subscription")
-    point = _decoded(body.keys.p256dh, "p256dh")
-    if len(point) != 65 or point[0] != 4:
+    if not re.fullmatch(P256DH, body.keys.p256dh):
         raise Unprocessable(
-            "keys.p256dh must be an uncompressed P-256 point (65 bytes); send "
+            "keys.p256dh must be an uncompressed P-256 point (65 bytes), base64url; send "
             "PushSubscription.toJSON() unchanged",
             code="bad_subscription",
         )
-    if len(_decoded(body.keys.auth, "auth")) != 16:
+    if not re.fullmatch(AUTH, body.keys.auth):
         raise Unprocessable(
-            "keys.auth must be the 16-byte auth secret; send PushSubscription.toJSON() unchanged",
+            "keys.auth must be the 16-byte auth secret, base64url; send "
+            "PushSubscription.toJSON() unchanged",
             code="bad_subscription",
         )
 

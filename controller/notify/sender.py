@@ -29,6 +29,9 @@ MAX_BACKOFF_S = 300.0
 # sharing the database, retries coming due).
 POLL_S = 5.0
 WORKERS = 4
+# Sent and dropped rows are kept this long (to look into), then deleted, once an hour.
+KEEP_S = 7 * 24 * 3600.0
+PRUNE_EVERY_S = 3600.0
 
 
 def backoff_s(attempts: int, retry_after_s: float | None = None) -> float:
@@ -88,8 +91,15 @@ class Sender:
             self._pool = None
 
     def _run(self) -> None:
+        pruned_at = 0.0
         while not self._stop.is_set():
             self._wake.clear()
+            if time.monotonic() - pruned_at > PRUNE_EVERY_S:
+                pruned_at = time.monotonic()
+                try:
+                    self.store.prune(time.time() - KEEP_S)
+                except Exception:
+                    log.exception("notifications: cannot prune the outbox")
             with self._handed_lock:
                 handed, self._handed = self._handed, []
             try:

@@ -324,6 +324,16 @@ class NotificationStore:
                 .values(dropped_at=now, last_error=why)
             )
 
+    def prune(self, before: float) -> int:
+        """Forget rows sent or dropped before `before` (they are never sent again anyway)."""
+        with self.db.write() as session:
+            result = session.execute(
+                delete(Notification).where(
+                    (Notification.sent_at < before) | (Notification.dropped_at < before)
+                )
+            )
+            return int(result.rowcount)  # type: ignore[attr-defined]
+
     def rows(self, event_id: int | None = None) -> list[Notification]:
         """The outbox (of one event), oldest first: for tests, metrics and the curious."""
         query = select(Notification).order_by(Notification.id)

@@ -170,3 +170,19 @@ def test_the_outbox_works_on_postgresql(
         api.wait_task(task["id"])
     wait_until(lambda: len(receiver.requests) == 3, 15, "three webhooks")
     assert sorted(r.json()["task"]["id"] for r in receiver.requests) == [t["id"] for t in tasks]
+
+
+def test_old_rows_are_pruned_and_unsent_ones_kept(
+    start_api: Callable[..., Api], receiver: Receiver
+) -> None:
+    receiver.statuses = [503] * 1000
+    api = start_api(f'[notify.webhook]\nurl = "{receiver.url}"\n')
+    store = api.controller.notify.store
+    tasks = [api.submit(["echo", str(i)], thread=f"t{i}") for i in range(2)]
+    for task in tasks:
+        api.wait_task(task["id"])
+    wait_until(lambda: len(store.rows()) == 2, 10, "two rows")
+    first, second = store.rows()
+    store.mark_sent(first, now=1000.0)
+    assert store.prune(before=2000.0) == 1
+    assert [r.id for r in store.rows()] == [second.id]  # unsent: kept
