@@ -99,8 +99,9 @@ def default_subject(public_url: str) -> str:
     return "mailto:dispatch@localhost"
 
 
-# What a push service's endpoint looks like: no user, no spaces (the API documents it).
-ENDPOINT = r"https://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/\S*)?"
+# What a push service's endpoint looks like: no user, printable ASCII without spaces (the API
+# documents it; written so JSON Schema's regexes and Python's read it alike).
+ENDPOINT = r"https://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[!-~]*)?"
 ENDPOINT_RE = re.compile(ENDPOINT)
 HTTP_ENDPOINT_RE = re.compile("http" + ENDPOINT[len("https") :])
 
