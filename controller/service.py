@@ -23,6 +23,7 @@ from controller.audit import AuditTrail
 from controller.auth import Auth
 from controller.disk import DiskGuard
 from controller.errors import ConfigError
+from controller.notify.service import Notifications
 from controller.settings import Settings
 from controller.store.approvals import ApprovalStore
 from controller.store.blobs import BlobStore
@@ -91,6 +92,8 @@ class Controller:
         self.auth = Auth(self.db)
         # Open event streams re-check their device as soon as one is revoked.
         self.auth.on_revoke(self.events.notify)
+        # Before any store writes events: its outbox is written in their transactions.
+        self.notify = Notifications(settings, self.db, self.events, self.auth)
         self.threads = ThreadStore(self.db, self.events)
         self.tasks = TaskStore(self.db, self.events, self.threads)
         self.blobs = BlobStore(settings.data_dir / "blobs")
@@ -135,6 +138,8 @@ class Controller:
             raise ConfigError(f"{exc}; see `dispatch audit verify --data-dir DIR`") from None
         self.db.migrate()
         self.owner_token = self.auth.ensure_owner_token(self.settings.data_dir)
+        # Before recovery, so the tasks it marks interrupted are announced.
+        self.notify.start()
         # Before the tasks: a request left pending is expired, so its action can never run
         # later without a fresh approval.
         self.approvals.recover()
@@ -151,6 +156,7 @@ class Controller:
         self.events.close()
         if self.started:
             self.runner.stop()
+        self.notify.stop()
         self.db.dispose()
         self.audit.close()
         self.started = False

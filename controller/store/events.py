@@ -9,6 +9,9 @@ also re-read the table every second, which covers events written by another cont
 the database.
 
 A stream is for one device and ends once that device is revoked, before it sends anything more.
+
+Watchers (`watch`) see every event inside its transaction: the notification outbox is written
+there, so an event and its notifications commit together or not at all.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
 import anyio.to_thread
@@ -46,6 +49,10 @@ class Holder(Protocol):
         ...
 
 
+# (session, event id, kind, data, thread id, task id), called inside the event's transaction.
+Watcher = Callable[[Session, int, str, dict[str, Any], int | None, int | None], None]
+
+
 class EventLog:
     """Appends events inside write transactions and streams them as Server-Sent Events."""
 
@@ -55,7 +62,12 @@ class EventLog:
         self._changed: asyncio.Event | None = None
         self.closed = False
         self.published = 0
+        self._watchers: list[Watcher] = []
         db.on_commit(self._after_commit)
+
+    def watch(self, watcher: Watcher) -> None:
+        """Call `watcher` for every event appended, inside the transaction that appends it."""
+        self._watchers.append(watcher)
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         """Bind to the web server's loop, where the streams wait."""
@@ -74,7 +86,7 @@ class EventLog:
     ) -> None:
         """Add an event to `session`'s transaction; streams wake when it commits."""
         session.info["events_added"] = True
-        session.connection().execute(
+        inserted = session.connection().execute(
             INSERT_EVENT,
             {
                 "created_at": time.time(),
@@ -84,6 +96,10 @@ class EventLog:
                 "data": data,
             },
         )
+        if self._watchers:
+            event_id = inserted.inserted_primary_key[0]  # type: ignore[index]
+            for watcher in self._watchers:
+                watcher(session, event_id, kind, data, thread_id, task_id)
 
     def _after_commit(self, session: Session) -> None:
         if session.info.pop("events_added", False):

@@ -215,3 +215,48 @@ class Event(Base):
     thread_id: Mapped[int | None]
     task_id: Mapped[int | None]
     data: Mapped[dict[str, Any]]
+
+
+class PushSubscription(Base):
+    """A browser's Web Push subscription (its PushSubscription JSON), held for one device."""
+
+    __tablename__ = "push_subscriptions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id"), index=True)
+    endpoint: Mapped[str] = mapped_column(String(2048), unique=True)
+    # The browser's P-256 public key and auth secret (base64url), which encrypt every payload.
+    p256dh: Mapped[str] = mapped_column(String(200))
+    auth: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[float]
+    last_sent_at: Mapped[float | None]
+
+
+class Notification(Base):
+    """The outbox: one row per event and notifier (per subscription for Web Push).
+
+    Written in the event's own transaction, marked `sent_at` once delivered: after a restart
+    only rows never marked are sent.
+    """
+
+    __tablename__ = "notifications"
+    __table_args__ = (
+        Index("ix_notifications_due", "sent_at", "next_at"),
+        Index("ix_notifications_event", "event_id", "notifier", "target", unique=True),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    event_id: Mapped[int]
+    notifier: Mapped[str] = mapped_column(String(32))
+    # Web Push: the subscription's id; "" for notifiers with one destination.
+    target: Mapped[str] = mapped_column(String(32), default="")
+    payload: Mapped[dict[str, Any]]
+    created_at: Mapped[float]
+    # When to try next; a try in progress pushes it one lease ahead, so a sender that died
+    # mid-try is retried by the next one.
+    next_at: Mapped[float]
+    attempts: Mapped[int] = mapped_column(default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    sent_at: Mapped[float | None]
+    # Set when it is given up (gone, expired, or too many tries); never tried again.
+    dropped_at: Mapped[float | None]

@@ -62,6 +62,12 @@ DEVICE = {
     ("GET", "/api/v1/audit/verify"),
     ("GET", "/api/v1/tasks/{task_id}/audit"),
     ("GET", "/api/v1/audit/screenshots/{sha256}"),
+    # A device manages its own Web Push subscriptions (tests/controller/notify).
+    ("GET", "/api/v1/push/key"),
+    ("GET", "/api/v1/push/subscriptions"),
+    ("POST", "/api/v1/push/subscriptions"),
+    ("DELETE", "/api/v1/push/subscriptions/{subscription_id}"),
+    ("POST", "/api/v1/push/test"),
 }
 
 
