@@ -184,10 +184,10 @@ class EgressPolicy:
         """Why an address may not be reached by a resolved name ("" if it may)."""
         if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
             return self.forbidden(address.ipv4_mapped)
-        if address in self.own_addresses:
-            return "an address of this host"
         if address.is_loopback:
             return "a loopback address"
+        if address in self.own_addresses:
+            return "an address of this host"
         if address.is_link_local:
             return "a link-local address"
         if address.is_multicast:
