@@ -36,14 +36,17 @@ from controller.errors import FolderNotGranted
 from controller.folders import plan_folders
 from controller.settings import Settings
 from controller.store.models import Task, TaskKind, TaskStatus
+from controller.store.network import NetworkLog
 from controller.store.tasks import TaskStore, shutdown_reason
 from sandbox import ExecResult, Network, Outcome, Sandbox, SandboxSpec, Stream
 from sandbox.base import DEADLINE_GRACE_S
+from sandbox.egress import EgressRecord
 from sandbox.gitplant import GitScanIncomplete
 
 log = logging.getLogger(__name__)
 
-SandboxFactory = Callable[[str, SandboxSpec], Sandbox]
+# (backend, spec, **options): options such as `on_egress` go to the backend's constructor.
+SandboxFactory = Callable[..., Sandbox]
 DISPATCH_POLL_S = 1.0
 OUTPUT_FLUSH_S = 0.05
 OUTPUT_EVENT_CHARS = 64 * 1024
@@ -364,7 +367,12 @@ class Runner:
             # Kept by the sandbox itself: it stops even if this controller is killed meanwhile.
             deadline_s=task.timeout_s + DEADLINE_GRACE_S,
             git_writable=plan.git_writable,
+            allow=tuple(task.network_allow or ()),
+            resolve=self.settings.network_resolve,
         )
+        options: dict[str, Any] = {}
+        if spec.network is Network.ALLOWLIST:
+            options["on_egress"] = self._egress_recorder(task.id)
         recorder: OutputRecorder | None = None
         box: Sandbox | None = None
         result: ExecResult | None = None
@@ -375,7 +383,7 @@ class Runner:
         if low is not None:
             handle.kill(disk_low=low)
         try:
-            box = self.factory(self.settings.sandbox_backend, spec)
+            box = self.factory(self.settings.sandbox_backend, spec, **options)
             if handle.attach(box):
                 try:
                     box.start()
@@ -484,6 +492,18 @@ class Runner:
             outcome=result.outcome.value,
             reason=None if ok else result.reason,
         )
+
+    def _egress_recorder(self, task_id: int) -> Callable[[EgressRecord], None]:
+        """Store each request of the task's sandbox as the proxy reports it."""
+        network_log = NetworkLog(self.store.db)
+
+        def record(request: EgressRecord) -> None:
+            try:
+                network_log.add(task_id, request)
+            except Exception:  # the log must not kill the proxy's reader; the task goes on
+                log.exception("could not store a network request of task %s", task_id)
+
+        return record
 
     def _note_sandbox(self, task_id: int, sandbox_id: str) -> None:
         # Only shown to people; a task is not failed because its disk cannot take this.
