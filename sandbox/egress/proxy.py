@@ -28,12 +28,14 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from sandbox.egress.pipe import Conn, open_conn, relay
 from sandbox.egress.policy import EgressPolicy, Refused
 from sandbox.egress.record import EgressRecord
 from sandbox.egress.sni import NotTls, read_client_hello
@@ -41,7 +43,6 @@ from sandbox.egress.sni import NotTls, read_client_hello
 MAX_HEAD_BYTES = 64 * 1024
 HEAD_TIMEOUT_S = 30.0
 CONNECT_TIMEOUT_S = 10.0
-CHUNK_BYTES = 256 * 1024
 MAX_CONNECTIONS = 256
 HOP_HEADERS = {"proxy-connection", "proxy-authorization", "connection", "keep-alive"}
 
@@ -69,17 +70,16 @@ class EgressProxy:
         self.on_record = on_record
         self._slots = asyncio.Semaphore(MAX_CONNECTIONS)
 
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def handle(self, client: Conn) -> None:
         ex = _Exchange()
         try:
             async with self._slots:
-                await self._serve(reader, writer, ex)
+                await self._serve(client, ex)
         except (TimeoutError, ConnectionError, asyncio.IncompleteReadError, OSError):
             if ex.allowed and not ex.reason:
                 ex.reason = "connection ended abruptly"
         finally:
-            with contextlib.suppress(Exception):
-                writer.close()
+            client.close()
             if ex.method or ex.domain:
                 self.on_record(
                     EgressRecord(
@@ -95,60 +95,52 @@ class EgressProxy:
                     )
                 )
 
-    async def _serve(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ex: _Exchange
-    ) -> None:
+    async def _serve(self, client: Conn, ex: _Exchange) -> None:
         try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HEAD_TIMEOUT_S)
+            head = await asyncio.wait_for(
+                client.readuntil(b"\r\n\r\n", MAX_HEAD_BYTES), HEAD_TIMEOUT_S
+            )
         except asyncio.LimitOverrunError:
             ex.method, ex.reason = "?", "request head too large"
-            await self._answer(writer, ex, 400, "the request head is larger than 64 KiB")
+            await self._answer(client, ex, 400, "the request head is larger than 64 KiB")
             return
         except asyncio.IncompleteReadError as exc:
             if exc.partial.strip():
                 ex.method, ex.reason = "?", "not an HTTP request"
-                await self._answer(writer, ex, 400, _NOT_HTTP)
+                await self._answer(client, ex, 400, _NOT_HTTP)
             return
         lines = head.decode("latin-1").split("\r\n")
         parts = lines[0].split(" ")
         if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
             ex.method, ex.reason = "?", "not an HTTP request"
-            await self._answer(writer, ex, 400, _NOT_HTTP)
+            await self._answer(client, ex, 400, _NOT_HTTP)
             return
         ex.method, target = parts[0].upper(), parts[1]
         headers = [line.split(":", 1) for line in lines[1:] if line]
         if any(len(h) != 2 for h in headers):
             ex.reason = "malformed header"
-            await self._answer(writer, ex, 400, "a request header has no ':'")
+            await self._answer(client, ex, 400, "a request header has no ':'")
             return
         if ex.method == "CONNECT":
-            await self._connect(reader, writer, ex, target)
+            await self._connect(client, ex, target)
         else:
-            await self._forward(reader, writer, ex, target, [(k, v) for k, v in headers])
+            await self._forward(client, ex, target, [(k, v) for k, v in headers])
 
-    async def _connect(
-        self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        ex: _Exchange,
-        target: str,
-    ) -> None:
+    async def _connect(self, client: Conn, ex: _Exchange, target: str) -> None:
         host, port = _split_host_port(target, None)
         ex.domain, ex.port = host, port or 0
         if port is None:
             ex.reason = "CONNECT without a port"
-            await self._answer(writer, ex, 400, "CONNECT needs host:port")
+            await self._answer(client, ex, 400, "CONNECT needs host:port")
             return
-        upstream = await self._open(writer, ex, host, port)
+        upstream = await self._open(client, ex, host, port)
         if upstream is None:
             return
-        up_reader, up_writer = upstream
         try:
             ex.status = 200
-            writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
-            await writer.drain()
+            await client.send(b"HTTP/1.1 200 Connection established\r\n\r\n")
             try:
-                hello, sni = await asyncio.wait_for(read_client_hello(reader), HEAD_TIMEOUT_S)
+                hello, sni = await asyncio.wait_for(read_client_hello(client), HEAD_TIMEOUT_S)
             except NotTls as exc:
                 ex.allowed, ex.reason = False, f"refused: {exc} (a tunnel carries TLS only)"
                 return
@@ -158,20 +150,14 @@ class EgressProxy:
                     f"refused: the TLS server name {sni!r} is not the CONNECT host {ex.domain!r}"
                 )
                 return
-            up_writer.write(hello)
+            await upstream.send(hello)
             ex.up += len(hello)
-            await self._relay(reader, writer, up_reader, up_writer, ex)
+            await self._relay(client, upstream, ex)
         finally:
-            with contextlib.suppress(Exception):
-                up_writer.close()
+            upstream.close()
 
     async def _forward(
-        self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        ex: _Exchange,
-        target: str,
-        headers: list[tuple[str, str]],
+        self, client: Conn, ex: _Exchange, target: str, headers: list[tuple[str, str]]
     ) -> None:
         url = urlsplit(target)
         if url.scheme != "http" or not url.hostname:
@@ -182,13 +168,13 @@ class EgressProxy:
                 if url.scheme == "https"
                 else "this is a proxy: ask for an absolute http:// URL (set HTTP_PROXY)"
             )
-            await self._answer(writer, ex, 400, message)
+            await self._answer(client, ex, 400, message)
             return
         try:
             port = url.port or 80
         except ValueError:
             ex.domain, ex.reason = url.hostname, "bad port"
-            await self._answer(writer, ex, 400, "the URL's port is not a number from 1 to 65535")
+            await self._answer(client, ex, 400, "the URL's port is not a number from 1 to 65535")
             return
         host = url.hostname
         ex.domain, ex.port = host, port
@@ -197,12 +183,11 @@ class EgressProxy:
                 named, named_port = _split_host_port(value.strip(), 80)
                 if named.lower().rstrip(".") != host.lower().rstrip(".") or named_port != port:
                     ex.reason = f"Host header {value.strip()!r} differs from the URL's host"
-                    await self._answer(writer, ex, 403, _refusal(ex, self.policy, ex.reason))
+                    await self._answer(client, ex, 403, _refusal(ex, self.policy, ex.reason))
                     return
-        upstream = await self._open(writer, ex, host, port)
+        upstream = await self._open(client, ex, host, port)
         if upstream is None:
             return
-        up_reader, up_writer = upstream
         try:
             path = url.path or "/"
             if url.query:
@@ -213,78 +198,49 @@ class EgressProxy:
             lines = [f"{ex.method} {path} HTTP/1.1", *(f"{k}:{v}" for k, v in kept)]
             lines.append("Connection: close")
             head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-            up_writer.write(head)
+            await upstream.send(head)
             ex.up += len(head)
             ex.status = 200
-            await self._relay(reader, writer, up_reader, up_writer, ex)
+            await self._relay(client, upstream, ex)
         finally:
-            with contextlib.suppress(Exception):
-                up_writer.close()
+            upstream.close()
 
-    async def _open(
-        self, writer: asyncio.StreamWriter, ex: _Exchange, host: str, port: int
-    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+    async def _open(self, client: Conn, ex: _Exchange, host: str, port: int) -> Conn | None:
         """Check, resolve and connect; on refusal answer the client and return None."""
         loop = asyncio.get_running_loop()
         try:
             ex.domain = self.policy.check_name(host, port)
-            addresses = await loop.run_in_executor(None, self.policy.addresses, ex.domain, port)
+            if ex.domain in self.policy.resolve:  # no DNS to wait for
+                addresses = self.policy.addresses(ex.domain, port)
+            else:
+                addresses = await loop.run_in_executor(None, self.policy.addresses, ex.domain, port)
         except Refused as refused:
             ex.reason = refused.reason
             await self._answer(
-                writer, ex, 403, _refusal(ex, self.policy, refused.reason, refused.listable)
+                client, ex, 403, _refusal(ex, self.policy, refused.reason, refused.listable)
             )
             return None
         ex.allowed = True
         errors = []
         for address in addresses:
             try:
-                return await asyncio.wait_for(
-                    asyncio.open_connection(str(address), port, limit=CHUNK_BYTES),
-                    CONNECT_TIMEOUT_S,
-                )
+                return await open_conn(str(address), port, CONNECT_TIMEOUT_S)
             except (TimeoutError, OSError) as exc:
                 errors.append(f"{address}: {exc or 'timed out'}")
         ex.reason = "could not connect: " + "; ".join(errors)
-        await self._answer(writer, ex, 502, f"Dispatch could not reach {host}:{port}: {ex.reason}")
+        await self._answer(client, ex, 502, f"Dispatch could not reach {host}:{port}: {ex.reason}")
         return None
 
-    async def _relay(
-        self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        up_reader: asyncio.StreamReader,
-        up_writer: asyncio.StreamWriter,
-        ex: _Exchange,
-    ) -> None:
-        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter, upward: bool) -> None:
-            try:
-                while data := await src.read(CHUNK_BYTES):
-                    dst.write(data)
-                    if upward:
-                        ex.up += len(data)
-                    else:
-                        ex.down += len(data)
-                    await dst.drain()
-            finally:
-                with contextlib.suppress(OSError, RuntimeError):
-                    if dst.can_write_eof():
-                        dst.write_eof()
+    async def _relay(self, client: Conn, upstream: Conn, ex: _Exchange) -> None:
+        def up(n: int) -> None:
+            ex.up += n
 
-        down = asyncio.ensure_future(pump(up_reader, writer, False))
-        up = asyncio.ensure_future(pump(reader, up_writer, True))
-        # The answer coming back decides the end: once the destination has finished, the
-        # client's side is closed too (a client that keeps its half open would hold it forever).
-        try:
-            await down
-        finally:
-            up.cancel()
-            with contextlib.suppress(BaseException):
-                await up
+        def down(n: int) -> None:
+            ex.down += n
 
-    async def _answer(
-        self, writer: asyncio.StreamWriter, ex: _Exchange, status: int, body: str
-    ) -> None:
+        await relay(client, upstream, up, down)
+
+    async def _answer(self, client: Conn, ex: _Exchange, status: int, body: str) -> None:
         ex.status = status
         data = (body.rstrip("\n") + "\n").encode()
         phrase = {400: "Bad Request", 403: "Forbidden", 502: "Bad Gateway"}[status]
@@ -293,9 +249,8 @@ class EgressProxy:
             f"Content-Length: {len(data)}\r\nConnection: close\r\n"
             f"X-Dispatch-Egress: refused\r\n\r\n"
         )
-        writer.write(head.encode() + data)
-        with contextlib.suppress(ConnectionError):
-            await writer.drain()
+        with contextlib.suppress(OSError):
+            await client.send(head.encode() + data)
 
 
 _NOT_HTTP = (
@@ -345,14 +300,17 @@ async def serve(policy: EgressPolicy, socket_path: str | None, listen: str | Non
 
     proxy = EgressProxy(policy, emit)
     if socket_path:
-        server = await asyncio.start_unix_server(proxy.handle, socket_path, limit=MAX_HEAD_BYTES)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(socket_path)
         os.chmod(socket_path, 0o666)  # the sandbox runs as some other user
         address = socket_path
     else:
         host, _, port = (listen or "127.0.0.1:0").rpartition(":")
-        server = await asyncio.start_server(proxy.handle, host, int(port), limit=MAX_HEAD_BYTES)
-        bound = server.sockets[0].getsockname()
+        listener = socket.create_server((host, int(port)))
+        bound = listener.getsockname()
         address = f"{bound[0]}:{bound[1]}"
+    listener.listen(128)
+    listener.setblocking(False)
     out.write(json.dumps({"ready": address}) + "\n")
     out.flush()
     loop = asyncio.get_running_loop()
@@ -364,8 +322,22 @@ async def serve(policy: EgressPolicy, socket_path: str | None, listen: str | Non
             done.set()
 
     loop.add_reader(0, on_stdin)
-    async with server:
-        await done.wait()
+    accepting = asyncio.ensure_future(_accept(listener, proxy))
+    await done.wait()
+    accepting.cancel()
+    listener.close()
+
+
+async def _accept(listener: socket.socket, proxy: EgressProxy) -> None:
+    loop = asyncio.get_running_loop()
+    handlers: set[asyncio.Future[None]] = set()
+    while True:
+        sock, _ = await loop.sock_accept(listener)
+        if sock.family != socket.AF_UNIX:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        handler = asyncio.ensure_future(proxy.handle(Conn(sock)))
+        handlers.add(handler)
+        handler.add_done_callback(handlers.discard)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Protocol
 
 RECORD_HANDSHAKE = 22
 HANDSHAKE_CLIENT_HELLO = 1
@@ -15,7 +16,11 @@ class NotTls(Exception):
     """The bytes are not a TLS ClientHello (or not a complete, well-formed one)."""
 
 
-async def read_client_hello(reader: asyncio.StreamReader) -> tuple[bytes, str | None]:
+class Reader(Protocol):
+    async def readexactly(self, size: int) -> bytes: ...
+
+
+async def read_client_hello(reader: Reader) -> tuple[bytes, str | None]:
     """Read whole TLS records until the ClientHello is complete.
 
     Returns the raw bytes read (to forward unchanged) and the host name in its SNI extension
@@ -45,7 +50,7 @@ async def read_client_hello(reader: asyncio.StreamReader) -> tuple[bytes, str | 
                 return bytes(raw), server_name(bytes(body[4 : 4 + size]))
 
 
-async def _exactly(reader: asyncio.StreamReader, size: int) -> bytes:
+async def _exactly(reader: Reader, size: int) -> bytes:
     try:
         return await reader.readexactly(size)
     except asyncio.IncompleteReadError:
