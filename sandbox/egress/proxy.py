@@ -117,7 +117,9 @@ class EgressProxy:
             return
         ex.method, target = parts[0].upper(), parts[1]
         headers = [line.split(":", 1) for line in lines[1:] if line]
-        if any(len(h) != 2 for h in headers):
+        # A bare CR or LF inside a line could end it for the destination and add a header
+        # (a second Host) that was never checked here.
+        if any(len(h) != 2 for h in headers) or any("\r" in x or "\n" in x for x in lines):
             ex.reason = "malformed header"
             await self._answer(client, ex, 400, "a request header has no ':'")
             return
