@@ -49,6 +49,23 @@ def _write(stream: Stream, data: bytes) -> None:
     out.flush()
 
 
+def _network_config(
+    allow: tuple[str, ...], mapped: dict[str, str]
+) -> tuple[tuple[str, ...], dict[str, str]]:
+    """Presets expanded and network_resolve merged in, from the config file (flags win)."""
+    from controller.errors import ConfigError
+    from controller.settings import expand_allow, load_settings
+
+    try:
+        settings = load_settings()
+        return expand_allow(allow, settings), {**settings.network_resolve, **mapped}
+    except ConfigError as exc:
+        _fail(str(exc), ExitCode.USAGE)
+    except PolicyInvalid as exc:
+        _fail(f"--allow: {exc}", ExitCode.USAGE)
+    raise AssertionError("unreachable")
+
+
 def _report_refusal(record: EgressRecord) -> None:
     """Say on stderr when the proxy refused something, so a failing download explains itself."""
     if not record.allowed:
@@ -87,7 +104,8 @@ def sandbox() -> None:
     multiple=True,
     metavar="DOMAIN[:PORT]",
     help="A domain the command may reach (HTTP on 80, HTTPS on 443, or the port given); "
-    "*.example.com allows the names below it. Implies --network allowlist. Repeatable.",
+    "*.example.com allows the names below it; or a preset of config.toml's [network.presets] "
+    "(python-packages). Implies --network allowlist. Repeatable.",
 )
 @click.option(
     "--resolve",
@@ -95,7 +113,7 @@ def sandbox() -> None:
     multiple=True,
     metavar="NAME=ADDRESS",
     help="Reach NAME at ADDRESS (like curl --resolve); allows that address even if it is "
-    "private or this host's. Repeatable.",
+    "private or this host's. Repeatable; added to config.toml's network_resolve.",
 )
 @click.option(
     "--timeout",
@@ -188,6 +206,8 @@ def run(
                 ExitCode.USAGE,
             )
         mapped[name] = address
+    if network == Network.ALLOWLIST.value:
+        allow, mapped = _network_config(allow, mapped)
     if network == Network.OPEN.value:
         click.echo("dispatch: warning: --network open lets the command reach the network", err=True)
     spec = SandboxSpec(

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -21,8 +23,14 @@ def site() -> Iterator[Site]:
         yield served
 
 
-def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*DISPATCH, *args], capture_output=True, text=True, timeout=120)
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*DISPATCH, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def test_allow_reaches_the_name_and_reports_what_it_refused(
@@ -44,3 +52,29 @@ def test_a_bad_allow_entry_is_a_usage_error(docker_client: object) -> None:
     assert "is an IP address" in done.stderr and "network_resolve" in done.stderr
     done = run("--allow", "pypi.org", "--network", "open", "--", "true")
     assert done.returncode == ExitCode.USAGE and "cannot go with --network open" in done.stderr
+
+
+def test_presets_and_network_resolve_come_from_the_config_file(
+    docker_client: object, site: Site, tmp_path: Path
+) -> None:
+    config = tmp_path / "dispatch" / "config.toml"
+    config.parent.mkdir()
+    config.write_text(
+        'network_resolve = {"allowed.test" = "127.0.0.1"}\n'
+        f'[network.presets]\nlocal-site = ["allowed.test:{site.port}"]\n'
+    )
+    env = {"XDG_CONFIG_HOME": str(tmp_path)}
+    done = run(
+        "--allow",
+        "local-site",
+        "--",
+        "curl",
+        "-fsS",
+        f"http://allowed.test:{site.port}/small",
+        env=env,
+    )
+    assert (done.returncode, done.stdout) == (0, SMALL.decode()), done.stderr
+    done = run("--allow", "no-such-preset", "--", "true", env=env)
+    assert (
+        done.returncode == ExitCode.USAGE and "presets: local-site, python-packages" in done.stderr
+    )
