@@ -325,9 +325,14 @@ async def serve(policy: EgressPolicy, socket_path: str | None, listen: str | Non
 
     loop.add_reader(0, on_stdin)
     accepting = asyncio.ensure_future(_accept(listener, proxy))
-    await done.wait()
-    accepting.cancel()
-    listener.close()
+    try:
+        await done.wait()
+    finally:
+        accepting.cancel()
+        listener.close()
+        if socket_path:
+            with contextlib.suppress(OSError):
+                os.unlink(socket_path)
 
 
 async def _accept(listener: socket.socket, proxy: EgressProxy) -> None:
