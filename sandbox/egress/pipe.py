@@ -111,7 +111,7 @@ def _splice(src: socket.socket, dst: socket.socket, count: Callable[[int], None]
             fcntl.fcntl(write_end, F_SETPIPE_SZ, PIPE_BYTES)
         while True:
             try:
-                moved = os.splice(src.fileno(), write_end, PIPE_BYTES)
+                moved = os.splice(src.fileno(), write_end, PIPE_BYTES, flags=os.SPLICE_F_MOVE)
             except OSError as exc:
                 if exc.errno != 22:  # EINVAL: this pair cannot splice, copy instead
                     raise
@@ -120,7 +120,7 @@ def _splice(src: socket.socket, dst: socket.socket, count: Callable[[int], None]
                 return None
             left = moved
             while left:
-                left -= os.splice(read_end, dst.fileno(), left)
+                left -= os.splice(read_end, dst.fileno(), left, flags=os.SPLICE_F_MOVE)
             count(moved)
     finally:
         os.close(read_end)
