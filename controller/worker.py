@@ -45,8 +45,7 @@ from sandbox.gitplant import GitScanIncomplete
 
 log = logging.getLogger(__name__)
 
-# (backend, spec, **options): options such as `on_egress` go to the backend's constructor.
-SandboxFactory = Callable[..., Sandbox]
+SandboxFactory = Callable[[str, SandboxSpec], Sandbox]
 DISPATCH_POLL_S = 1.0
 OUTPUT_FLUSH_S = 0.05
 OUTPUT_EVENT_CHARS = 64 * 1024
@@ -370,9 +369,6 @@ class Runner:
             allow=tuple(task.network_allow or ()),
             resolve=self.settings.network_resolve,
         )
-        options: dict[str, Any] = {}
-        if spec.network is Network.ALLOWLIST:
-            options["on_egress"] = self._egress_recorder(task.id)
         recorder: OutputRecorder | None = None
         box: Sandbox | None = None
         result: ExecResult | None = None
@@ -383,7 +379,11 @@ class Runner:
         if low is not None:
             handle.kill(disk_low=low)
         try:
-            box = self.factory(self.settings.sandbox_backend, spec, **options)
+            box = self.factory(self.settings.sandbox_backend, spec)
+            # Backends with an egress proxy (Docker) report each request of network allowlist.
+            watch_egress = getattr(box, "watch_egress", None)
+            if spec.network is Network.ALLOWLIST and watch_egress is not None:
+                watch_egress(self._egress_recorder(task))
             if handle.attach(box):
                 try:
                     box.start()
@@ -493,15 +493,15 @@ class Runner:
             reason=None if ok else result.reason,
         )
 
-    def _egress_recorder(self, task_id: int) -> Callable[[EgressRecord], None]:
-        """Store each request of the task's sandbox as the proxy reports it."""
-        network_log = NetworkLog(self.store.db)
+    def _egress_recorder(self, task: Task) -> Callable[[EgressRecord], None]:
+        """Store each request of the task's sandbox as the proxy reports it (and event it)."""
+        network_log = NetworkLog(self.store.db, self.store.events)
 
         def record(request: EgressRecord) -> None:
             try:
-                network_log.add(task_id, request)
+                network_log.add(task.id, request, thread_id=task.thread_id)
             except Exception:  # the log must not kill the proxy's reader; the task goes on
-                log.exception("could not store a network request of task %s", task_id)
+                log.exception("could not store a network request of task %s", task.id)
 
         return record
 

@@ -392,6 +392,11 @@ class DockerSandbox:
                 "check that it is running (`docker info`)"
             ) from None
 
+    def watch_egress(self, callback: Callable[[EgressRecord], None]) -> None:
+        """Call `callback` with each request through the egress proxy (before start())."""
+        if self.egress is not None:
+            self.egress.on_record = callback
+
     @property
     def egress_records(self) -> list[EgressRecord]:
         """Every request through the egress proxy so far (network `allowlist`)."""

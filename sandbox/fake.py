@@ -79,14 +79,7 @@ def default_handler(
 class FakeSandbox:
     """Honours the Sandbox contract in memory: mounts, read-only root, timeouts, output caps."""
 
-    def __init__(
-        self,
-        spec: SandboxSpec,
-        handler: Handler = default_handler,
-        *,
-        on_egress: Callable[..., None] | None = None,
-    ) -> None:
-        """`on_egress` is accepted like the Docker backend's; a fake makes no requests."""
+    def __init__(self, spec: SandboxSpec, handler: Handler = default_handler) -> None:
         self.spec = spec
         self._handler = handler
         self._id = f"fake-{next(_ids)}"

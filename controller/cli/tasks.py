@@ -171,6 +171,13 @@ def follow(client: Client, task_id: int, raw: bool = False) -> dict[str, Any]:
             print_output(event.data["data"], raw)
         elif event.kind == "task.step":
             print_step(event.data["data"])
+        elif event.kind == "task.network" and not event.data["data"]["allowed"]:
+            request = event.data["data"]
+            click.echo(
+                safe(f"dispatch: network: refused {request['domain']}:{request['port']} "
+                     f"({request['reason']})"),
+                err=True,
+            )  # fmt: skip
         elif event.kind == "task.state":
             state = event.data["data"]
             if state["status"] in TERMINAL:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from sqlalchemy import insert, select
 
 from controller.store.db import Database
+from controller.store.events import EventLog
 from controller.store.models import NetworkRequest
 from sandbox.egress import EgressRecord
 
@@ -14,13 +17,26 @@ MAX_REASON_CHARS = 2000
 
 
 class NetworkLog:
-    """Appends and reads a task's request records; one row per request, in arrival order."""
+    """Appends and reads a task's request records; one row per request, in arrival order.
 
-    def __init__(self, db: Database) -> None:
+    Given the event log, each request is also a `task.network` event, so a console or phone
+    watching the task sees a refusal as it happens.
+    """
+
+    def __init__(self, db: Database, events: EventLog | None = None) -> None:
         self.db = db
+        self.events = events
 
-    def add(self, task_id: int, record: EgressRecord) -> None:
+    def add(self, task_id: int, record: EgressRecord, *, thread_id: int | None = None) -> None:
         with self.db.write() as session:
+            if self.events is not None:
+                self.events.append(
+                    session,
+                    "task.network",
+                    asdict(record),
+                    thread_id=thread_id,
+                    task_id=task_id,
+                )
             session.connection().execute(
                 INSERT_REQUEST,
                 {

@@ -7,6 +7,8 @@ servers stand in for the internet.
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -14,14 +16,16 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from conftest import LOCAL_BASE_URL, Api, FakeFactory, LiveServer, write_config
+from conftest import LOCAL_BASE_URL, Api, FakeFactory, LiveServer, wait_until, write_config
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from controller.api.app import create_app
 from controller.cli import main
 from controller.errors import ConfigError
 from controller.service import Controller
 from controller.settings import load_settings
+from controller.store.models import Event, TaskStatus
 from controller.store.network import NetworkLog
 from sandbox.egress import EgressRecord
 from tests.sandbox.egress_sites import SECRET, SMALL, Site, serve
@@ -205,6 +209,16 @@ def test_a_task_reaches_only_its_allowed_names_and_every_request_is_logged(
         ("other.test", 443, "CONNECT", False),
     ]
     assert found["requests"][0]["bytes_down"] > len(SMALL)
+    # Each request was also an event of the task, for whoever watches it live.
+    with api.controller.db.read() as session:
+        evented = session.scalars(
+            select(Event.data).where(Event.task_id == done["id"], Event.kind == "task.network")
+        ).all()
+    assert [(e["domain"], e["allowed"]) for e in evented] == [
+        ("allowed.test", True),
+        ("pypi.org", False),
+        ("other.test", False),
+    ]
 
 
 @pytest.mark.docker
@@ -227,3 +241,29 @@ def test_without_the_mapping_the_name_does_not_reach_the_host(
     stdout = "".join(c["text"] for c in done["output"])
     assert "Dispatch refused allowed.test" in stdout and SECRET.decode() not in stdout
     assert len(http_site.paths) == before
+
+
+def test_submit_wait_says_when_the_network_refused_something(live_server: LiveServer) -> None:
+    env = {"DISPATCH_SERVER": live_server.url, "DISPATCH_TOKEN": live_server.token}
+    outcome: list[Any] = []
+    waiter = threading.Thread(
+        target=lambda: outcome.append(
+            CliRunner().invoke(
+                main,
+                ["submit", "--wait", "--allow", "pypi.org", "--", "stream", "30", "0.1"],
+                env=env,
+            )
+        )
+    )
+    waiter.start()
+    tasks = live_server.controller.tasks
+    task = wait_until(lambda: tasks.search(status=TaskStatus.RUNNING), 10, "the task to run")[0]
+    NetworkLog(live_server.controller.db, live_server.controller.events).add(
+        task.id,
+        EgressRecord(time.time(), "evil.test", 443, "CONNECT", False, "not on the list", 0, 0, 403),
+        thread_id=task.thread_id,
+    )
+    waiter.join(30)
+    result = outcome[0]
+    assert result.exit_code == 0, result.output
+    assert "dispatch: network: refused evil.test:443 (not on the list)" in result.stderr
