@@ -412,8 +412,9 @@ def add_message(thread_id: ThreadId, body: MessageCreate, c: Ctl, device: Authed
 )
 def submit_task(body: AnyTaskCreate, c: Ctl, device: Authed) -> Response:
     """Queue a task at the end of its thread; answers at once with its id. `kind` is `command`
-    (the default) or `agent`. Network `open` needs the owner's token or the
-    `allow_open_network` setting."""
+    (the default) or `agent`. Network `{"allow": [...]}` gives restricted internet (those
+    domains and presets only, through Dispatch's logging proxy); `open` needs the owner's token
+    or the `allow_open_network` setting."""
     settings = c.settings
     network, allow = network_choice(body.network, settings)
     check_network(device, network, settings)
