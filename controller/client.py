@@ -122,7 +122,7 @@ class Client:
         *,
         thread: str = "default",
         folders: Sequence[tuple[str, str]] = (),
-        network: str = "none",
+        network: str | dict[str, Any] = "none",
         timeout_s: float | None = None,
         agent: dict[str, Any] | None = None,
     ) -> dict[str, Any]:

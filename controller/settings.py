@@ -21,7 +21,7 @@ import ipaddress
 import os
 import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ from computer_use.approval.policy import Policy
 from computer_use.errors import PolicyError
 from controller.errors import ConfigError
 from controller.paths import default_config_dir, default_data_dir
+from sandbox.egress import EgressPolicy, PolicyInvalid
 from sandbox.mounts import validate_mount
 from sandbox.ownership import parse_user
 
@@ -42,6 +43,11 @@ ENV_PREFIX = "DISPATCH_"
 DEFAULT_MODEL = "claude-sonnet-4-6"
 MIB = 1024 * 1024
 MODES = ("ro", "rw")
+# Presets every controller has; `[network.presets]` in config.toml adds to or replaces them.
+DEFAULT_PRESETS: dict[str, tuple[str, ...]] = {
+    "python-packages": ("pypi.org", "files.pythonhosted.org"),
+}
+PRESET_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 
 @dataclass(frozen=True)
@@ -153,6 +159,13 @@ class Settings:
     # by that command only, never by a config file or the environment.
     headless: bool = False
     notify: NotifySettings = field(default_factory=NotifySettings)
+    # Network allowlists by name (`[network.presets]`), usable in a task's allow list.
+    network_presets: Mapping[str, tuple[str, ...]] = field(
+        default_factory=lambda: dict(DEFAULT_PRESETS)
+    )
+    # Names the egress proxy reaches at a given address (`network_resolve`, like curl
+    # --resolve): the owner's permission to reach that address even if private or local.
+    network_resolve: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def connections_per_client(self) -> int:
@@ -269,7 +282,7 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "approval_timeout_s": float,
     "max_agent_steps": int,
 }
-FILE_ONLY = ("folders", "policy", "notify")
+FILE_ONLY = ("folders", "policy", "notify", "network", "network_resolve")
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
 
@@ -333,7 +346,79 @@ def load_settings(
         folders=folders,
         policy=_policy(file_values.get("policy"), file_path),
         notify=_notify(file_values.get("notify"), file_path),
+        network_presets=_presets(file_values.get("network"), file_path),
+        network_resolve=_resolve(file_values.get("network_resolve"), file_path),
     )
+
+
+def _presets(raw: Any, file_path: Path) -> dict[str, tuple[str, ...]]:
+    """`[network.presets]`: name = ["domain", ...], checked like a task's allow list."""
+    presets = dict(DEFAULT_PRESETS)
+    if raw is None:
+        return presets
+    where = f"config file {file_path}: [network]"
+    if not isinstance(raw, dict) or set(raw) - {"presets"}:
+        raise ConfigError(f"{where} may hold only a presets table: [network.presets]")
+    table = raw.get("presets", {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}.presets must be a table of name = [domains]")
+    for name, domains in table.items():
+        if not PRESET_NAME.match(name):
+            raise ConfigError(
+                f"{where}.presets has the name {name!r}; use lower-case letters, digits, - and _ "
+                "(a name without dots, so it is never taken for a domain)"
+            )
+        if not isinstance(domains, list) or not all(isinstance(d, str) for d in domains):
+            raise ConfigError(
+                f'{where}.presets.{name} must be a list of domains, e.g. ["pypi.org"]'
+            )
+        try:
+            EgressPolicy.build(domains)
+        except PolicyInvalid as exc:
+            raise ConfigError(f"{where}.presets.{name}: {exc}") from None
+        presets[name] = tuple(domains)
+    return presets
+
+
+def _resolve(raw: Any, file_path: Path) -> dict[str, str]:
+    """`network_resolve = {"name" = "address"}`, checked."""
+    if raw is None:
+        return {}
+    where = f"config file {file_path}: network_resolve"
+    if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
+        raise ConfigError(
+            f'{where} must be a table of name = "address", e.g. {{"intranet.test" = "10.0.0.5"}}'
+        )
+    try:
+        EgressPolicy.build([], raw)
+    except PolicyInvalid as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    return dict(raw)
+
+
+def expand_allow(entries: Iterable[str], settings: Settings) -> tuple[str, ...]:
+    """A task's allow list with preset names replaced by their domains, checked, in order.
+
+    Raises:
+        PolicyInvalid: an entry is neither a preset nor a domain (names the presets known).
+    """
+    expanded: list[str] = []
+    for entry in entries:
+        name = entry.strip()
+        if name in settings.network_presets:
+            expanded.extend(settings.network_presets[name])
+        elif "." not in name.split(":")[0]:
+            known = ", ".join(sorted(settings.network_presets)) or "none"
+            raise PolicyInvalid(
+                f"{name!r} is neither a domain nor a network preset (presets: {known}); write "
+                "a domain like example.com, or add the preset under [network.presets] in "
+                "config.toml"
+            )
+        else:
+            expanded.append(name)
+    unique = tuple(dict.fromkeys(expanded))
+    EgressPolicy.build(unique)  # raises PolicyInvalid naming the bad entry
+    return unique
 
 
 def _policy(raw: Any, file_path: Path) -> dict[str, Any] | None:

@@ -37,9 +37,11 @@ from controller.errors import FolderNotGranted
 from controller.folders import plan_folders
 from controller.settings import Settings
 from controller.store.models import Task, TaskKind, TaskStatus
+from controller.store.network import NetworkLog
 from controller.store.tasks import TaskStore, shutdown_reason
 from sandbox import ExecResult, Network, Outcome, Sandbox, SandboxSpec, Stream
 from sandbox.base import DEADLINE_GRACE_S
+from sandbox.egress import EgressRecord
 from sandbox.gitplant import GitScanIncomplete
 
 log = logging.getLogger(__name__)
@@ -369,6 +371,8 @@ class Runner:
             # Kept by the sandbox itself: it stops even if this controller is killed meanwhile.
             deadline_s=task.timeout_s + DEADLINE_GRACE_S,
             git_writable=plan.git_writable,
+            allow=tuple(task.network_allow or ()),
+            resolve=self.settings.network_resolve,
         )
         recorder: OutputRecorder | None = None
         box: Sandbox | None = None
@@ -381,6 +385,10 @@ class Runner:
             handle.kill(disk_low=low)
         try:
             box = self.factory(self.settings.sandbox_backend, spec)
+            # Backends with an egress proxy (Docker) report each request of network allowlist.
+            watch_egress = getattr(box, "watch_egress", None)
+            if spec.network is Network.ALLOWLIST and watch_egress is not None:
+                watch_egress(self._egress_recorder(task))
             if handle.attach(box):
                 try:
                     box.start()
@@ -493,6 +501,18 @@ class Runner:
             outcome=result.outcome.value,
             reason=None if ok else result.reason,
         )
+
+    def _egress_recorder(self, task: Task) -> Callable[[EgressRecord], None]:
+        """Store each request of the task's sandbox as the proxy reports it (and event it)."""
+        network_log = NetworkLog(self.store.db, self.store.events)
+
+        def record(request: EgressRecord) -> None:
+            try:
+                network_log.add(task.id, request, thread_id=task.thread_id)
+            except Exception:  # the log must not kill the proxy's reader; the task goes on
+                log.exception("could not store a network request of task %s", task.id)
+
+        return record
 
     def _note_sandbox(self, task_id: int, sandbox_id: str) -> None:
         # Only shown to people; a task is not failed because its disk cannot take this.

@@ -26,6 +26,8 @@ class Stream(enum.Enum):
 
 class Network(enum.Enum):
     NONE = "none"
+    # Only the domains of `SandboxSpec.allow`, through a filtering proxy (sandbox/egress/).
+    ALLOWLIST = "allowlist"
     OPEN = "open"
 
 
@@ -74,6 +76,10 @@ class SandboxSpec:
     # Folders where the task may make git repositories (grants with git_writable): elsewhere in
     # a read-write folder, a repository that was not there at the start is renamed aside.
     git_writable: tuple[Path, ...] = ()
+    # Network ALLOWLIST: the domains (`example.com`, `*.example.com`, either with `:port`) the
+    # sandbox may reach, and names mapped to addresses the owner allows (like curl --resolve).
+    allow: tuple[str, ...] = ()
+    resolve: Mapping[str, str] = field(default_factory=dict)
 
 
 class Outcome(enum.Enum):

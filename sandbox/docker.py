@@ -13,17 +13,25 @@ A timeout signals every process of that user in the container (`kill -1`), which
 that left the command's process group too, and cannot reach PID 1, so the sandbox survives for
 the next command. If even `kill` cannot run (a fork bomb has used every pid), the container is
 restarted.
+
+Network: `none` and `allowlist` both give the container Docker's network mode `none` (loopback
+only). In `allowlist` the egress proxy (sandbox/egress/) runs as a child process on this side,
+its Unix socket is mounted into the container, and a relay started as another user serves it on
+127.0.0.1:3128 with HTTP_PROXY/HTTPS_PROXY pointing there; see sandbox/egress/relay.py for why
+not a Docker network. `open` is Docker's default bridge.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import socket
+import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
@@ -46,6 +54,9 @@ from sandbox.base import (
     SandboxSpec,
     Stream,
 )
+from sandbox.egress.process import ProxyProcess
+from sandbox.egress.record import EgressRecord
+from sandbox.egress.relay import RELAY_USER, SOCKET_DIR, SOCKET_NAME, proxy_env, relay_command
 from sandbox.errors import (
     EngineUnavailable,
     FileOperationFailed,
@@ -214,9 +225,26 @@ def prune_orphans(
 class DockerSandbox:
     """A hardened container; see the module docstring for how commands are run and killed."""
 
-    def __init__(self, spec: SandboxSpec, *, client: docker.DockerClient | None = None) -> None:
+    def __init__(
+        self,
+        spec: SandboxSpec,
+        *,
+        client: docker.DockerClient | None = None,
+        on_egress: Callable[[EgressRecord], None] | None = None,
+    ) -> None:
+        """Args:
+        on_egress: called with each request through the egress proxy (network `allowlist`),
+            from another thread, as each ends.
+        """
         self.spec = spec
         self._client = client
+        # Network `allowlist`: the proxy (made here so a bad allowlist fails before anything
+        # starts), its socket's folder, and the relay in the container.
+        self.egress: ProxyProcess | None = None
+        if spec.network is Network.ALLOWLIST:
+            self.egress = ProxyProcess(spec.allow, spec.resolve, on_record=on_egress)
+        self._egress_dir: Path | None = None
+        self._relay: DockerProcess | None = None
         self._container_id: str | None = None
         self._name = f"dispatch-{uuid.uuid4().hex[:12]}"
         self._user = spec.user or sandbox_user(spec.mounts)
@@ -276,22 +304,35 @@ class DockerSandbox:
             mem_limit=limits.memory_mb * MIB,
             memswap_limit=limits.memory_mb * MIB,
             nano_cpus=int(limits.cpus * 1e9),
-            network_mode="none" if spec.network is Network.NONE else "bridge",
+            network_mode="bridge" if spec.network is Network.OPEN else "none",
             ipc_mode="private",
         )
         workdir = spec.workdir or (spec.mounts[0].host if spec.mounts else HOME)
         command = [CONFINE, "python3", "-c", INIT]
         if self._deadline_at is not None:
             command.append(repr(self._deadline_at))
+        environment = {"HOME": str(HOME), "LANG": "C.UTF-8", **spec.env}
+        if spec.network is Network.ALLOWLIST:
+            environment.update(proxy_env())
+            if self._egress_dir is not None:
+                host_config["Mounts"] = [
+                    *host_config.get("Mounts", []),
+                    DockerMount(
+                        target=str(SOCKET_DIR),
+                        source=str(self._egress_dir),
+                        type="bind",
+                        read_only=True,
+                    ),
+                ]
         return {
             "image": spec.image,
             "command": command,
             "name": self._name,
             "user": f"{uid}:{gid}",
             "working_dir": str(workdir),
-            "environment": {"HOME": str(HOME), "LANG": "C.UTF-8", **spec.env},
+            "environment": environment,
             "labels": {**owner_labels(), **spec.labels},
-            "network_disabled": spec.network is Network.NONE,
+            "network_disabled": spec.network is not Network.OPEN,
             "host_config": host_config,
         }
 
@@ -313,36 +354,88 @@ class DockerSandbox:
                 )
             if self.spec.deadline_s is not None:
                 self._deadline_at = time.time() + self.spec.deadline_s
+            self._start_egress()
             try:
-                created = self._api.create_container(**self.container_config())
-                self._container_id = created["Id"]
-                self._api.start(self._container_id)
-            except docker.errors.ImageNotFound:
-                raise ImageMissing(
-                    f"sandbox image {self.spec.image!r} is not built; run `dispatch images build`"
-                ) from None
-            except docker.errors.APIError as exc:
-                self._remove()
-                if CONFINE in str(exc.explanation or exc):
-                    raise ImageMissing(
-                        f"sandbox image {self.spec.image!r} has no {CONFINE} (it was built by "
-                        "an older Dispatch); run `dispatch images build`"
-                    ) from None
-                raise SandboxError(
-                    f"could not start the sandbox: {exc.explanation or exc}"
-                ) from None
-            except (docker.errors.DockerException, requests.exceptions.ConnectionError) as exc:
-                raise EngineUnavailable(
-                    f"lost the Docker engine while starting a sandbox ({_short(exc)}); "
-                    "check that it is running (`docker info`)"
-                ) from None
+                self._create_container()
+            except BaseException:
+                self._stop_egress()  # no container: its proxy goes too
+                raise
         try:
             self._verify_mounts()
+            self._start_relay()
             # What is there before anything of the task's runs: the repositories it may keep.
             self._git_known = git_entries(self._git_roots(), skip=self._git_skip())
         except SandboxError:
             self.stop()
             raise
+
+    def _create_container(self) -> None:
+        try:
+            created = self._api.create_container(**self.container_config())
+            self._container_id = created["Id"]
+            self._api.start(self._container_id)
+        except docker.errors.ImageNotFound:
+            raise ImageMissing(
+                f"sandbox image {self.spec.image!r} is not built; run `dispatch images build`"
+            ) from None
+        except docker.errors.APIError as exc:
+            self._remove()
+            if CONFINE in str(exc.explanation or exc):
+                raise ImageMissing(
+                    f"sandbox image {self.spec.image!r} has no {CONFINE} (it was built by "
+                    "an older Dispatch); run `dispatch images build`"
+                ) from None
+            raise SandboxError(f"could not start the sandbox: {exc.explanation or exc}") from None
+        except (docker.errors.DockerException, requests.exceptions.ConnectionError) as exc:
+            raise EngineUnavailable(
+                f"lost the Docker engine while starting a sandbox ({_short(exc)}); "
+                "check that it is running (`docker info`)"
+            ) from None
+
+    def watch_egress(self, callback: Callable[[EgressRecord], None]) -> None:
+        """Call `callback` with each request through the egress proxy (before start())."""
+        if self.egress is not None:
+            self.egress.on_record = callback
+
+    @property
+    def egress_records(self) -> list[EgressRecord]:
+        """Every request through the egress proxy so far (network `allowlist`)."""
+        return list(self.egress.records) if self.egress is not None else []
+
+    def _start_egress(self) -> None:
+        """Start the proxy on a socket in a fresh folder (network `allowlist` only)."""
+        if self.egress is None:
+            return
+        folder = Path(tempfile.mkdtemp(prefix="dispatch-egress-"))
+        # The container's users must reach the socket; the folder holds nothing else.
+        folder.chmod(0o755)
+        self._egress_dir = folder
+        self.egress.start(socket_path=folder / SOCKET_NAME)
+
+    def _start_relay(self) -> None:
+        """Serve the proxy on 127.0.0.1 in the container, as a user the task cannot signal."""
+        if self.egress is None:
+            return
+        relay = self.spawn(relay_command(), user=RELAY_USER)
+        try:
+            line = relay.read_line()
+        except SandboxError as exc:
+            relay.close()
+            raise SandboxError(f"the sandbox's network relay did not start: {exc}") from None
+        if line.strip() != b"ready":
+            relay.close()
+            raise SandboxError(f"the sandbox's network relay did not start: {line!r}")
+        self._relay = relay
+
+    def _stop_egress(self) -> None:
+        relay, self._relay = self._relay, None
+        if relay is not None:
+            relay.close()
+        if self.egress is not None:
+            self.egress.stop()
+        folder, self._egress_dir = self._egress_dir, None
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
 
     def _refuse_engine_state(self) -> None:
         """Refuse mounts inside the engine's data root, wherever this engine keeps it."""
@@ -495,7 +588,10 @@ class DockerSandbox:
         """
         self._stopping.set()
         with self._lifecycle:
-            self._remove()
+            try:
+                self._remove()
+            finally:
+                self._stop_egress()
             if self._git_known is not None:
                 # A daemon of the task may have planted one after the last command's search.
                 known, self._git_known = self._git_known, None

@@ -37,7 +37,7 @@ from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import BaseRoute, Route
 
-from controller.api import approvals, audit, memory, push, routes
+from controller.api import approvals, audit, memory, network, push, routes
 from controller.auth import Auth
 from controller.disk import is_disk_full
 from controller.errors import ApiError, RateLimited, Unauthorized
@@ -426,6 +426,7 @@ def create_app(settings: Settings, *, controller: Controller | None = None) -> F
     app.include_router(memory.router)
     app.include_router(audit.router)
     app.include_router(push.router)
+    app.include_router(network.router)
     return app
 
 

@@ -34,6 +34,7 @@ from controller.api.schemas import (
     MessageCreate,
     MessageItem,
     MessageOut,
+    NetworkAllow,
     PairingCodeOut,
     PairRequest,
     PairResponse,
@@ -51,10 +52,11 @@ from controller.disk import is_disk_full
 from controller.errors import BadRequest, Forbidden, InsufficientStorage, Unprocessable
 from controller.folders import check_folders
 from controller.service import Controller
-from controller.settings import Settings
+from controller.settings import Settings, expand_allow
 from controller.store.models import Device, Task, TaskKind, TaskStatus
 from controller.store.tasks import NewTask
 from sandbox import Network
+from sandbox.egress import PolicyInvalid
 
 MAX_ID = 2**63 - 1
 EVENT_ID = re.compile(r"[0-9]{1,18}")
@@ -165,6 +167,22 @@ class OwnerOnly:
     async def __call__(self, device: Authed) -> Device:
         require_owner(device, self.action, self.command)
         return device
+
+
+def network_choice(
+    choice: str | NetworkAllow, settings: Settings
+) -> tuple[Network, tuple[str, ...]]:
+    """A submission's `network` as a mode and its allow list (presets expanded, checked).
+
+    Raises:
+        Unprocessable: `bad_network_allow`, naming the entry and the fix.
+    """
+    if not isinstance(choice, NetworkAllow):
+        return Network(choice), ()
+    try:
+        return Network.ALLOWLIST, expand_allow(choice.allow, settings)
+    except PolicyInvalid as exc:
+        raise Unprocessable(f"network.allow: {exc}", code="bad_network_allow") from None
 
 
 def check_network(device: Device, network: Network, settings: Settings) -> None:
@@ -394,10 +412,12 @@ def add_message(thread_id: ThreadId, body: MessageCreate, c: Ctl, device: Authed
 )
 def submit_task(body: AnyTaskCreate, c: Ctl, device: Authed) -> Response:
     """Queue a task at the end of its thread; answers at once with its id. `kind` is `command`
-    (the default) or `agent`. Network `open` needs the owner's token or the
-    `allow_open_network` setting."""
+    (the default) or `agent`. Network `{"allow": [...]}` gives restricted internet (those
+    domains and presets only, through Dispatch's logging proxy); `open` needs the owner's token
+    or the `allow_open_network` setting."""
     settings = c.settings
-    check_network(device, Network(body.network), settings)
+    network, allow = network_choice(body.network, settings)
+    check_network(device, network, settings)
     timeout_s = body.timeout_s if body.timeout_s is not None else settings.default_task_timeout_s
     if timeout_s > settings.max_task_timeout_s:
         raise Unprocessable(
@@ -412,10 +432,11 @@ def submit_task(body: AnyTaskCreate, c: Ctl, device: Authed) -> Response:
         thread=body.thread,
         command=body.command if isinstance(body, TaskCreate) else [],
         mounts=mounts,
-        network=Network(body.network),
+        network=network,
         timeout_s=timeout_s,
         kind=TaskKind.AGENT if agent is not None else TaskKind.COMMAND,
         agent=agent,
+        allow=allow,
     )
     task = TaskOut.of(c.tasks.submit(new, device_id=device.id), device)
     # Serialised here, not validated again by FastAPI: this is the API's busiest route.

@@ -175,6 +175,22 @@ class FolderRequest(Strict):
     mode: Literal["ro", "rw"] = "ro"
 
 
+class NetworkAllow(Strict):
+    """Network "allowlist": only these domains, through Dispatch's filtering proxy."""
+
+    allow: list[Annotated[str, Field(min_length=1, max_length=260)]] = Field(
+        min_length=1,
+        max_length=200,
+        description="Domains (`example.com`; `*.example.com` for the names below it; either "
+        "with `:port`, else HTTP on 80 and HTTPS on 443) and names of the controller's network "
+        "presets (`python-packages`).",
+    )
+
+
+# What a submission may ask for: no network (the default), all of it, or an allowlist.
+NetworkChoice = Literal["none", "open"] | NetworkAllow
+
+
 class TaskCreate(Strict):
     thread: Name = Field(
         default="default", description="Thread name; a thread of that name is created if new."
@@ -184,7 +200,7 @@ class TaskCreate(Strict):
         min_length=1, max_length=MAX_COMMAND_ARGS, description="Program and arguments (no shell)."
     )
     folders: list[FolderRequest] = Field(default_factory=list, max_length=MAX_FOLDERS)
-    network: Literal["none", "open"] = "none"
+    network: NetworkChoice = "none"
     timeout_s: float | None = Field(
         default=None, gt=0, description="Seconds; the controller's default when omitted."
     )
@@ -215,7 +231,7 @@ class AgentTaskCreate(Strict):
         min_length=1, max_length=5, description="bash, edit, computer, browser, memory."
     )
     folders: list[FolderRequest] = Field(default_factory=list, max_length=MAX_FOLDERS)
-    network: Literal["none", "open"] = "none"
+    network: NetworkChoice = "none"
     display: Literal["sandbox", "host"] = Field(
         default="sandbox",
         description="sandbox: a desktop container; host: the host_display setting's screen.",
@@ -281,7 +297,10 @@ class TaskOut(BaseModel):
     kind: Literal["command", "agent"]
     command: list[str]
     folders: list[FolderOut]
-    network: Literal["none", "open"]
+    network: Literal["none", "open", "allowlist"]
+    network_allow: list[str] = Field(
+        default_factory=list, description='Network "allowlist": the domains, presets expanded.'
+    )
     timeout_s: float
     status: TaskStatus
     created_at: datetime
@@ -362,6 +381,7 @@ def _task_fields(t: Task, by: Device | None) -> dict[str, Any]:
         "command": t.command,
         "folders": t.folders,
         "network": t.network,
+        "network_allow": list(t.network_allow or []),
         "timeout_s": t.timeout_s,
         "status": t.status,
         "created_at": ts(t.created_at),

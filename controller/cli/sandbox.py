@@ -24,6 +24,7 @@ from sandbox import (
     Stream,
 )
 from sandbox.base import DEADLINE_GRACE_S, DEFAULT_IMAGE
+from sandbox.egress import EgressRecord, PolicyInvalid
 
 DEFAULT_LIMITS = Limits()
 
@@ -48,6 +49,31 @@ def _write(stream: Stream, data: bytes) -> None:
     out.flush()
 
 
+def _network_config(
+    allow: tuple[str, ...], mapped: dict[str, str]
+) -> tuple[tuple[str, ...], dict[str, str]]:
+    """Presets expanded and network_resolve merged in, from the config file (flags win)."""
+    from controller.errors import ConfigError
+    from controller.settings import expand_allow, load_settings
+
+    try:
+        settings = load_settings()
+        return expand_allow(allow, settings), {**settings.network_resolve, **mapped}
+    except ConfigError as exc:
+        _fail(str(exc), ExitCode.USAGE)
+    except PolicyInvalid as exc:
+        _fail(f"--allow: {exc}", ExitCode.USAGE)
+    raise AssertionError("unreachable")
+
+
+def _report_refusal(record: EgressRecord) -> None:
+    """Say on stderr when the proxy refused something, so a failing download explains itself."""
+    if not record.allowed:
+        click.echo(
+            f"dispatch: network: refused {record.domain}:{record.port} ({record.reason})", err=True
+        )
+
+
 @click.group()
 def sandbox() -> None:
     """Run commands in hardened sandboxes, and clean up after crashes."""
@@ -69,7 +95,25 @@ def sandbox() -> None:
     type=click.Choice([n.value for n in Network]),
     default="none",
     show_default=True,
-    help="'open' gives the sandbox the network (a warning is printed).",
+    help="'open' gives the sandbox the network (a warning is printed); 'allowlist' only the "
+    "--allow domains, through Dispatch's filtering proxy.",
+)
+@click.option(
+    "--allow",
+    "allow",
+    multiple=True,
+    metavar="DOMAIN[:PORT]",
+    help="A domain the command may reach (HTTP on 80, HTTPS on 443, or the port given); "
+    "*.example.com allows the names below it; or a preset of config.toml's [network.presets] "
+    "(python-packages). Implies --network allowlist. Repeatable.",
+)
+@click.option(
+    "--resolve",
+    "resolve",
+    multiple=True,
+    metavar="NAME=ADDRESS",
+    help="Reach NAME at ADDRESS (like curl --resolve); allows that address even if it is "
+    "private or this host's. Repeatable; added to config.toml's network_resolve.",
 )
 @click.option(
     "--timeout",
@@ -114,6 +158,8 @@ def sandbox() -> None:
 def run(
     mounts: tuple[str, ...],
     network: str,
+    allow: tuple[str, ...],
+    resolve: tuple[str, ...],
     timeout_s: float | None,
     memory_mb: int,
     cpus: float,
@@ -147,6 +193,21 @@ def run(
         git = () if git_writable else git_mounts(writable, skip={m.host for m in granted})
     except GrantRefused as exc:
         _fail(f"refused: {exc}", ExitCode.GRANT_REFUSED)
+    if allow and network == Network.OPEN.value:
+        _fail("--allow limits the network; it cannot go with --network open", ExitCode.USAGE)
+    if allow:
+        network = Network.ALLOWLIST.value
+    mapped = {}
+    for item in resolve:
+        name, sep, address = item.partition("=")
+        if not sep:
+            _fail(
+                f"--resolve {item!r}: write NAME=ADDRESS, e.g. intranet.test=10.0.0.5",
+                ExitCode.USAGE,
+            )
+        mapped[name] = address
+    if network == Network.ALLOWLIST.value:
+        allow, mapped = _network_config(allow, mapped)
     if network == Network.OPEN.value:
         click.echo("dispatch: warning: --network open lets the command reach the network", err=True)
     spec = SandboxSpec(
@@ -160,16 +221,20 @@ def run(
         deadline_s=timeout_s + DEADLINE_GRACE_S if timeout_s is not None else None,
         # --git-writable: the command may make repositories too, none is renamed aside.
         git_writable=tuple(writable) if git_writable else (),
+        allow=allow,
+        resolve=mapped,
     )
     try:
         client = connect()
         prune_orphans(client)
-        with create("docker", spec, client=client) as box:
+        with create("docker", spec, client=client, on_egress=_report_refusal) as box:
             result = box.exec(list(command), timeout_s=timeout_s, on_output=_write)
         # Repositories a daemon of the command made after it ended, renamed aside by stop().
         late = getattr(box, "git_quarantined_at_stop", ())
         if late:
             result = replace(result, git_quarantined=(*result.git_quarantined, *late))
+    except PolicyInvalid as exc:
+        _fail(str(exc), ExitCode.USAGE)
     except EngineUnavailable as exc:
         _fail(str(exc), ExitCode.ENGINE_UNAVAILABLE)
     except ImageMissing as exc:

@@ -171,6 +171,13 @@ def follow(client: Client, task_id: int, raw: bool = False) -> dict[str, Any]:
             print_output(event.data["data"], raw)
         elif event.kind == "task.step":
             print_step(event.data["data"])
+        elif event.kind == "task.network" and not event.data["data"]["allowed"]:
+            request = event.data["data"]
+            click.echo(
+                safe(f"dispatch: network: refused {request['domain']}:{request['port']} "
+                     f"({request['reason']})"),
+                err=True,
+            )  # fmt: skip
         elif event.kind == "task.state":
             state = event.data["data"]
             if state["status"] in TERMINAL:
@@ -192,6 +199,15 @@ def follow(client: Client, task_id: int, raw: bool = False) -> dict[str, Any]:
     help="A granted folder to mount (read-only unless :rw); repeatable.",
 )
 @click.option("--network", type=click.Choice(["none", "open"]), default="none", show_default=True)
+@click.option(
+    "--allow",
+    "allow",
+    multiple=True,
+    metavar="DOMAIN[:PORT]|PRESET",
+    help="Give the task restricted internet: only this domain (HTTP on 80, HTTPS on 443, or "
+    "the port given; *.example.com for the names below it) or the controller's network preset "
+    "(python-packages); repeatable.",
+)
 @click.option("--timeout", "timeout_s", type=float, help="Seconds before it is killed.")
 @click.option("--wait", is_flag=True, help="Stream the output and exit with the task's code.")
 @click.option("--json", "as_json", is_flag=True, help="Print the task as JSON.")
@@ -220,6 +236,7 @@ def submit(
     thread: str,
     folders: tuple[str, ...],
     network: str,
+    allow: tuple[str, ...],
     timeout_s: float | None,
     wait: bool,
     as_json: bool,
@@ -240,6 +257,9 @@ def submit(
     if (prompt is None) == (not command):
         raise click.UsageError("give either -- COMMAND... or --agent PROMPT, not both or neither")
     grants = [parse_folder(f) for f in folders]
+    if allow and network == "open":
+        raise click.UsageError("--allow limits the network; it cannot go with --network open")
+    chosen: str | dict[str, Any] = {"allow": list(allow)} if allow else network
     agent = None
     if prompt is not None:
         agent = {
@@ -256,7 +276,7 @@ def submit(
                 command,
                 thread=thread,
                 folders=grants,
-                network=network,
+                network=chosen,
                 timeout_s=timeout_s,
                 agent=agent,
             )
@@ -340,11 +360,20 @@ def _by(submitter: dict[str, Any] | None) -> str:
 @click.command()
 @click.argument("task_id", type=int)
 @click.option("--follow", "-f", "follow_", is_flag=True, help="Keep printing until it finishes.")
+@click.option(
+    "--network",
+    "network",
+    is_flag=True,
+    help="Print the task's network requests (allowlist mode) instead of its output.",
+)
+@click.option("--json", "as_json", is_flag=True, help="With --network: print JSON.")
 @RAW_OPTION
 @connection_options
 def logs(
     task_id: int,
     follow_: bool,
+    network: bool,
+    as_json: bool,
     raw: bool,
     server: str | None,
     token: str | None,
@@ -357,6 +386,13 @@ def logs(
     """
     with connect(server, token, data_dir) as client:
         try:
+            if network:
+                found = client.request("GET", f"/api/v1/tasks/{task_id}/network")
+                if as_json:
+                    click.echo(json.dumps(found, indent=2))
+                else:
+                    print_network(found)
+                return
             if follow_:
                 follow(client, task_id, raw)
                 return
@@ -369,6 +405,28 @@ def logs(
                 click.echo(f"answer: {safe_output(task['final_answer'])}")
         except ClientError as exc:
             fail(exc)
+
+
+def print_network(found: dict[str, Any]) -> None:
+    """One line per request: time, verdict, method, domain:port, bytes each way, reason."""
+    if found["network"] != "allowlist":
+        click.echo(f"task {found['task_id']} has network {found['network']}: nothing is logged")
+        return
+    click.echo(f"allowed: {safe(', '.join(found['allow']))}")
+    click.echo(
+        f"{'TIME':<19}  {'VERDICT':<7}  {'METHOD':<7}  {'DESTINATION':<32}  {'UP':>9}  {'DOWN':>9}"
+    )
+    for r in found["requests"]:
+        verdict = "allowed" if r["allowed"] else "refused"
+        where = safe(f"{r['domain']}:{r['port']}")
+        line = (
+            f"{_when(r['at']):<19}  {verdict:<7}  {safe(r['method']):<7}  {where:<32}  "
+            f"{r['bytes_up']:>9}  {r['bytes_down']:>9}"
+        )
+        if r["reason"]:
+            line += f"  {safe(r['reason'])}"
+        click.echo(line)
+    click.echo(f"{len(found['requests'])} requests, {found['refused']} refused")
 
 
 @click.command()

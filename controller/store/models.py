@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 from typing import Any
 
-from sqlalchemy import JSON, Enum, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Enum, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -139,6 +139,8 @@ class Task(Base):
     # [{"path": "/abs", "mode": "ro"|"rw"}], already checked against the grants.
     folders: Mapped[list[Any]]
     network: Mapped[str] = mapped_column(String(16))
+    # Network "allowlist": the domains it may reach (presets already expanded); else null.
+    network_allow: Mapped[list[Any] | None]
     timeout_s: Mapped[float]
     status: Mapped[TaskStatus] = mapped_column(_enum(TaskStatus))
     created_at: Mapped[float]
@@ -260,3 +262,21 @@ class Notification(Base):
     sent_at: Mapped[float | None]
     # Set when it is given up (gone, expired, or too many tries); never tried again.
     dropped_at: Mapped[float | None]
+
+
+class NetworkRequest(Base):
+    """One request a task's sandbox made through the egress proxy (network "allowlist")."""
+
+    __tablename__ = "network_requests"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id"), index=True)
+    at: Mapped[float]
+    domain: Mapped[str] = mapped_column(String(255))
+    port: Mapped[int]
+    method: Mapped[str] = mapped_column(String(16))
+    allowed: Mapped[bool]
+    reason: Mapped[str] = mapped_column(Text)
+    bytes_up: Mapped[int] = mapped_column(BigInteger)
+    bytes_down: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[int | None]

@@ -71,6 +71,8 @@ class NewTask:
     kind: TaskKind = TaskKind.COMMAND
     # Agent tasks: prompt, tools, display, max_steps, model, policy, allowed_domains.
     agent: Mapping[str, Any] | None = None
+    # Network ALLOWLIST: the domains, presets already expanded.
+    allow: Sequence[str] = ()
 
 
 @dataclass(frozen=True)
@@ -161,6 +163,7 @@ class TaskStore:
             "command": list(new.command),
             "folders": [{"path": str(m.host), "mode": m.mode} for m in new.mounts],
             "network": new.network.value,
+            "network_allow": list(new.allow) if new.network is Network.ALLOWLIST else None,
             "timeout_s": new.timeout_s,
             "status": TaskStatus.QUEUED,
             "created_at": time.time(),
@@ -208,6 +211,7 @@ class TaskStore:
             timeout_s=old.timeout_s,
             kind=old.kind,
             agent=old.agent,
+            allow=tuple(old.network_allow or ()),
         )
         return self.submit(new, device_id=device_id, retry_of=task_id)
 

@@ -46,6 +46,8 @@ DEVICE = {
     ("POST", "/api/v1/tasks/{task_id}/retry"),
     ("GET", "/api/v1/events"),
     ("GET", "/api/v1/tasks/{task_id}/events"),
+    # What a task's sandbox reached (network "allowlist"): as visible as its output.
+    ("GET", "/api/v1/tasks/{task_id}/network"),
     # A person decides approvals from any of their devices, and sees what the agent remembers.
     ("GET", "/api/v1/approvals"),
     ("GET", "/api/v1/approvals/{approval_id}"),

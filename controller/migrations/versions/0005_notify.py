@@ -1,6 +1,6 @@
 """notifications: Web Push subscriptions per device, and the outbox of notifications to send
 
-Revision ID: 0005_notify
+Revision ID: 0005
 Revises: 0004
 Create Date: 2026-12-06
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005_notify"
+revision = "0005"
 # Written beside other branches' migrations; whichever lands later chains onto the other.
 down_revision = "0004"
 branch_labels = None
