@@ -228,6 +228,7 @@ class AgentServices:
         attach: Callable[[Sandbox], bool],
         cancelled: Callable[[], bool],
         on_sandbox: Callable[[str], None],
+        on_egress: Callable[[Any], None] | None = None,
     ) -> AgentJob:
         return AgentJob(
             services=self,
@@ -239,6 +240,7 @@ class AgentServices:
             attach=attach,
             cancelled=cancelled,
             on_sandbox=on_sandbox,
+            on_egress=on_egress,
         )
 
 
@@ -255,6 +257,8 @@ class AgentJob:
     attach: Callable[[Sandbox], bool]
     cancelled: Callable[[], bool]
     on_sandbox: Callable[[str], None]
+    # Each request of a network-allowlist sandbox through its egress proxy.
+    on_egress: Callable[[Any], None] | None = None
     closers: list[Callable[[], None]] = field(default_factory=list)
     audit: AgentAudit | None = None
     # The reply whose tool calls are running: the model's stated reason comes from it.
@@ -336,12 +340,17 @@ class AgentJob:
             image=self.settings.desktop_image if wants_screen else self.settings.sandbox_image,
             mounts=self.plan.mounts,
             network=Network(self.task.network),
+            allow=tuple(self.task.network_allow or ()),
+            resolve=self.settings.network_resolve,
             workdir=self.plan.requested[0].host if self.plan.requested else None,
             labels={"dispatch.task": str(self.task.id)},
             user=self.plan.user,
             deadline_s=self.task.timeout_s + DEADLINE_GRACE_S,
         )
         box = self.factory(self.settings.sandbox_backend, spec)
+        watch_egress = getattr(box, "watch_egress", None)
+        if spec.network is Network.ALLOWLIST and watch_egress and self.on_egress is not None:
+            watch_egress(self.on_egress)
         # Removed at the end whatever happens (and by `attach`'s kill when cancelled).
         self.closers.append(box.stop)
         if not self.attach(box):

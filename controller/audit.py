@@ -94,6 +94,9 @@ class AuditTrail:
         data = {"command": list(command), "exit_code": exit_code, "outcome": outcome}
         self._quiet(Kind.SANDBOX_COMMAND, task, thread, data)
 
+    def network(self, task: int, thread: int, request: Mapping[str, Any]) -> None:
+        self._quiet(Kind.NETWORK_REQUEST, task, thread, request)
+
     def finished(self, task: int, thread: int, status: str, reason: str | None) -> None:
         self._quiet(Kind.TASK_FINISHED, task, thread, {"status": status, "reason": reason})
 

@@ -20,7 +20,8 @@ from computer_use.screen.base import Screen
 from computer_use.screen.computer import X11ComputerToolset
 from computer_use.screen.desktop import SandboxDesktop, SandboxScreen
 from computer_use.screen.x11 import X11Screen
-from sandbox import Sandbox, SandboxError
+from sandbox import Network, Sandbox, SandboxError
+from sandbox.egress.relay import PROXY_PORT
 
 if TYPE_CHECKING:
     from controller.agent_runner import AgentJob, FolderPolicy, StoreGate
@@ -89,10 +90,18 @@ def browser_toolset(
         ) from None
     if box is None:
         raise SandboxError("the desktop sandbox for the browser was not started")
-    domains = AllowedDomains.parse(job.agent.get("allowed_domains") or [])
+    allowlist = job.task.network == Network.ALLOWLIST.value
+    # In allowlist mode the browser goes through the sandbox's egress proxy like every other
+    # program (Chromium ignores HTTP_PROXY), and its fence defaults to the same list: what the
+    # model can open and what its shell can fetch are one policy.
+    named = job.agent.get("allowed_domains") or (
+        [entry.rsplit(":", 1)[0] for entry in job.task.network_allow or ()] if allowlist else []
+    )
+    domains = AllowedDomains.parse(named)
+    proxy = (f"--proxy-server=http://127.0.0.1:{PROXY_PORT}", "--disable-quic") if allowlist else ()
     confirm = job._confirmer("browser", policy, gate)
     browser = ChromiumBrowser(
-        launcher=SandboxChromium(box), allowed_domains=domains, confirm=confirm
+        launcher=SandboxChromium(box, extra_args=proxy), allowed_domains=domains, confirm=confirm
     )
     # Bound to what was seen, as for the computer: the tab is captured before asking and again
     # before acting, and each request names the page's URL.

@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -461,6 +461,7 @@ class Runner:
                 attach=handle.attach,
                 cancelled=lambda: handle.stopping,
                 on_sandbox=lambda box_id: self._note_sandbox(task.id, box_id),
+                on_egress=self._egress_recorder(task),
             )
             result = job.run()
             self._engine_answered()
@@ -511,6 +512,8 @@ class Runner:
                 network_log.add(task.id, request, thread_id=task.thread_id)
             except Exception:  # the log must not kill the proxy's reader; the task goes on
                 log.exception("could not store a network request of task %s", task.id)
+            if self.audit is not None:
+                self.audit.network(task.id, task.thread_id, asdict(request))
 
         return record
 

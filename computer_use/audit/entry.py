@@ -57,6 +57,7 @@ class Kind(enum.StrEnum):
     APPROVAL_DECIDED = "approval_decided"  # {action_id, decision, by, device, reason}
     ACTION_PERFORMED = "action_performed"  # {action_id, outcome, result}; shot "after"
     SANDBOX_COMMAND = "sandbox_command"  # {command, exit_code, outcome}
+    NETWORK_REQUEST = "network_request"  # through the egress proxy: {domain, port, allowed, ...}
     TASK_FINISHED = "task_finished"  # {status, reason}
     SCREENSHOTS_PRUNED = "screenshots_pruned"  # retention: {older_than_days, shots: [sha, ...]}
     LOG_REPAIRED = "log_repaired"  # a torn last line set aside: {offset, bytes, sha256, saved_as}
@@ -72,6 +73,7 @@ REQUIRED: Mapping[Kind, tuple[str, ...]] = {
     Kind.APPROVAL_DECIDED: ("action_id", "decision", "by"),
     Kind.ACTION_PERFORMED: ("action_id", "outcome"),
     Kind.SANDBOX_COMMAND: ("command", "exit_code", "outcome"),
+    Kind.NETWORK_REQUEST: ("domain", "port", "allowed"),
     Kind.TASK_FINISHED: ("status",),
     Kind.SCREENSHOTS_PRUNED: ("older_than_days", "shots"),
     Kind.LOG_REPAIRED: ("offset", "bytes", "sha256"),

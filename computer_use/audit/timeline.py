@@ -104,6 +104,14 @@ def _words(found: Entry, proposals: Mapping[str, str]) -> tuple[str, str, str | 
                 _command(d.get("command")),
                 None,
             )
+        case Kind.NETWORK_REQUEST:
+            verdict = "allowed" if d.get("allowed") else "refused"
+            where = f"{_s(d.get('domain'), 255)}:{d.get('port')}"
+            return (
+                f"Network {verdict}: {_s(d.get('method'), 16)} {where}",
+                _s(d.get("reason")),
+                None,
+            )
         case Kind.TASK_FINISHED:
             return f"Task finished: {_s(d.get('status'), 60)}", _s(d.get("reason")), None
         case Kind.SCREENSHOTS_PRUNED:

@@ -20,6 +20,7 @@ from conftest import LOCAL_BASE_URL, Api, FakeFactory, LiveServer, wait_until, w
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from computer_use.testing.fake_model import FakeModel
 from controller.api.app import create_app
 from controller.cli import main
 from controller.errors import ConfigError
@@ -267,3 +268,56 @@ def test_submit_wait_says_when_the_network_refused_something(live_server: LiveSe
     result = outcome[0]
     assert result.exit_code == 0, result.output
     assert "dispatch: network: refused evil.test:443 (not on the list)" in result.stderr
+
+
+@pytest.mark.docker
+@pytest.mark.browser
+def test_the_agents_browser_goes_through_the_same_proxy_and_list(
+    workspace: Path, http_site: Site, fake_model: FakeModel
+) -> None:
+    from computer_use.testing.fake_model import Reply, ToolCall
+
+    config = network_config(workspace, CONFIG.replace("PORT", str(http_site.port)))
+    settings = load_settings(
+        {"data_dir": workspace / "data", "sandbox_backend": "docker"},
+        {"XDG_CONFIG_HOME": str(workspace / "xdg-config"), **fake_model.environ()},
+        config=config,
+    )
+    controller = Controller(settings)
+    page = f"http://allowed.test:{http_site.port}/small"
+    fake_model.add(
+        Reply(text="Opening it.", tool_calls=[ToolCall("navigate", {"url": page}, "browser")]),
+        Reply(tool_calls=[ToolCall("get_page_text", {}, toolset="browser")]),
+        Reply(text="It says hello."),
+    )
+    with TestClient(create_app(settings, controller=controller), base_url=LOCAL_BASE_URL) as client:
+        api = Api(client.app, client, controller, FakeFactory())  # type: ignore[arg-type]
+        response = api.post(
+            "/api/v1/tasks",
+            json={
+                "kind": "agent",
+                "prompt": "Read the page",
+                "tools": ["browser"],
+                "network": {"allow": ["local-site"]},
+                "timeout_s": 300,
+            },
+        )
+        assert response.status_code == 202, response.text
+        task_id = response.json()["id"]
+        api.wait_task(task_id, ("waiting_for_approval",), timeout_s=180)
+        request = api.get("/api/v1/approvals?state=pending").json()[0]
+        api.post(f"/api/v1/approvals/{request['id']}/decision", json={"decision": "approve"})
+        done = api.wait_task(task_id, timeout_s=180)
+        assert done["status"] == "succeeded", done
+        text = [s for s in done["steps"] if s["kind"] == "tools"][1]["results"][0]["text"]
+        # No DNS in the sandbox: allowed.test loaded only through the proxy's network_resolve.
+        assert SMALL.decode().strip() in text
+        found = api.get(f"/api/v1/tasks/{task_id}/network").json()["requests"]
+        assert ("allowed.test", http_site.port, True) in [
+            (r["domain"], r["port"], r["allowed"]) for r in found
+        ]
+        audited = api.get(f"/api/v1/tasks/{task_id}/audit").json()
+        assert any(
+            s["kind"] == "network_request" and s["data"]["domain"] == "allowed.test"
+            for s in audited
+        )
