@@ -1,0 +1,140 @@
+"""The console's sessions in process: pairing signs a browser in with a cookie, pages need it,
+a cookie alone cannot change anything without the CSRF token and our Origin, and revoking the
+device ends the session."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+from conftest import LOCAL_BASE_URL, Api
+
+from controller.web.session import COOKIE, csrf_token
+
+ORIGIN = {"Origin": LOCAL_BASE_URL}
+
+
+def pair_browser(api: Api, name: str = "phone") -> str:
+    """Pair through the form as a browser does; the session token from the cookie."""
+    code = api.controller.auth.issue_pairing_code().code
+    response = api.client.post(
+        "/pair",
+        content=f"code={code}&device_name={name}",
+        headers={"Content-Type": "application/x-www-form-urlencoded", **ORIGIN},
+        follow_redirects=False,
+    )
+    assert response.status_code == 303, response.text
+    assert response.headers["location"] == "/"
+    cookie = response.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/" in cookie
+    assert "Secure" not in cookie  # plain HTTP here; under TLS it is (see the browser tests)
+    token = re.match(rf"{COOKIE}=([^;]+)", cookie)
+    assert token is not None
+    api.client.cookies.clear()
+    return token.group(1)
+
+
+def browser(api: Api, token: str) -> httpx.Client:
+    return api.client.__class__(  # a TestClient of its own, with only the cookie
+        api.app, base_url=LOCAL_BASE_URL, cookies={COOKIE: token}, follow_redirects=False
+    )
+
+
+def test_pairing_signs_the_browser_in_and_every_page_renders_with_the_csp(api: Api) -> None:
+    token = pair_browser(api)
+    with browser(api, token) as b:
+        for path in ("/", "/approvals", "/memory", "/settings"):
+            response = b.get(path)
+            assert response.status_code == 200, (path, response.text)
+            csp = response.headers["Content-Security-Policy"]
+            assert "script-src 'self'" in csp and "unsafe-inline" not in csp
+            assert "<script>" not in response.text and " style=" not in response.text
+            assert f'content="{csrf_token(token)}"' in response.text
+        thread = b.post(
+            "/api/v1/threads",
+            json={"name": "taxes"},
+            headers={"X-CSRF-Token": csrf_token(token), **ORIGIN},
+        )
+        assert thread.status_code == 201, thread.text
+        page = b.get(f"/threads/{thread.json()['id']}")
+        assert page.status_code == 200 and "taxes" in page.text
+
+
+def test_without_a_session_pages_send_the_browser_to_pairing_and_the_rest_is_401(api: Api) -> None:
+    anonymous = api.client
+    for path in ("/", "/approvals", "/threads/1", "/settings", "/memory"):
+        response = anonymous.get(path, follow_redirects=False)
+        assert response.status_code == 303 and response.headers["location"] == "/pair", path
+    assert anonymous.get("/fragments/tasks/1").status_code == 401
+    assert anonymous.get("/static/console.css").status_code == 200
+    bogus = browser(api, "not-a-token")
+    response = bogus.get("/", follow_redirects=False)
+    assert response.headers["location"] == "/pair#signed-out"
+    assert f"{COOKIE}=;" in response.headers["set-cookie"]  # the dead cookie is dropped
+
+
+def test_a_cookie_alone_changes_nothing_without_the_csrf_token_and_our_origin(api: Api) -> None:
+    token = pair_browser(api)
+    good = {"X-CSRF-Token": csrf_token(token), **ORIGIN}
+    attempts = [
+        {},  # a cross-site form post: no token, no matching Origin
+        {"X-CSRF-Token": csrf_token(token)},  # no Origin
+        {"X-CSRF-Token": csrf_token(token), "Origin": "https://evil.example"},
+        {"X-CSRF-Token": "0" * 64, **ORIGIN},
+        {**ORIGIN},
+    ]
+    with browser(api, token) as b:
+        for headers in attempts:
+            response = b.post("/api/v1/threads", json={"name": "x"}, headers=headers)
+            assert response.status_code == 403, (headers, response.text)
+            assert response.json()["error"]["code"] == "csrf"
+        assert api.get("/api/v1/threads").json() == []
+        assert b.post("/api/v1/threads", json={"name": "x"}, headers=good).status_code == 201
+    # A program's bearer token needs neither.
+    assert api.post("/api/v1/threads", json={"name": "y"}).status_code == 201
+
+
+def test_a_cross_site_pairing_post_is_refused(api: Api) -> None:
+    code = api.controller.auth.issue_pairing_code().code
+    response = api.client.post(
+        "/pair",
+        content=f"code={code}&device_name=phone",
+        headers={
+            "Content-Type": "application/x-www-form-urlencoded",
+            "Origin": "https://evil.example",
+        },
+        follow_redirects=False,
+    )
+    assert response.status_code == 403
+    assert "set-cookie" not in response.headers
+    assert [d["name"] for d in api.get("/api/v1/devices").json()] == ["owner (this machine)"]
+
+
+def test_a_wrong_code_shows_the_form_again_with_the_reason(api: Api) -> None:
+    response = api.client.post(
+        "/pair",
+        content="code=AAAA-AAAA&device_name=phone",
+        headers={"Content-Type": "application/x-www-form-urlencoded", **ORIGIN},
+    )
+    assert response.status_code == 401
+    assert "the pairing code is wrong" in response.text and "set-cookie" not in response.headers
+
+
+def test_revoking_the_device_ends_its_session(api: Api) -> None:
+    token = pair_browser(api)
+    device_id = next(d["id"] for d in api.get("/api/v1/devices").json() if d["name"] == "phone")
+    with browser(api, token) as b:
+        assert b.get("/").status_code == 200
+        assert api.delete(f"/api/v1/devices/{device_id}").status_code == 200
+        assert b.get("/").headers["location"] == "/pair#signed-out"
+        assert b.get("/api/v1/threads").status_code == 401
+
+
+def test_signing_out_revokes_this_device(api: Api) -> None:
+    token = pair_browser(api)
+    with browser(api, token) as b:
+        response = b.post("/signout", headers={"X-CSRF-Token": csrf_token(token), **ORIGIN})
+        assert response.status_code == 303
+        assert b.get("/api/v1/threads").status_code == 401
+    phone = next(d for d in api.get("/api/v1/devices").json() if d["name"] == "phone")
+    assert phone["revoked_at"] is not None
