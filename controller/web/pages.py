@@ -178,7 +178,7 @@ def thread_rows(c: Controller) -> list[dict[str, Any]]:
     latest: dict[int, list[Task]] = {}
     for task in c.tasks.search(limit=1000):
         latest.setdefault(task.thread_id, []).append(task)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for thread in c.threads.all():
         tasks = latest.get(thread.id, [])
         statuses = {t.status for t in tasks}
