@@ -83,7 +83,7 @@ function refresh(key, url, place) {
 function replaceOrAdd(id, container, position) {
   return (fresh) => {
     const old = document.getElementById(id);
-    if (old) { carryOver(old, fresh); old.replaceWith(fresh); return; }
+    if (old) { carryOver(old, fresh); old.replaceWith(fresh); countdown(); return; }
     if (!container) return;
     const empty = document.getElementById("no-tasks");
     if (empty) empty.hidden = true;
