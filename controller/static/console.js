@@ -301,6 +301,7 @@ async function submitTask(form) {
   }
   const task = await api("POST", "/api/v1/tasks", payload);
   form.querySelector("textarea").value = "";
+  form.querySelector("details.options").open = false;
   refreshTask(task.id);
 }
 

@@ -198,8 +198,8 @@ def test_revoking_the_device_signs_it_out_at_once(console: Console, phones: Phon
     page.wait_for_url(f"{console.url}/pair#signed-out", timeout=10_000)
     assert page.locator("#signed-out").is_visible()
     console.shot(page, "signed-out")
-    page.goto(f"{console.url}/settings")
-    assert page.url == f"{console.url}/pair"
+    page.goto(f"{console.url}/settings")  # the dead cookie is refused and dropped
+    assert page.url == f"{console.url}/pair#signed-out"
     assert not [c for c in page.context.cookies() if c["name"] == "dispatch_session"]
 
 
