@@ -4,7 +4,10 @@ device ends the session."""
 
 from __future__ import annotations
 
+import os
 import re
+from datetime import datetime
+from pathlib import Path
 
 import httpx
 from conftest import LOCAL_BASE_URL, Api
@@ -138,3 +141,43 @@ def test_signing_out_revokes_this_device(api: Api) -> None:
         assert b.get("/api/v1/threads").status_code == 401
     phone = next(d for d in api.get("/api/v1/devices").json() if d["name"] == "phone")
     assert phone["revoked_at"] is not None
+
+
+def test_a_tasks_changed_files_are_listed_and_downloadable_and_nothing_else(
+    api: Api, workspace: Path
+) -> None:
+    app = workspace / "projects" / "app"
+    (app / "old.txt").write_text("from before")
+    os.utime(app / "old.txt", (1_000_000, 1_000_000))
+    (workspace / "elsewhere" / "secret.txt").write_text("not a result")
+    os.symlink(workspace / "elsewhere", app / "link")
+    task = api.submit(["echo", "hi"], folders=[{"path": str(app), "mode": "rw"}])
+    done = api.wait_task(task["id"])
+    # What the task "wrote" (the fake sandbox keeps files in memory): stamped inside its run.
+    made = app / "report.txt"
+    made.write_text("the report")
+    started = datetime.fromisoformat(done["started_at"]).timestamp()
+    os.utime(made, (started, started))
+    os.utime(workspace / "elsewhere" / "secret.txt", (started, started))
+    token = pair_browser(api)
+    with browser(api, token) as b:
+        card = b.get(f"/fragments/tasks/{task['id']}").text
+        assert str(made) in card and "old.txt" not in card and "secret.txt" not in card
+        got = b.get(f"/tasks/{task['id']}/files", params={"path": str(made)})
+        assert got.status_code == 200 and got.content == b"the report"
+        assert "attachment" in got.headers["content-disposition"]
+        assert got.headers["content-security-policy"] == "sandbox"
+        for path in (app / "old.txt", app / "link" / "secret.txt", workspace / "elsewhere"):
+            refused = b.get(f"/tasks/{task['id']}/files", params={"path": str(path)})
+            assert refused.status_code == 404, path
+        dotted = f"{app}/../../elsewhere/secret.txt"
+        assert b.get(f"/tasks/{task['id']}/files", params={"path": dotted}).status_code == 404
+
+
+def test_the_live_screen_image_is_served_to_a_session_only(api: Api) -> None:
+    sha = api.controller.blobs.put(b"\x89PNG\r\n\x1a\nscreen")
+    assert api.client.get(f"/images/{sha}").status_code == 401
+    with browser(api, pair_browser(api)) as b:
+        shown = b.get(f"/images/{sha}")
+        assert shown.status_code == 200 and shown.headers["content-type"] == "image/png"
+        assert b.get("/images/" + "0" * 64).status_code == 404
