@@ -22,12 +22,15 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
 @pytest.fixture
-def console(workspace: Path, tmp_path: Path, fake_model: FakeModel) -> Iterator[Console]:
-    yield from start_console(
-        workspace,
-        tmp_path,
-        {"ANTHROPIC_BASE_URL": fake_model.url, "ANTHROPIC_API_KEY": "test-key"},
-    )
+def console(
+    request: pytest.FixtureRequest, workspace: Path, tmp_path: Path, fake_model: FakeModel
+) -> Iterator[Console]:
+    """The controller; `@pytest.mark.approval_timeout_s(N)` shortens how long a request waits."""
+    marker = request.node.get_closest_marker("approval_timeout_s")
+    env = {"ANTHROPIC_BASE_URL": fake_model.url, "ANTHROPIC_API_KEY": "test-key"}
+    if marker is not None:
+        env["DISPATCH_APPROVAL_TIMEOUT_S"] = str(marker.args[0])
+    yield from start_console(workspace, tmp_path, env)
 
 
 @pytest.fixture
@@ -225,3 +228,34 @@ def test_cross_site_and_tokenless_posts_are_refused(console: Console, phones: Ph
     )
     other.wait_for_load_state()
     assert "forged" not in str(console.owner.get("/api/v1/threads").json())
+
+
+@pytest.mark.approval_timeout_s(8)
+def test_an_unanswered_request_expires_live_and_can_no_longer_be_decided(
+    console: Console, phones: Phones, fake_model: FakeModel, workspace: Path
+) -> None:
+    fake_model.add(
+        Reply(text="Deleting the cache.", tool_calls=[bash("rm -rf cache")]),
+        Reply(text="Nobody answered, so I stopped."),
+    )
+    page = phones.paired()
+    new_thread(page, "cache")
+    task_id = send(page, "Clear the cache", kind="agent", rw_folder=str(workspace / "projects"))
+    pending = card(page, task_id).locator("section.approval[data-state=pending]")
+    pending.wait_for(timeout=60_000)
+    approval_id = pending.get_attribute("data-approval-id")
+    # The controller expires it (counts as denied) and the card says so, without a reload.
+    page.wait_for_selector(f"#approval-{approval_id}[data-state=expired]", timeout=30_000)
+    expired = page.locator(f"#approval-{approval_id}")
+    assert "nobody decided in time" in expired.inner_text()
+    assert expired.locator("button[data-action=approve]").count() == 0
+    late = console.owner.post(
+        f"/api/v1/approvals/{approval_id}/decision", json={"decision": "approve"}
+    )
+    assert late.status_code == 409
+    wait_until(
+        lambda: console.task(task_id)["status"] not in ("running", "waiting_for_approval"),
+        60,
+        "the task to end",
+    )
+    console.shot(page, "expired")
