@@ -17,12 +17,12 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, quote
 
 import anyio.to_thread
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi import Path as PathParam
-from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from controller.api.routes import (
@@ -417,15 +417,20 @@ def download_result(
     task_id: TaskId,
     c: Ctl,
     path: Annotated[str, Query(min_length=2, max_length=4096)],
-) -> FileResponse:
+) -> StreamingResponse:
     """A file the task created or changed in one of its read-write folders."""
-    found = results.result_file(c.tasks.get(task_id), path)
-    return FileResponse(
-        found,
-        filename=found.name,
+    fd, info = results.open_result(c.tasks.get(task_id), path)
+    name = quote(Path(path).name)
+    return StreamingResponse(
+        results.read_chunks(fd),
         media_type="application/octet-stream",
-        # Served as a download from our origin, so it must never run as a page of it.
-        headers={"Content-Security-Policy": "sandbox", "Cache-Control": "no-store"},
+        headers={
+            "Content-Length": str(info.st_size),
+            "Content-Disposition": f"attachment; filename*=utf-8''{name}",
+            # Served as a download from our origin, so it must never run as a page of it.
+            "Content-Security-Policy": "sandbox",
+            "Cache-Control": "no-store",
+        },
     )
 
 

@@ -3,13 +3,14 @@
 Found by modification time (within the task's run) with a bounded walk that never follows a
 symbolic link, so nothing is recorded by the task itself; a file changed by something else on
 the machine while the task ran is listed too. A download is served only for a regular file
-that this same walk would list.
+that this same walk would list, opened without following any link (see `open_result`).
 """
 
 from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,27 +73,52 @@ def changed_files(task: Any) -> list[ResultFile]:
     return found[:MAX_LISTED]
 
 
-def result_file(task: Any, wanted: str) -> Path:
-    """The file `wanted` if it is one of the task's results.
+def open_result(task: Any, wanted: str) -> tuple[int, os.stat_result]:
+    """Open the file `wanted` if it is one of the task's results: (descriptor, its stat).
+
+    The task may still be changing its folder (or another task sharing it), so nothing is
+    checked by name and then opened: every component is opened below the grant with
+    O_NOFOLLOW, and the file found is checked through its descriptor. The caller closes it.
 
     Raises:
-        NotFound: it is not under a read-write folder of the task, not a regular file reached
-            without symbolic links, or was not changed while the task ran.
+        NotFound: it is not under a read-write folder of the task, is reached through a
+            symbolic link, is not a regular file, or was not changed while the task ran.
     """
     path = Path(os.path.normpath(wanted))
     window = _window(task)
-    inside = any(path.is_relative_to(root) and path != root for root in writable_roots(task))
-    if window is None or not path.is_absolute() or not inside:
+    root = next((r for r in writable_roots(task) if path.is_relative_to(r) and path != r), None)
+    if window is None or not path.is_absolute() or root is None:
         raise NotFound(f"{wanted[:200]!r} is not a result of task {task.id}")
-    # Every component, not only the last: a link to a folder outside must not be followed.
-    for parent in [*reversed(path.parents), path]:
-        try:
-            mode = os.lstat(parent).st_mode
-        except OSError:
-            raise NotFound(f"{wanted[:200]!r} is gone") from None
-        if stat.S_ISLNK(mode):
-            raise NotFound(f"{wanted[:200]!r} is reached through a symbolic link; not served")
-    info = os.lstat(path)
+    parts = path.relative_to(root).parts
+    folder_flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = -1
+    try:
+        fd = os.open(root, folder_flags)
+        for part in parts[:-1]:
+            inner = os.open(part, folder_flags, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+        # O_NONBLOCK: a FIFO planted under the name must not hang the request.
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        found = os.open(parts[-1], flags, dir_fd=fd)
+    except OSError:
+        raise NotFound(
+            f"{wanted[:200]!r} is gone, or is reached through a symbolic link (not served)"
+        ) from None
+    finally:
+        if fd >= 0:
+            os.close(fd)
+    info = os.fstat(found)
     if not stat.S_ISREG(info.st_mode) or not window[0] <= info.st_mtime <= window[1]:
+        os.close(found)
         raise NotFound(f"{wanted[:200]!r} is not a file task {task.id} created or changed")
-    return path
+    return found, info
+
+
+def read_chunks(fd: int, chunk_bytes: int = 256 * 1024) -> Iterator[bytes]:
+    """The file's bytes from an open descriptor, closing it at the end."""
+    try:
+        while chunk := os.read(fd, chunk_bytes):
+            yield chunk
+    finally:
+        os.close(fd)

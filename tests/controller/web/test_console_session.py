@@ -167,7 +167,9 @@ def test_a_tasks_changed_files_are_listed_and_downloadable_and_nothing_else(
         assert got.status_code == 200 and got.content == b"the report"
         assert "attachment" in got.headers["content-disposition"]
         assert got.headers["content-security-policy"] == "sandbox"
-        for path in (app / "old.txt", app / "link" / "secret.txt", workspace / "elsewhere"):
+        os.mkfifo(app / "pipe")  # a planted FIFO must not hang the request
+        planted = (app / "old.txt", app / "link" / "secret.txt", workspace / "elsewhere")
+        for path in (*planted, app / "pipe"):
             refused = b.get(f"/tasks/{task['id']}/files", params={"path": str(path)})
             assert refused.status_code == 404, path
         dotted = f"{app}/../../elsewhere/secret.txt"
