@@ -6,12 +6,17 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
 import httpx
 from conftest import LOCAL_BASE_URL, Api
+from fastapi.testclient import TestClient
+from sqlalchemy import update
 
+from controller.store.models import Task, TaskKind
 from controller.web.session import COOKIE, csrf_token
 
 ORIGIN = {"Origin": LOCAL_BASE_URL}
@@ -37,10 +42,16 @@ def pair_browser(api: Api, name: str = "phone") -> str:
     return token.group(1)
 
 
-def browser(api: Api, token: str) -> httpx.Client:
-    return api.client.__class__(  # a TestClient of its own, with only the cookie
+@contextmanager
+def browser(api: Api, token: str) -> Iterator[httpx.Client]:
+    """A client of its own with only the session cookie (the app is already started)."""
+    client = TestClient(
         api.app, base_url=LOCAL_BASE_URL, cookies={COOKIE: token}, follow_redirects=False
     )
+    try:
+        yield client
+    finally:
+        client.close()
 
 
 def test_pairing_signs_the_browser_in_and_every_page_renders_with_the_csp(api: Api) -> None:
@@ -70,8 +81,8 @@ def test_without_a_session_pages_send_the_browser_to_pairing_and_the_rest_is_401
         assert response.status_code == 303 and response.headers["location"] == "/pair", path
     assert anonymous.get("/fragments/tasks/1").status_code == 401
     assert anonymous.get("/static/console.css").status_code == 200
-    bogus = browser(api, "not-a-token")
-    response = bogus.get("/", follow_redirects=False)
+    with browser(api, "not-a-token") as bogus:
+        response = bogus.get("/", follow_redirects=False)
     assert response.headers["location"] == "/pair#signed-out"
     assert f"{COOKIE}=;" in response.headers["set-cookie"]  # the dead cookie is dropped
 
@@ -183,3 +194,26 @@ def test_the_live_screen_image_is_served_to_a_session_only(api: Api) -> None:
         shown = b.get(f"/images/{sha}")
         assert shown.status_code == 200 and shown.headers["content-type"] == "image/png"
         assert b.get("/images/" + "0" * 64).status_code == 404
+
+
+def test_a_running_agent_tasks_card_shows_its_latest_screenshot(api: Api) -> None:
+    task = api.submit(["sleep", "30"])
+    api.wait_task(task["id"], ("running",))
+    # Stand in for an agent mid-run: its kind, and steps whose tool results hold screenshots.
+    with api.controller.db.write() as session:
+        session.execute(
+            update(Task).where(Task.id == task["id"]).values(kind=TaskKind.AGENT, agent={})
+        )
+    row = api.controller.tasks.get(task["id"])
+    first = api.controller.blobs.put(b"\x89PNG\r\n\x1a\nfirst")
+    second = api.controller.blobs.put(b"\x89PNG\r\n\x1a\nsecond")
+    with browser(api, pair_browser(api)) as b:
+        for sha in (first, second):
+            step = {"index": 0, "kind": "tools", "text": "", "tool_calls": [], "tokens_in": 0}
+            step |= {"tokens_out": 0, "at": 0.0, "results": [{"images": [sha], "text": ""}]}
+            api.controller.tasks.append_step(row, step)
+            card = b.get(f"/fragments/tasks/{task['id']}").text
+            assert f'src="/images/{sha}"' in card and "Live screen" in card
+    api.post(f"/api/v1/tasks/{task['id']}/cancel")
+    with browser(api, pair_browser(api, "tablet")) as b:
+        assert "Live screen" not in b.get(f"/fragments/tasks/{task['id']}").text
