@@ -83,7 +83,7 @@ function refresh(key, url, place) {
 function replaceOrAdd(id, container, position) {
   return (fresh) => {
     const old = document.getElementById(id);
-    if (old) { carryOver(old, fresh); old.replaceWith(fresh); countdown(); return; }
+    if (old) { carryOver(old, fresh); old.replaceWith(fresh); countdown(); markSeen(); return; }
     if (!container) return;
     const empty = document.getElementById("no-tasks");
     if (empty) empty.hidden = true;
@@ -98,6 +98,7 @@ function replaceOrAdd(id, container, position) {
       container.append(fresh);
     }
     countdown();
+    markSeen();
   };
 }
 
