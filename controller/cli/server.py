@@ -154,7 +154,8 @@ def pair(as_json: bool, server: str | None, token: str | None, data_dir: Path | 
     click.echo(qr_text(issued["url"]))
     warning = loopback_warning(issued["url"])
     if warning is not None:
-        click.echo(safe(warning), err=True)
+        for line in warning.splitlines():
+            click.echo(safe(line), err=True)
 
 
 def _device_rows(found: list[dict[str, Any]]) -> list[str]:
