@@ -76,6 +76,10 @@ def wait_status(page: Any, task_id: int, status: str, timeout_s: float = 30) -> 
 def test_pair_then_run_a_command_watch_its_output_and_cancel_another(
     console: Console, phones: Phones
 ) -> None:
+    # `dispatch serve` on 127.0.0.1 said plainly that a phone cannot open its address.
+    assert (
+        "names this machine's loopback address; a phone cannot open it" in console.log.read_text()
+    )
     page = phones.new_page()
     page.goto(f"{console.url}/pair?code={console.pairing_code()}")
     assert page.evaluate("window.isSecureContext")  # HTTPS with the local CA's certificate
