@@ -103,15 +103,22 @@ def test_pair_then_run_a_command_watch_its_output_and_cancel_another(
     card(page, long_id).locator("button[data-action=cancel]").click()
     wait_status(page, long_id, "cancelled")
     assert console.task(long_id)["status"] == "cancelled"
+    card(page, task_id).locator("button[data-action=retry]").click()  # the first, again
+    page.wait_for_selector(f"#task-{long_id + 1}[data-status=succeeded]")
+    assert console.task(long_id + 1)["retry_of"] == task_id
     console.shot(page, "thread")
 
     page.goto(f"{console.url}/")
     row = page.locator(f"li.thread[data-thread-id='{thread_id}']")
-    assert "cancelled" in row.inner_text()
+    assert "done" in row.inner_text() and "3 tasks" in row.inner_text()
     console.shot(page, "threads")
     for name in ("settings", "memory", "approvals"):
         page.goto(f"{console.url}/{name}")
         console.shot(page, name)
+    page.set_viewport_size({"width": 1280, "height": 800})  # and at a desktop's width
+    page.goto(f"{console.url}/threads/{thread_id}")
+    assert page.locator("nav.tabs").bounding_box()["y"] < 200  # the tabs move to the top
+    console.shot(page, "thread-desktop")
 
 
 def bash(command: str) -> ToolCall:
