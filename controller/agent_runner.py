@@ -45,6 +45,7 @@ from computer_use.approval.gate import (
 )
 from computer_use.approval.policy import AnyPolicy, Call, FolderMode, Verdict
 from controller.agent_tasks import task_policy
+from controller.audit import AgentAudit, AuditedConfirmer, AuditTrail
 from controller.folders import FolderPlan
 from controller.settings import Settings
 from controller.store.approvals import ApprovalStore, NewApproval
@@ -65,23 +66,33 @@ STEP_TEXT_CHARS = 16_000
 
 @dataclass(frozen=True)
 class FolderPolicy:
-    """The gate's policy protocol over `computer_use.approval.policy`, with the folder modes."""
+    """The gate's policy protocol over `computer_use.approval.policy`, with the folder modes
+    and, for a browser call, its tab's URL."""
 
     policy: AnyPolicy
     folders: tuple[FolderMode, ...]
 
     def decide(self, call: ToolCall) -> Verdict:
-        return self.policy.decide(
-            Call(call.tool, call.member, dict(call.input), folders=self.folders)
-        )
+        input = dict(call.input)
+        if call.tool == "browser" and "url" not in input:
+            # A browser call acts on its tab's page: `domain` rules judge that page's host
+            # (`Call` takes it as `input["url"]`; a `navigate` keeps the URL it opens).
+            input["url"] = call.tab_url
+        return self.policy.decide(Call(call.tool, call.member, input, folders=self.folders))
 
 
 class StoreGate:
     """`computer_use.approval.gate.ApprovalGate` on the controller's approval store."""
 
-    def __init__(self, approvals: ApprovalStore, cancelled: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        approvals: ApprovalStore,
+        cancelled: Callable[[], bool],
+        audit: AgentAudit | None = None,
+    ) -> None:
         self.approvals = approvals
         self.cancelled = cancelled
+        self.audit = audit
 
     def request(self, req: ApprovalRequest) -> ApprovalOutcome:
         stored = self.approvals.request(
@@ -99,7 +110,18 @@ class StoreGate:
                 replaces=req.replaces,
             )
         )
+        if self.audit is not None:
+            try:
+                self.audit.requested(
+                    stored.id, req.description, req.screenshot_png, req.annotated_png
+                )
+            except Exception:
+                # Not recorded, not shown: the request is withdrawn and the gate fails closed.
+                self.approvals.void(stored.id, "the audit log could not record the request")
+                raise
         final = self.approvals.wait(stored.id, cancelled=self.cancelled)
+        if self.audit is not None:
+            self.audit.decided(final.id, final.state.value, final.decided_by, final.decision_reason)
         kinds = {
             ApprovalState.APPROVED: OutcomeKind.APPROVED,
             ApprovalState.DENIED: OutcomeKind.DENIED,
@@ -112,29 +134,22 @@ class StoreGate:
         )
 
 
-class GuardedMemory(StoredMemoryTool):
-    """The memory tool behind the gate: allowed by default, but a task's policy may ask."""
-
-    def __init__(self, backend: MemoryStore, guard: Callable[[str, str, Mapping[str, Any]], None]):
-        super().__init__(backend)
-        self.guard = guard
-
-    def call(self, input: object) -> Any:
-        args = dict(input) if isinstance(input, Mapping) else {}
-        self.guard("memory", str(args.get("command", "")), args)
-        return super().call(input)
-
-
 class TaskSteps:
     """`computer_use.agent.loop.AgentSink`: each step a `task.step` event, images as blobs."""
 
     def __init__(
-        self, tasks: TaskStore, blobs: BlobStore, task: Task, cancelled: Callable[[], bool]
+        self,
+        tasks: TaskStore,
+        blobs: BlobStore,
+        task: Task,
+        cancelled: Callable[[], bool],
+        audit: AgentAudit | None = None,
     ) -> None:
         self.tasks = tasks
         self.blobs = blobs
         self.task = task
         self._cancelled = cancelled
+        self.audit = audit
         self.count = 0
 
     def record(self, step: Step) -> None:
@@ -150,6 +165,15 @@ class TaskSteps:
             "at": step.at,
         }
         self.tasks.append_step(self.task, data)
+        if self.audit is None:
+            return
+        if step.kind == "model":
+            trail = self.audit.trail
+            trail.model_turn(
+                self.task.id, self.task.thread_id, step.text, step.tokens_in, step.tokens_out
+            )
+        elif step.kind == "tools":
+            self.audit.results(step.results, lambda ref: self.blobs.path(ref).read_bytes())
 
     def store_image(self, data: bytes, media_type: str) -> str:
         return self.blobs.put(data)
@@ -191,6 +215,9 @@ class AgentServices:
     approvals: ApprovalStore
     blobs: BlobStore
     memory: MemoryStore
+    audit: AuditTrail | None = None
+    # A device's name for the audit log, from its id (None: nobody).
+    who: Callable[[int | None], str] = lambda device: f"device {device}"
 
     def job(
         self,
@@ -229,6 +256,7 @@ class AgentJob:
     cancelled: Callable[[], bool]
     on_sandbox: Callable[[str], None]
     closers: list[Callable[[], None]] = field(default_factory=list)
+    audit: AgentAudit | None = None
     # The reply whose tool calls are running: the model's stated reason comes from it.
     reply_content: list[Any] = field(default_factory=list)
 
@@ -244,11 +272,19 @@ class AgentJob:
         """Raises: SandboxStartFailed (the engine is away), sandbox.SandboxError."""
         started = time.monotonic()
         tools = list(self.agent.get("tools", []))
+        if self.services.audit is not None:
+            self.audit = AgentAudit(
+                self.services.audit,
+                self.task.id,
+                self.task.thread_id,
+                lambda: self.reply_content,
+                self.services.who,
+            )
         try:
             box = self._sandbox(tools)
             folders = tuple(m.mode for m in self.plan.requested)
             policy = FolderPolicy(self.policy, folders)  # type: ignore[arg-type]
-            gate = StoreGate(self.services.approvals, self.cancelled)
+            gate = StoreGate(self.services.approvals, self.cancelled, self.audit)
             toolsets: list[Any] = []
             if box is not None and "bash" in tools:
                 guard = self._confirmer("bash", policy, gate).guard
@@ -258,15 +294,18 @@ class AgentJob:
                 toolsets.append(SandboxEdit(box, self._confirmer("edit", policy, gate).guard))
             if "memory" in tools:
                 guard = self._confirmer("memory", policy, gate).guard
-                toolsets.append(GuardedMemory(self.services.memory, guard))
+                toolsets.append(StoredMemoryTool(self.services.memory, guard=guard))
             toolsets += self.screen_tools(tools, box, policy, gate)
             spec = AgentSpec(
                 prompt=str(self.agent.get("prompt", "")),
                 model=str(self.agent.get("model") or self.settings.model),
                 max_steps=int(self.agent.get("max_steps", 30)),
                 context=self.context,
+                stop_on_denial=self.settings.headless,
             )
-            sink = TaskSteps(self.services.tasks, self.services.blobs, self.task, self.cancelled)
+            sink = TaskSteps(
+                self.services.tasks, self.services.blobs, self.task, self.cancelled, self.audit
+            )
             client = agent_client(
                 api_key=self.settings.anthropic_api_key or "",
                 base_url=self.settings.anthropic_base_url,
@@ -333,7 +372,10 @@ class AgentJob:
     def _confirmer(
         self, tool: str, policy: FolderPolicy, gate: StoreGate, **screen: Any
     ) -> Confirmer:
-        return Confirmer(
+        make: Callable[..., Confirmer] = Confirmer
+        if self.audit is not None:
+            make, screen = AuditedConfirmer, {**screen, "audit": self.audit}
+        return make(
             task_id=self.task.id,
             tool=tool,
             policy=policy,

@@ -8,22 +8,32 @@ prompt.
 
 The policy a task runs under is the configured one (`[policy]` in config.toml, else the built-in
 default) tightened by the task's own. On the host display approval is the only fence, so there
-the built-in default asks for every computer action, screenshots included.
+the built-in default asks for every computer action, screenshots included, and an `allow` rule
+of the owner's applies there only when it names `"display": "host"` (a rule written for the
+sandbox's desktop asks on the owner's own screen). Memory writes ask like any other effect: a
+page the agent read must not plant standing instructions for every later task unseen. In a
+headless run
+(`dispatch run`) nobody can answer: every ask becomes a deny and the default is deny.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from computer_use.approval.policy import AnyPolicy, Decision, Policy, Rule, combine, default_policy
+from computer_use.approval.policy import (
+    AnyPolicy,
+    Display,
+    Policy,
+    combine,
+    default_policy,
+    headless,
+    on_display,
+)
 from computer_use.browser.domains import AllowedDomains, DomainRuleError
 from computer_use.errors import PolicyError
 from controller.api.schemas import AgentTaskCreate
 from controller.errors import Unprocessable
 from controller.settings import Settings
-
-# Writing to the agent's own memory is visible and undoable in the console: not worth a tap.
-MEMORY_ALLOWED = Rule("memory", Decision.ALLOW)
 
 
 def configured_policy(settings: Settings, display: str) -> Policy:
@@ -34,14 +44,16 @@ def configured_policy(settings: Settings, display: str) -> Policy:
     rules = base.rules
     if display == "host":
         rules = tuple(r for r in rules if r.tool != "computer")
-    return Policy(default=base.default, rules=(MEMORY_ALLOWED, *rules))
+    return Policy(default=base.default, rules=rules)
 
 
 def task_policy(settings: Settings, agent: dict[str, Any]) -> AnyPolicy:
     """The policy an agent task runs under: the owner's, tightened by the task's own."""
     raw = agent.get("policy")
     own = Policy.parse(raw) if raw is not None else None
-    return combine(configured_policy(settings, str(agent.get("display", "sandbox"))), own)
+    display: Display = "host" if agent.get("display") == "host" else "sandbox"
+    policy = on_display(combine(configured_policy(settings, display), own), display)
+    return headless(policy) if settings.headless else policy
 
 
 def check_agent_task(body: AgentTaskCreate, settings: Settings) -> dict[str, Any]:

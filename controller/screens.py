@@ -4,7 +4,9 @@ and (when built) the browser, each behind its own `Confirmer`.
 `display: "sandbox"` starts the virtual screen inside the task's desktop sandbox
 (computer_use.screen.desktop); `display: "host"` drives the X display the `host_display`
 setting names (computer_use.screen.x11). Either way every call asks the gate first, and an
-approved call is checked against a fresh capture of the same screen just before it runs.
+approved call is checked against a fresh capture of the same screen just before it runs. The
+browser's screen is its tab (computer_use.browser.approval): its requests carry the page and its
+URL, and an approved call is checked against the page again, pixels and address.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ def screen_toolsets(
 
         confirm.capture = capture
         confirm.to_screen = toolset.to_screen
+        confirm.panels = toolset.panels
         toolsets.append(toolset)
     if "browser" in tools:
         toolsets.append(browser_toolset(job, box, policy, gate))
@@ -91,6 +94,9 @@ def browser_toolset(
     browser = ChromiumBrowser(
         launcher=SandboxChromium(box), allowed_domains=domains, confirm=confirm
     )
+    # Bound to what was seen, as for the computer: the tab is captured before asking and again
+    # before acting, and each request names the page's URL.
+    browser.bind_confirmer(confirm)
     try:
         browser.start()
     except BrowserFailed as exc:

@@ -14,9 +14,12 @@ import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import sandbox
+from computer_use.errors import AuditError
 from controller.agent_runner import AgentServices
+from controller.audit import AuditTrail
 from controller.auth import Auth
 from controller.disk import DiskGuard
 from controller.errors import ConfigError
@@ -26,6 +29,7 @@ from controller.store.blobs import BlobStore
 from controller.store.db import Database
 from controller.store.events import EventLog
 from controller.store.memory import MemoryStore
+from controller.store.models import Task
 from controller.store.tasks import TaskStore
 from controller.store.threads import ThreadStore
 from controller.worker import Runner, SandboxFactory
@@ -99,9 +103,19 @@ class Controller:
         )
         self.memory = MemoryStore(self.db)
         self.disk = DiskGuard(settings)
-        agents = AgentServices(settings, self.tasks, self.approvals, self.blobs, self.memory)
-        self.runner = Runner(settings, self.tasks, factory, self.disk, agents)
+        self.audit = AuditTrail(settings.data_dir)
+        agents = AgentServices(
+            settings,
+            self.tasks,
+            self.approvals,
+            self.blobs,
+            self.memory,
+            audit=self.audit,
+            who=self.device_name,
+        )
+        self.runner = Runner(settings, self.tasks, factory, self.disk, agents, audit=self.audit)
         self.tasks.on_queued = self.runner.wake
+        self.tasks.on_submitted = self._audit_submitted
         self.counters = Counters()
         self.owner_token = ""
         self.started = False
@@ -115,6 +129,10 @@ class Controller:
         if self.started:
             return
         make_private(self.settings.data_dir, self.settings.sqlite_path)
+        try:
+            self.audit.open()
+        except AuditError as exc:
+            raise ConfigError(f"{exc}; see `dispatch audit verify --data-dir DIR`") from None
         self.db.migrate()
         self.owner_token = self.auth.ensure_owner_token(self.settings.data_dir)
         # Before the tasks: a request left pending is expired, so its action can never run
@@ -134,7 +152,35 @@ class Controller:
         if self.started:
             self.runner.stop()
         self.db.dispose()
+        self.audit.close()
         self.started = False
+
+    def _audit_submitted(self, task: Task) -> None:
+        request: dict[str, Any] = {
+            "command": task.command,
+            "folders": task.folders,
+            "network": task.network,
+            "timeout_s": task.timeout_s,
+            "retry_of": task.retry_of,
+        }
+        if task.agent is not None:
+            request["agent"] = task.agent
+        self.audit.submitted(
+            task.id,
+            task.thread_id,
+            kind=task.kind.value,
+            request=request,
+            by=self.device_name(task.submitted_by),
+        )
+
+    def device_name(self, device_id: int | None) -> str:
+        """Who a device is, for the audit log: the owner by role, a device by name and id."""
+        if device_id is None:
+            return "nobody"
+        device = self.auth.devices_by_id([device_id]).get(device_id)
+        if device is None:
+            return f"device {device_id}"
+        return "the owner" if device.is_owner else f"device {device.name!r} (id {device.id})"
 
     def _prune_sandboxes(self) -> int:
         """Remove sandboxes whose controller died; a missing engine must not stop serving."""

@@ -103,6 +103,9 @@ class Settings:
     anthropic_base_url: str | None = None
     # The config file's `[policy]` table (computer_use.approval.policy's format); None: default.
     policy: dict[str, Any] | None = None
+    # `dispatch run`: no person to ask, so every ask is a deny and a denial ends the task. Set
+    # by that command only, never by a config file or the environment.
+    headless: bool = False
 
     @property
     def connections_per_client(self) -> int:

@@ -31,6 +31,7 @@ from sqlalchemy.exc import OperationalError
 import sandbox
 from computer_use.agent.loop import AgentOutcome, AgentResult
 from controller.agent_runner import AgentServices, SandboxStartFailed
+from controller.audit import AuditTrail
 from controller.disk import DiskGuard, LowSpace
 from controller.errors import FolderNotGranted
 from controller.folders import plan_folders
@@ -192,9 +193,11 @@ class Runner:
         factory: SandboxFactory = sandbox.create,
         disk: DiskGuard | None = None,
         agents: AgentServices | None = None,
+        audit: AuditTrail | None = None,
     ) -> None:
         self.settings = settings
         self.agents = agents
+        self.audit = audit
         self.store = store
         self.factory = factory
         self.disk = disk or DiskGuard(settings)
@@ -333,6 +336,8 @@ class Runner:
 
     def _run(self, handle: Handle) -> None:
         task = handle.task
+        if self.audit is not None:
+            self.audit.started(task.id, task.thread_id)
         try:
             if task.kind is TaskKind.AGENT:
                 self._execute_agent(handle)
@@ -415,6 +420,10 @@ class Runner:
         if unreachable is not None and not handle.cancelled:
             self._wait_for_engine(handle, unreachable)
             return
+        if result is not None and self.audit is not None:
+            self.audit.command(
+                task.id, task.thread_id, task.command, result.exit_code, result.outcome.value
+            )
         self._finish(handle, result, error)
 
     def _execute_agent(self, handle: Handle) -> None:
@@ -596,4 +605,6 @@ class Runner:
             lost = f"{handle.lost_chars} characters of its output were lost: the disk was full"
             kw["reason"] = f"{kw['reason']}; {lost}" if kw.get("reason") else lost
         task_id = handle.task.id
+        if self.audit is not None:
+            self.audit.finished(task_id, handle.task.thread_id, status.value, kw.get("reason"))
         self._store_until_done("record the end of", task_id, self.store.finish, status=status, **kw)

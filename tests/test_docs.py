@@ -37,3 +37,13 @@ def test_every_command_is_documented_and_has_help() -> None:
         result = runner.invoke(main, [*path.split()[1:], "--help"])
         assert result.exit_code == 0, f"{path} --help failed: {result.output}"
         assert "Usage:" in result.output
+
+
+def test_every_run_exit_code_is_in_the_readme() -> None:
+    from controller.headless.runner import RunExit
+
+    table = README.split("| `dispatch run` exit | meaning |", 1)[1].split("\n\n", 1)[0]
+    shown = set(re.findall(r"^\| (\d+) \|", table, re.MULTILINE))
+    shown |= set(re.findall(r"\((\d+): SIG", table))
+    for code in RunExit:
+        assert str(code.value) in shown, f"dispatch run exit {code.value} ({code.name}) missing"

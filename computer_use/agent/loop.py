@@ -58,6 +58,8 @@ class AgentOutcome(enum.Enum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     DENIED = "denied"
+    # The model API could not be reached or refused the key: nothing the task did is at fault.
+    MODEL_UNAVAILABLE = "model_unavailable"
     MAX_STEPS = "max_steps"
     CANCELLED = "cancelled"
 
@@ -73,6 +75,8 @@ class AgentSpec:
     system: str | None = None
     # Earlier work of the thread, already bounded, put before the prompt.
     context: str = ""
+    # Headless runs: after a denial the model hears why, and its next calls do not run.
+    stop_on_denial: bool = False
 
 
 @dataclass(frozen=True)
@@ -249,6 +253,7 @@ def run_agent(
     last_text = ""
     last_results: list[dict[str, Any]] = []
     steps = 0
+    denied: str | None = None
 
     def finish(outcome: AgentOutcome, reason: str | None, answer: str | None) -> AgentResult:
         return AgentResult(
@@ -304,6 +309,8 @@ def run_agent(
                 return finish(AgentOutcome.CANCELLED, "cancelled", None)
             if not calls:
                 continue
+            if denied is not None:
+                return finish(AgentOutcome.DENIED, f"stopped after a denial: {denied}", None)
             if replies >= spec.max_steps:
                 return finish(
                     AgentOutcome.MAX_STEPS,
@@ -318,12 +325,17 @@ def run_agent(
             sink.record(Step(kind="tools", results=tuple(last_results)))
             if sink.cancelled():
                 return finish(AgentOutcome.CANCELLED, "cancelled", None)
+            if spec.stop_on_denial and denied is None:
+                denied = next((r["text"] for r in last_results if _is_denial(r)), None)
+    except (anthropic.APIConnectionError, anthropic.AuthenticationError) as exc:
+        reason = api_error_reason(exc, str(client.base_url))
+        return finish(AgentOutcome.MODEL_UNAVAILABLE, reason, None)
     except anthropic.APIError as exc:
         return finish(AgentOutcome.FAILED, api_error_reason(exc, str(client.base_url)), None)
     except httpx2.TransportError as exc:
         # A reset in the middle of a streamed reply reaches here unwrapped by the SDK.
         return finish(
-            AgentOutcome.FAILED,
+            AgentOutcome.MODEL_UNAVAILABLE,
             f"the connection to the model API at {client.base_url} broke ({type(exc).__name__}: "
             f"{exc}); retry the task",
             None,

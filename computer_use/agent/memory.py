@@ -5,12 +5,18 @@ files live is the caller's choice through `MemoryBackend`: the controller keeps 
 database, one memory per owner, shared by every thread, and lets the person read, change and
 delete them. Paths are checked here once (`normalise`), so a backend never sees `..`, NULs or
 anything outside `/memories`.
+
+Memory outlives the task: a page the agent read could ask it to "remember" instructions that
+every later task then starts with. So every command goes through the approval gate's `guard`
+first, like the sandbox's bash and edit; the default policy allows `view` and asks for every
+write (create, str_replace, insert, delete, rename), and the card shows the path and the text.
 """
 
 from __future__ import annotations
 
 import posixpath
-from typing import Protocol
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 from anthropic.tools import BetaAbstractMemoryTool, ToolError
 from anthropic.types.beta import (
@@ -26,6 +32,10 @@ ROOT = "/memories"
 MAX_PATH_CHARS = 512
 MAX_FILE_BYTES = 256 * 1024
 MAX_FILES = 1000
+
+# The approval gate's guard (`Confirmer.guard`): (tool, member, input); returns to let the call
+# run, raises ToolError (which the model reads) to refuse it.
+Guard = Callable[[str, str, Mapping[str, Any]], None]
 
 
 class MemoryBackend(Protocol):
@@ -83,11 +93,25 @@ def _check_size(text: str) -> None:
 
 
 class StoredMemoryTool(BetaAbstractMemoryTool):
-    """The memory tool over a `MemoryBackend`."""
+    """The memory tool over a `MemoryBackend`.
 
-    def __init__(self, backend: MemoryBackend) -> None:
+    Args:
+        backend: where the files live.
+        guard: asked before every command, with the command as the member and the model's input;
+            None only where no person is to be asked (tests, the controller's own edits).
+    """
+
+    def __init__(self, backend: MemoryBackend, *, guard: Guard | None = None) -> None:
         super().__init__()
         self.backend = backend
+        self._guard = guard
+
+    def call(self, input: object) -> Any:
+        if self._guard is not None:
+            # The guard judges the very input the SDK then runs; an odd one asks (no command).
+            args = dict(input) if isinstance(input, Mapping) else {}
+            self._guard("memory", str(args.get("command", "")), args)
+        return super().call(input)
 
     def _text(self, path: str) -> str:
         text = self.backend.read(path)

@@ -49,6 +49,8 @@ FONT_DIRS = (
 
 FontType = ImageFont.FreeTypeFont | ImageFont.ImageFont
 
+# Members that drag while the left button is held: their input then has a `start_coordinate`.
+_WHILE_HELD = ("mouse_move", "left_mouse_up")
 _CLICKS = {
     "left_click": "Click",
     "right_click": "Right-click",
@@ -108,6 +110,8 @@ def describe(tool: str, member: str, input: Mapping[str, Any]) -> str:
         if member == "restart":
             return "Restart the shell"
         return f"Run `{shorten(str(input.get('command', '')), DESCRIBE_TEXT_CHARS)}`"
+    if tool == "memory":
+        return _describe_memory(member, input)
     if tool == "edit":
         path = shorten(str(input.get("path", "?")), 120)
         edits = {
@@ -123,6 +127,12 @@ def describe(tool: str, member: str, input: Mapping[str, Any]) -> str:
         return f"{_CLICKS[member]} {where}{holding}"
     if member == "left_click_drag" and len(points) == 2:
         return f"Drag from {_at(points[0])} to {_at(points[1])}{holding}"
+    if member in _WHILE_HELD and len(points) == 2:
+        # The left button is held (the toolset adds where it was pressed): this is a drag.
+        start, end = _at(points[0]), _at(points[1])
+        if member == "mouse_move":
+            return f"Drag (left button held) from {start} to {end}"
+        return f"Release the left mouse button at {end}, ending a drag from {start}"
     if member in ("mouse_move", "hover"):
         verb = "Move the pointer to" if member == "mouse_move" else "Hover at"
         return f"{verb} {_at(points[0])}" if points else f"{verb} {_ref(input) or '?'}"
@@ -186,11 +196,38 @@ def describe(tool: str, member: str, input: Mapping[str, Any]) -> str:
     return f"{shorten(tool, 40)}.{shorten(member, 40)} {shorten(raw, DESCRIBE_TEXT_CHARS)}"
 
 
+def _describe_memory(member: str, input: Mapping[str, Any]) -> str:
+    """A memory command, with the whole text it would store (up to DETAIL_TEXT_CHARS): what the
+    agent keeps is read by every later task, so the person sees all of it before it is kept."""
+
+    def path(key: str = "path") -> str:
+        return shorten(str(input.get(key, "?")), 120)
+
+    def text(key: str) -> str:
+        return _quoted(str(input.get(key, "")), DETAIL_TEXT_CHARS)
+
+    if member == "view":
+        return f"Read the memory {path()}"
+    if member == "create":
+        return f"Write the memory file {path()} (replacing it if it exists): {text('file_text')}"
+    if member == "str_replace":
+        return f"Change the memory file {path()}: replace {text('old_str')} with {text('new_str')}"
+    if member == "insert":
+        line = shorten(str(input.get("insert_line", "?")), 20)
+        return f"Insert into the memory file {path()} at line {line}: {text('insert_text')}"
+    if member == "delete":
+        return f"Delete the memory {path()} (with everything in it, if a folder)"
+    if member == "rename":
+        return f"Rename the memory {path('old_path')} to {path('new_path')}"
+    raw = json.dumps(dict(input), default=str, ensure_ascii=False)
+    return f"memory.{shorten(member, 40)} {shorten(raw, DETAIL_TEXT_CHARS)}"
+
+
 def _detail(tool: str, member: str, input: Mapping[str, Any]) -> tuple[str, str] | None:
     """The full text worth showing under the caption, labelled, or None."""
     if tool == "bash" and member != "restart":
         return "command", str(input.get("command", ""))
-    if tool == "edit":
+    if tool in ("edit", "memory"):
         for key in ("file_text", "new_str", "insert_text"):
             if isinstance(input.get(key), str):
                 return key.replace("_", " "), input[key]
@@ -387,7 +424,7 @@ def annotate(
     title = _title(canvas.size, tool, member, input)
     shown = [_inside(p, canvas) for p in points]
 
-    if member == "left_click_drag" and len(shown) == 2:
+    if member in ("left_click_drag", *_WHILE_HELD) and len(shown) == 2:
         # The arrow stops at the end marker's ring so its head stays visible.
         (x0, y0), (x1, y1) = shown
         length = math.hypot(x1 - x0, y1 - y0)

@@ -9,26 +9,35 @@ holds. The rule, in the order it is applied:
 2. **Regions.** Changed pixels are grouped on a grid of `cell_px` (8 px) cells, touching cells
    (diagonals included) forming one region: changes a few pixels apart - the letters of one
    label, the parts of one dialog - are one region. Each region keeps its exact pixel bounding box.
-3. **Ignored everywhere** (even at the target):
-   - the pointer: a region no larger than `pointer_px` square (32) that touches a pointer position
-     the caller knows (before or after);
-   - a caret: an I-beam no wider than `caret_width_px` (3) and no taller than `caret_height_px`
-     (48), or a terminal's block cursor: a solid cell (at least 90 % of its box changed) no larger
-     than `block_caret_px` (16x32) and at least 1.5 times as tall as it is wide.
-4. **The target matters.** Any other region with a changed pixel within `target_radius_px` (48)
-   of a point the action acts on (a click, both ends of a drag, a scroll position) voids the
+3. **The target matters.** Any region with a changed pixel within `target_radius_px` (48) of a
+   point the action acts on (a click, both ends of a drag, a scroll position) voids the
    approval: what is under the pointer is what the person approved. A checkbox ticked, a button
-   greyed out, a window moved over it: all void.
+   replaced or greyed out, a window moved over it: all void. Only a caret is excused here (a
+   text field's caret blinks where the click lands):
+   - an I-beam no wider than `caret_width_px` (3) and no taller than `caret_height_px` (48), or
+     a terminal's block cursor: a solid cell (at least 90 % of its box changed) no larger than
+     `block_caret_px` (16x32) and at least 1.5 times as tall as it is wide.
+   The pointer is never excused at a target: the captures are taken without the cursor image
+   (XGetImage), so a change at the pointer is the screen itself - a small button under it
+   replaced is exactly what must be seen.
+4. **The pointer and carets elsewhere are ignored.** Away from every target, a caret (as
+   above) or a region no larger than `pointer_px` square (32) touching a pointer position the
+   caller knows (before or after; for captures that do include a cursor image) is ignored.
 5. **Small things in the panels are ignored.** A region whose box fits in `small_region_px`
-   (160x48) and lies within `panel_px` (64) of a screen edge - where panels put clocks, tray
-   icons and status text - is ignored, as long as there are at most `max_small_regions` (3).
+   (160x48) and lies wholly inside a panel - a strip the window manager reserves for docks and
+   panels, outside its work area (`_NET_WORKAREA`), where clocks, tray icons and status text
+   live - is ignored, as long as there are at most `max_small_regions` (3). The caller passes
+   the panels (`panels_outside`); with none known (Xvfb, the desktop sandbox: no panels)
+   nothing is ignored for being near an edge, so a window's own content at the top of the
+   screen (a terminal's first line, a browser's address bar) always counts. Left open: a
+   fullscreen window drawn over a panel's strip is not told apart from the panel there.
 6. **Everything else matters.** A small change in the body of the screen (a label, an amount,
-   a price: what the person may have based the decision on), any region larger than a small
-   one (a dialog, a moved window, a page that scrolled), more than `max_small_regions` small
-   ones (the screen re-rendered), or more than `max_changed_fraction` (1 %) of all pixels
+   a price, a URL: what the person may have based the decision on), any region larger than a
+   small one (a dialog, a moved window, a page that scrolled), more than `max_small_regions`
+   small ones (the screen re-rendered), or more than `max_changed_fraction` (1 %) of all pixels
    changed, voids the approval.
 
-Actions with no point on the screen (typing, keys) are judged by rules 3, 5 and 6. Screens of
+Actions with no point on the screen (typing, keys) are judged by rules 4, 5 and 6. Screens of
 different sizes always differ. The rule errs towards asking again: a void approval costs the
 person one more tap (an animation in the body of the screen costs re-asks until the gate gives
 up), a wrong click costs more.
@@ -110,7 +119,6 @@ class CompareRules:
     block_caret_px: tuple[int, int] = (16, 32)
     block_caret_fill: float = 0.9
     small_region_px: tuple[int, int] = (160, 48)
-    panel_px: int = 64
     max_small_regions: int = 3
     max_changed_fraction: float = 0.01
     # A region this large that covers a target is described as covering it.
@@ -163,6 +171,7 @@ def compare(
     targets: Iterable[Point] = (),
     *,
     pointers: Iterable[Point] = (),
+    panels: Iterable[Box] = (),
     rules: CompareRules = DEFAULT_RULES,
 ) -> Change:
     """Judge the change from the approved screenshot to the screen as it is now.
@@ -172,6 +181,7 @@ def compare(
         now: a capture taken just before the action would run.
         targets: the points the action acts on, in screen pixels.
         pointers: where the pointer was and is, when known (its image may be in the captures).
+        panels: the screen's panels, strips outside the window manager's work area.
         rules: the thresholds.
     """
     if approved.size != now.size:
@@ -188,7 +198,7 @@ def compare(
     if bbox is None:
         return Change(False, "the screen did not change (differences below the tolerance)")
     regions = _regions(changed, Box(*bbox), rules.cell_px)
-    return _judge(regions, now.size, list(targets), list(pointers), rules)
+    return _judge(regions, now.size, list(targets), list(pointers), list(panels), rules)
 
 
 def _rgb(image: Image.Image) -> Image.Image:
@@ -289,6 +299,7 @@ def _judge(
     screen: tuple[int, int],
     targets: list[Point],
     pointers: list[Point],
+    panels: list[Box],
     rules: CompareRules,
 ) -> Change:
     small_w, small_h = rules.small_region_px
@@ -299,7 +310,7 @@ def _judge(
     ignored: list[_Region] = []
     mattering: list[_Region] = []
     for region in regions:
-        if _is_pointer(region, pointers, rules) or _is_caret(region, rules):
+        if _is_caret(region, rules):
             ignored.append(region)
             continue
         near = [
@@ -308,11 +319,14 @@ def _judge(
             if (d := _distance(region, t, rules.target_radius_px)) is not None
         ]
         if near:
+            # Before the pointer rule: a change at a target is never explained away as the pointer.
             distance, target = min(near)
             mattering.append(region)
             at_target.append(_at_target(region, target, distance, rules))
+        elif _is_pointer(region, pointers, rules):
+            ignored.append(region)
         elif region.box.width <= small_w and region.box.height <= small_h:
-            if _in_panel(region.box, screen, rules.panel_px):
+            if any(_within(region.box, panel) for panel in panels):
                 small.append(region)
             else:
                 body.append(region)
@@ -346,14 +360,28 @@ def _judge(
     return Change(False, _ignored_summary(ignored, pointers, rules), (), ignored_boxes)
 
 
-def _in_panel(box: Box, screen: tuple[int, int], panel_px: int) -> bool:
-    width, height = screen
+def _within(box: Box, outer: Box) -> bool:
     return (
-        box.bottom <= panel_px
-        or box.top >= height - panel_px
-        or box.right <= panel_px
-        or box.left >= width - panel_px
+        outer.left <= box.left
+        and box.right <= outer.right
+        and outer.top <= box.top
+        and box.bottom <= outer.bottom
     )
+
+
+def panels_outside(workarea: Box, screen: tuple[int, int]) -> tuple[Box, ...]:
+    """The panels around a window manager's work area: the strips of the screen outside it
+    (top and bottom full width, then left and right between them)."""
+    width, height = screen
+    top, bottom = max(0, workarea.top), min(height, workarea.bottom)
+    left, right = max(0, workarea.left), min(width, workarea.right)
+    strips = [
+        Box(0, 0, width, top),
+        Box(0, bottom, width, height),
+        Box(0, top, left, bottom),
+        Box(right, top, width, bottom),
+    ]
+    return tuple(s for s in strips if s.width > 0 and s.height > 0)
 
 
 def _at_target(region: _Region, target: Point, distance: float, rules: CompareRules) -> str:
@@ -369,10 +397,10 @@ def _at_target(region: _Region, target: Point, distance: float, rules: CompareRu
 def _ignored_summary(ignored: list[_Region], pointers: list[Point], rules: CompareRules) -> str:
     pointer = caret = small = 0
     for region in ignored:
-        if _is_pointer(region, pointers, rules):
-            pointer += 1
-        elif _is_caret(region, rules):
+        if _is_caret(region, rules):
             caret += 1
+        elif _is_pointer(region, pointers, rules):
+            pointer += 1
         else:
             small += 1
     kinds = []
@@ -381,10 +409,6 @@ def _ignored_summary(ignored: list[_Region], pointers: list[Point], rules: Compa
     if caret:
         kinds.append("a caret" if caret == 1 else f"{caret} carets")
     if small:
-        kinds.append(
-            "a small area at the screen's edge"
-            if small == 1
-            else f"{small} small areas at the screen's edge"
-        )
+        kinds.append("a small area in a panel" if small == 1 else f"{small} small areas in panels")
     listed = kinds[0] if len(kinds) == 1 else ", ".join(kinds[:-1]) + " and " + kinds[-1]
     return f"only {listed} changed; ignored"

@@ -30,7 +30,9 @@ from __future__ import annotations
 import copy
 import enum
 import io
+import struct
 import time
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -42,6 +44,7 @@ from PIL import Image
 from computer_use.approval.annotate import annotate, describe, escape
 from computer_use.approval.compare import (
     DEFAULT_RULES,
+    Box,
     CompareRules,
     Point,
     action_targets,
@@ -54,6 +57,9 @@ MODEL_REASON_CHARS = 4000
 PERSON_REASON_CHARS = 1000
 # Fast PNG: the encode sits on the path from the toolset asking to the request being visible.
 PNG_COMPRESS_LEVEL = 1
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# Rows deflated per call: few calls, and no copy of the whole image.
+PNG_ROWS_PER_CHUNK = 32
 
 
 class OutcomeKind(enum.StrEnum):
@@ -177,9 +183,39 @@ def _same(member: str, input: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def png(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
-    return buffer.getvalue()
+    """`image` as a lossless PNG, made fast: its rows unfiltered, deflated at level 1.
+
+    Pillow's encoder tries each PNG filter on every row and copies the image several times;
+    this takes about 2.5 times less (1280x800 of text: 25 ms against 64 ms on a busy 2-core
+    machine), for a file of about the same size (a screen is mostly flat).
+    """
+    if image.mode != "RGB":
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+        return buffer.getvalue()
+    width, height = image.size
+    stride = width * 3
+    pixels = memoryview(image.tobytes())
+    deflate = zlib.compressobj(PNG_COMPRESS_LEVEL)
+    idat: list[bytes] = []
+    for top in range(0, height, PNG_ROWS_PER_CHUNK):
+        rows: list[bytes | memoryview] = []
+        for y in range(top, min(height, top + PNG_ROWS_PER_CHUNK)):
+            # Each row is led by its filter type: 0, none.
+            rows += (b"\0", pixels[y * stride : (y + 1) * stride])
+        idat.append(deflate.compress(b"".join(rows)))
+    idat.append(deflate.flush())
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB, no interlace
+    return (
+        PNG_SIGNATURE
+        + _chunk(b"IHDR", header)
+        + _chunk(b"IDAT", b"".join(idat))
+        + _chunk(b"IEND", b"")
+    )
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
 def _clip(text: str, limit: int) -> str:
@@ -244,6 +280,8 @@ class Confirmer:
         to_screen: maps the model's input to screen pixels (the screen driver's scaling).
         stated_reason: the model's text before the call, given the tool_use id.
         pointer: where the pointer is, when the captures may show it.
+        panels: the screen's panels (the strips outside the window manager's work area), where
+            small changes do not void an approval; none known, none ignored.
         timeout_s: how long a request waits (`approval_timeout_s`), for its expiry and message.
         max_reasks: new requests after approvals voided by a screen change, before refusing.
     """
@@ -256,6 +294,7 @@ class Confirmer:
     to_screen: ToScreen = _same
     stated_reason: StatedReason = _no_reason
     pointer: Callable[[], Point] | None = None
+    panels: Callable[[], Sequence[Box]] | None = None
     timeout_s: float = DEFAULT_TIMEOUT_S
     max_reasks: int = DEFAULT_MAX_REASKS
     rules: CompareRules = DEFAULT_RULES
@@ -377,7 +416,10 @@ class Confirmer:
                     "performed. Take a new screenshot."
                 )
             pointers = [p for p in (pointer_then, self.pointer() if self.pointer else None) if p]
-            change = compare(frame, current, targets, pointers=pointers, rules=self.rules)
+            panels = self.panels() if self.panels is not None else ()
+            change = compare(
+                frame, current, targets, pointers=pointers, panels=panels, rules=self.rules
+            )
             if not change.matters:
                 return
             frame, pointer_then = current, pointers[-1] if pointers else None

@@ -9,11 +9,18 @@ Format (the same in `config.toml` as `[policy]`, in a task's `policy`, and in he
                {"tool": "browser", "match": {"domain": "*.example.com"}, "decision": "deny"}]}
 
 The first rule that matches decides; no match gives `default`. `tool` is a tool name or `"*"`;
-`member` and `match` are optional; every key of `match` must match:
+`member` and `match` are optional; every key of `match` must match.
+
+A drag done by hand - `left_mouse_down`, then `mouse_move` and `left_mouse_up` while the button
+is held - is judged as a drag: the computer toolset gives those two calls the point of the press
+as `start_coordinate`, a rule for `left_click_drag` applies to them as to a drag (a `deny` on
+drags is not dodged), a `region` must hold both ends, and an `allow` rule naming `mouse_move` or
+`left_mouse_up` (meant for moving the pointer, or letting go) does not allow them.
+
 
 - `command`: a glob (`fnmatch`, case-sensitive) on the whole shell command of a `bash` call.
-- `path`: a glob on the normalised absolute `path` (or every one of `paths`); `*` stays inside one
-  folder, `**` crosses folders.
+- `path`: a glob on the normalised absolute `path` (or every one of `paths`, or both of a memory
+  rename's `old_path` and `new_path`); `*` stays inside one folder, `**` crosses folders.
 - `domain`: a glob on the host of `input["url"]` (a browser call: the URL to open, or the tab's);
   IDNA, case and a trailing dot are normalised; `*.example.com` matches any subdomain, not
   `example.com` itself; `*` alone matches every host.
@@ -21,11 +28,20 @@ The first rule that matches decides; no match gives `default`. `tool` is a tool 
   a drag, lie inside. Coordinates reach the policy already mapped to screen pixels.
 - `folders`: `"read-only"` (every granted folder of the task is read-only) or `"read-write"` (at
   least one is read-write). Not in the issue's list; the issue's own default needs it to be data.
+- `display`: `"sandbox"` or `"host"`: the screen a `computer` call acts on (the task's
+  `display`); browser calls are always on the sandbox's. Other tools have no display.
+
+The owner's own screen is not the sandbox's. On `display: "host"` an `allow` rule applies only
+when it names `"display": "host"` in its `match`: a rule written for the sandbox's virtual
+desktop (`{"tool": "computer", "member": "left_click", "decision": "allow"}`) asks there, while
+`ask` and `deny` rules apply on both. `on_display(policy, display)` tells a policy which screen
+its computer calls act on; without it `display` is not known.
 
 Safety rule for inputs the policy cannot judge: matching is three-valued. A key says MATCH, NO
 MATCH, or UNKNOWN — a compound shell command (`git status; rm -rf ~`: any of ``; & | < > ` $ ( )
 \\`` or a newline), a drag with one end outside the region, a click without a point, a URL with
-userinfo, a percent-encoded, numeric or unparsable host, a relative path, folders not given. An
+userinfo, a percent-encoded, numeric or unparsable host, a relative path, folders or the display
+not given. An
 UNKNOWN never makes an `allow` rule match, and always lets an `ask` or `deny` rule match (for a
 compound command, when the glob matches the whole command or one of its pieces). So an allow glob
 cannot be stretched across `;`, and a deny glob is not dodged by prefixing `true;` — though deny
@@ -45,7 +61,7 @@ import ipaddress
 import posixpath
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Literal, get_args
 from urllib.parse import urlsplit
@@ -72,6 +88,7 @@ __all__ = [
     "combine",
     "default_policy",
     "headless",
+    "on_display",
 ]
 
 TOOLS = ("bash", "edit", "computer", "browser", "memory")
@@ -126,6 +143,8 @@ class Decision(enum.StrEnum):
 _STRICTNESS = {Decision.ALLOW: 0, Decision.ASK: 1, Decision.DENY: 2}
 
 FolderMode = Literal["ro", "rw"]
+Display = Literal["sandbox", "host"]
+DISPLAYS: tuple[Display, ...] = ("sandbox", "host")
 
 
 @dataclass(frozen=True)
@@ -135,18 +154,22 @@ class Call:
     `input` is the tool input with coordinates already mapped to screen pixels; a browser call
     carries the URL it opens, or its tab's URL, as `input["url"]`. `folders` are the modes of the
     task's granted folders (`None` when unknown, which no `folders` allow rule accepts).
+    `display` is the screen the call acts on (`None` when unknown, or off any screen).
     """
 
     tool: str
     member: str | None = None
     input: Mapping[str, Any] = field(default_factory=dict)
     folders: tuple[FolderMode, ...] | None = ()
+    display: Display | None = None
 
     def __post_init__(self) -> None:
         # A deep, read-only copy: the call that was judged is the call that runs.
         object.__setattr__(self, "input", MappingProxyType(copy.deepcopy(dict(self.input))))
         if self.folders is not None and any(m not in ("ro", "rw") for m in self.folders):
             raise ValueError(f"folders: {self.folders!r}; each mode is 'ro' or 'rw'")
+        if self.display is not None and self.display not in DISPLAYS:
+            raise ValueError(f"display: {self.display!r}; it is 'sandbox' or 'host'")
 
 
 @dataclass(frozen=True)
@@ -179,6 +202,7 @@ class Match:
     domain: str | None = None
     region: tuple[int, int, int, int] | None = None
     folders: Literal["read-only", "read-write"] | None = None
+    display: Display | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -200,10 +224,12 @@ class Match:
             checks.append(_match_region(self.region, call))
         if self.folders is not None:
             checks.append(_match_folders(self.folders, call))
+        if self.display is not None:
+            checks.append(_match_display(self.display, call))
         return checks
 
 
-_MATCH_KEYS = ("command", "path", "domain", "region", "folders")
+_MATCH_KEYS = ("command", "path", "domain", "region", "folders", "display")
 
 
 @dataclass(frozen=True)
@@ -225,7 +251,20 @@ class Rule:
     def applies(self, call: Call) -> _Outcome:
         if self.tool not in ("*", call.tool):
             return _NO_MATCH
+        dragging = _dragging(call)
         if self.member is not None and self.member != call.member:
+            # A move or release with the button held is a drag: rules about drags judge it.
+            if not (dragging and self.member == "left_click_drag"):
+                return _NO_MATCH
+        elif self.member is not None and dragging and self.decision is Decision.ALLOW:
+            # An allow for moving the pointer, or for letting go, never allows a drag.
+            return _NO_MATCH
+        if (
+            call.display == "host"
+            and self.decision is Decision.ALLOW
+            and (self.match is None or self.match.display != "host")
+        ):
+            # The owner's own screen: only an allow written for it applies there.
             return _NO_MATCH
         outcomes = self.match.outcomes(call) if self.match is not None else []
         if self.match is not None and _held_keys(call):
@@ -294,8 +333,11 @@ class CombinedPolicy:
     """Several policies at once; each call gets the strictest of their verdicts."""
 
     layers: tuple[tuple[str, Policy], ...]
+    # The screen the task's computer calls act on (see `on_display`); None: not known.
+    display: Display | None = None
 
     def decide(self, call: Call) -> Verdict:
+        call = _on(call, self.display)
         verdicts = [(name, policy.decide(call)) for name, policy in self.layers]
         # max() keeps the first of equals: the config's explanation wins a tie.
         name, verdict = max(verdicts, key=lambda item: item[1].decision.strictness)
@@ -316,18 +358,42 @@ def combine(config_policy: AnyPolicy, task_policy: Policy | None) -> AnyPolicy:
     """The policy for a task: the config's, tightened (never loosened) by the task's own."""
     if task_policy is None:
         return config_policy
-    layers = (
-        config_policy.layers
-        if isinstance(config_policy, CombinedPolicy)
-        else (("config", config_policy),)
-    )
-    return CombinedPolicy((*layers, ("task", task_policy)))
+    if isinstance(config_policy, CombinedPolicy):
+        layers, display = config_policy.layers, config_policy.display
+    else:
+        layers, display = (("config", config_policy),), None
+    return CombinedPolicy((*layers, ("task", task_policy)), display)
+
+
+def on_display(policy: AnyPolicy, display: Display) -> CombinedPolicy:
+    """`policy` for a task whose computer calls act on `display` (the task's `display`).
+
+    Raises:
+        ValueError: `display` is neither "sandbox" nor "host".
+    """
+    if display not in DISPLAYS:
+        raise ValueError(f"display: {display!r}; it is 'sandbox' or 'host'")
+    layers = policy.layers if isinstance(policy, CombinedPolicy) else (("config", policy),)
+    return CombinedPolicy(layers, display)
+
+
+def _on(call: Call, display: Display | None) -> Call:
+    """`call` with the screen it acts on filled in: the task's for the computer tool, the
+    sandbox's for the browser (Chromium always runs in the task's sandbox)."""
+    if call.display is not None:
+        return call
+    if call.tool == "computer" and display is not None:
+        return replace(call, display=display)
+    if call.tool == "browser":
+        return replace(call, display="sandbox")
+    return call
 
 
 def headless(policy: AnyPolicy) -> AnyPolicy:
     """For runs without a person: every ask becomes deny, and the default is deny."""
     if isinstance(policy, CombinedPolicy):
-        return CombinedPolicy(tuple((name, _headless(p)) for name, p in policy.layers))
+        layers = tuple((name, _headless(p)) for name, p in policy.layers)
+        return CombinedPolicy(layers, policy.display)
     return _headless(policy)
 
 
@@ -444,7 +510,20 @@ def _match(raw: object, where: str) -> Match:
         raise PolicyError(
             f"{where}.folders", f"{_kind(folders)} is not one of read-only, read-write"
         )
-    return Match(command=command, path=path, domain=domain, region=region, folders=folders)
+    display = raw.get("display")
+    if display is not None and display not in DISPLAYS:
+        raise PolicyError(
+            f"{where}.display",
+            f"{_kind(display)} is not one of sandbox, host (the screen a computer call acts on)",
+        )
+    return Match(
+        command=command,
+        path=path,
+        domain=domain,
+        region=region,
+        folders=folders,
+        display=display,
+    )
 
 
 def _region(raw: object, where: str) -> tuple[int, int, int, int]:
@@ -528,6 +607,9 @@ def _match_path(pattern: str, call: Call) -> _Outcome:
         raw = call.input["paths"]
     elif "path" in call.input:
         raw = [call.input["path"]]
+    elif "old_path" in call.input or "new_path" in call.input:
+        # A memory rename: both the file it takes and where it puts it.
+        raw = [call.input.get("old_path"), call.input.get("new_path")]
     else:
         return _Outcome(_Tri.UNKNOWN, "no path") if call.tool in ("edit", "memory") else _NO_MATCH
     if not isinstance(raw, list) or not raw:
@@ -618,6 +700,15 @@ def _held_keys(call: Call) -> str:
     return held.strip() if isinstance(held, str) else repr(held)
 
 
+def _dragging(call: Call) -> bool:
+    """A `mouse_move` or `left_mouse_up` while the left button is held (it carries the press)."""
+    return (
+        call.tool == "computer"
+        and call.member in ("mouse_move", "left_mouse_up")
+        and "start_coordinate" in call.input
+    )
+
+
 def _point(value: object) -> tuple[int, int] | None:
     if isinstance(value, Mapping):  # a browser target: {"type": "coordinate", "x", "y"}
         if value.get("type") != "coordinate":
@@ -652,6 +743,14 @@ def _match_region(region: tuple[int, int, int, int], call: Call) -> _Outcome:
     if any(inside):
         return _Outcome(_Tri.UNKNOWN, "the drag leaves the region")
     return _NO_MATCH
+
+
+def _match_display(wanted: str, call: Call) -> _Outcome:
+    if call.tool not in ("computer", "browser"):
+        return _NO_MATCH
+    if call.display is None:
+        return _Outcome(_Tri.UNKNOWN, "the display the call acts on is not known")
+    return _MATCH if call.display == wanted else _NO_MATCH
 
 
 def _match_folders(wanted: str, call: Call) -> _Outcome:

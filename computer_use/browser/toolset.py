@@ -23,6 +23,12 @@ Screenshots: the viewport is set to a size the model takes as it is (at most 156
 and 1.15 megapixels, device scale 1), so screenshot pixels are viewport pixels and coordinates
 need no mapping.
 
+Approvals (`browser.approval`): the SDK calls `confirm` with the tab the call targets as of its
+last report; this toolset hands it on with the tab's URL read live from the browser, offers
+`capture()` (that tab through DevTools `Page.captureScreenshot`) and `to_screen()` for the
+`Confirmer`, and a gate that writes the URL on each request (`bind_confirmer()` sets all three).
+After an approval, a tab whose URL changed is confirmed again before the call runs.
+
 Playwright's sync API is bound to the thread that started it: start, call and close the toolset
 from one thread (the tool runner's), outside any asyncio loop.
 """
@@ -82,17 +88,38 @@ from anthropic.types.beta import (
 )
 from PIL import Image
 
+from computer_use.approval.gate import ApprovalGate, Confirmer
 from computer_use.browser import page as browser_page
+from computer_use.browser.approval import (
+    MAX_URL_REASKS,
+    PageBinding,
+    PageGate,
+    same_page,
+    scaled,
+)
 from computer_use.browser.domains import AllowedDomains, typed_url
 from computer_use.browser.fence import Refusal, RequestFence
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, BrowserContext, Locator, Page, Playwright
+    from anthropic.tools import BetaConfirmContext
+    from playwright.sync_api import (
+        Browser,
+        BrowserContext,
+        CDPSession,
+        Locator,
+        Page,
+        Playwright,
+    )
 
 CHROMIUM = Path("/usr/bin/chromium")
 MAX_IMAGE_EDGE_PX = 1568
 MAX_IMAGE_PIXELS = 1_150_000
 DEFAULT_VIEWPORT = (1280, 800)
+# Lossless (the gate compares pixels), encoded for speed rather than size: the capture is on the
+# path from the model's call to the request and from the approval to the action.
+CAPTURE_PARAMS = {"format": "png", "optimizeForSpeed": True}
+# CSS pixels to screen pixels: 1, so screenshots, captures and the model's coordinates agree.
+DEVICE_SCALE = 1
 ACTION_TIMEOUT_S = 10.0
 NAVIGATION_TIMEOUT_S = 30.0
 MAX_WAIT_S = 30.0
@@ -200,7 +227,11 @@ class ChromiumBrowser(BetaAbstractBrowserToolset20260801):
                 f"a {width}x{height} viewport gives screenshots the model cannot take (at most "
                 f"{MAX_IMAGE_EDGE_PX} px a side and {MAX_IMAGE_PIXELS} pixels); use 1280x800"
             )
-        super().__init__(confirm=confirm, url_policy=self._check_typed_url)
+        self._confirm = confirm
+        super().__init__(
+            confirm=self._confirm_on_page if confirm is not None else None,
+            url_policy=self._check_typed_url,
+        )
         self.launcher = launcher
         self.domains = allowed_domains
         self.viewport = (width, height)
@@ -218,6 +249,9 @@ class ChromiumBrowser(BetaAbstractBrowserToolset20260801):
         self._popups_opened: list[str] = []
         self._dialogs: list[BetaDialogDismissed] = []
         self._reported = 0  # refusals already told to the model
+        self._sessions: dict[str, CDPSession] = {}
+        self._judged: str | None = None  # the tab of the call being confirmed
+        self._page_gate: PageGate | None = None
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -235,7 +269,7 @@ class ChromiumBrowser(BetaAbstractBrowserToolset20260801):
             width, height = self.viewport
             self._context = self._browser.new_context(
                 viewport={"width": width, "height": height},
-                device_scale_factor=1,
+                device_scale_factor=DEVICE_SCALE,
                 service_workers="block",
                 accept_downloads=False,
             )
@@ -281,6 +315,7 @@ class ChromiumBrowser(BetaAbstractBrowserToolset20260801):
             with contextlib.suppress(Exception):
                 playwright.stop()
         self._tabs.clear()
+        self._sessions.clear()
         self._active = None
 
     # --- tabs -----------------------------------------------------------------------------
@@ -303,6 +338,7 @@ class ChromiumBrowser(BetaAbstractBrowserToolset20260801):
             if known is page:
                 del self._tabs[tab_id]
                 self._target_ids.pop(tab_id, None)
+                self._sessions.pop(tab_id, None)
                 if self._active == tab_id:
                     self._active = next(reversed(self._tabs), None)
 
@@ -394,6 +430,113 @@ class ChromiumBrowser(BetaAbstractBrowserToolset20260801):
 
     def _unreported(self) -> list[Refusal]:
         return self.fence.since(self._reported)
+
+    # --- approvals (see browser.approval) ------------------------------------------------
+
+    def bind_confirmer(self, confirm: Confirmer) -> None:
+        """Bind `confirm` (this toolset's hook) to the page: it captures the tab before asking
+        and again before acting, marks where the action lands, and names the page's URL."""
+        confirm.capture = self.capture
+        confirm.to_screen = self.to_screen
+        confirm.gate = self.page_gate(confirm.gate)
+
+    def page_gate(self, gate: ApprovalGate) -> PageGate:
+        """`gate`, writing the judged tab's URL on each request."""
+        self._page_gate = PageGate(gate, lambda: self.tab_url(self._judged))
+        return self._page_gate
+
+    def tab_url(self, tab_id: str | None = None) -> str | None:
+        """The tab's URL as the browser process has it now (the active tab by default)."""
+        tab = tab_id if tab_id in self._tabs else self._active
+        if tab is None:
+            return None
+        url = self._target_info().get(tab, (self._tabs[tab].url, ""))[0]
+        return url or None
+
+    def capture(self) -> Image.Image:
+        """The tab being confirmed (else the active one) as Chromium draws it, in RGB.
+
+        Raises:
+            ToolError: the browser is not running or has no tab.
+            playwright.sync_api.Error: DevTools did not answer (the gate then fails closed).
+        """
+        from playwright.sync_api import Error as PlaywrightError
+
+        tab = self._judged if self._judged in self._tabs else self._active
+        page = self._page(tab)
+        assert tab is not None and self._context is not None
+        try:
+            shot = self._session(tab, page).send("Page.captureScreenshot", CAPTURE_PARAMS)
+        except PlaywrightError:
+            # The session went with a renderer; one fresh attempt.
+            self._sessions.pop(tab, None)
+            shot = self._session(tab, page).send("Page.captureScreenshot", CAPTURE_PARAMS)
+        image = Image.open(io.BytesIO(base64.b64decode(shot["data"])))
+        return image.convert("RGB")
+
+    def _session(self, tab: str, page: Page) -> CDPSession:
+        session = self._sessions.get(tab)
+        if session is None:
+            assert self._context is not None
+            session = self._sessions[tab] = self._context.new_cdp_session(page)
+        return session
+
+    def to_screen(self, member: str, input: Any) -> dict[str, Any]:
+        """The input with its coordinate targets in capture pixels, and an element target's
+        centre as `coordinate`, so the card marks where a click by reference lands."""
+        out = scaled(input, DEVICE_SCALE)
+        target = out.get("target")
+        if isinstance(target, dict) and target.get("type") == "ref" and "coordinate" not in out:
+            point = self._ref_centre(str(target.get("ref", "")))
+            if point is not None:
+                out["coordinate"] = [round(v * DEVICE_SCALE) for v in point]
+        return out
+
+    def _ref_centre(self, ref: str) -> tuple[float, float] | None:
+        """Where Playwright clicks an element: the centre of its box (None when not found; the
+        call then fails on its own, with the reason, when it runs)."""
+        from playwright.sync_api import Error as PlaywrightError
+
+        tab = self._judged if self._judged in self._tabs else self._active
+        try:
+            box = self._locator(self._page(tab), ref).bounding_box(timeout=1000)
+        except (PlaywrightError, ToolError):
+            return None
+        if box is None:
+            return None
+        return (box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+
+    def _confirm_on_page(self, context: BetaConfirmContext) -> bool:
+        """The SDK's hook: `confirm` with the tab's live URL, again if the page moved since."""
+        assert self._confirm is not None
+        tab = context.tab_id if context.tab_id in self._tabs else self._active
+        self._judged = tab
+        gate = self._page_gate
+        moved: tuple[int | None, str] | None = None
+        try:
+            for _attempt in range(MAX_URL_REASKS + 1):
+                url = self.tab_url(tab) or context.tab_url
+                binding = PageBinding(judged_url=url, moved=moved)
+                if gate is not None:
+                    gate.binding = binding
+                shown = context.model_copy(update={"tab_id": tab, "tab_url": url})
+                if self._confirm(shown) is not True:
+                    return False
+                now = self.tab_url(tab) or context.tab_url
+                seen = [url, *(approved for _, approved in binding.approved)]
+                if all(same_page(u, now) for u in seen):
+                    return True
+                request_id, was = binding.approved[-1] if binding.approved else (None, url)
+                moved = (request_id, f"the page moved from {was} to {now} after approval")
+        finally:
+            self._judged = None
+            if gate is not None:
+                gate.binding = None
+        last = moved[1] if moved else "its address changed"
+        raise ToolError(
+            f"The page kept moving to another address after each approval ({last}); the action "
+            "was not performed. Take a new screenshot."
+        )
 
     # --- the domain fence, as the model hears it ------------------------------------------
 

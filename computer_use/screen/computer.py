@@ -10,6 +10,7 @@ with a `ToolError` the model reads; nothing is pressed.
 from __future__ import annotations
 
 import base64
+import re
 import threading
 import time
 from collections.abc import Mapping
@@ -46,7 +47,11 @@ from anthropic.types.beta import (
     BetaComputerZoomInput,
 )
 from pydantic import BaseModel
+from Xlib import X
+from Xlib import display as xdisplay
+from Xlib.error import DisplayError, XError
 
+from computer_use.approval.compare import Box, panels_outside
 from computer_use.screen import keys
 from computer_use.screen.base import Button, Frame, Screen, ScrollDirection
 from computer_use.screen.scaling import Point, Scaler
@@ -59,6 +64,11 @@ MAX_TYPE_CHARS = 10_000
 # Typing control characters (escape, ^C...) is a keystroke in disguise the approval card would
 # not show: the model sends those with `key`. Newline and tab are typed as Return and Tab.
 TYPEABLE_CONTROLS = frozenset("\n\t")
+
+# Members that, while the model holds the left button down (`left_mouse_down`), drag: for the gate
+# their input carries where the press was as `start_coordinate`, so the card shows a drag and a
+# region rule judges both ends (see computer_use.approval.policy).
+WHILE_HELD = frozenset({"mouse_move", "left_mouse_up"})
 
 # Members that act where the pointer is when they get no coordinate: for the gate, `to_screen`
 # fills in the pointer's position, so a region rule sees every click, and pins it: the call then
@@ -90,6 +100,10 @@ SCROLL: dict[str, ScrollDirection] = {
     "right": ScrollDirection.RIGHT,
 }
 
+# An X display name a local client can open (":0", "host:1.0"); the desktop sandbox's screen is
+# reached through its screen agent instead and has no panels.
+X_DISPLAY_NAME = re.compile(r"[\w.\-]*:\d+(\.\d+)?")
+
 ClickInput = (
     BetaComputerLeftClickInput
     | BetaComputerRightClickInput
@@ -115,7 +129,8 @@ class X11ComputerToolset(BetaAbstractComputerToolset20260801):
         self._last_frame: Frame | None = None
         self._scaler: Scaler | None = None
         self._pinned: tuple[str, Point] | None = None
-        self._left_down = False
+        # Where the model pressed the left button, while it holds it down.
+        self._left_down_at: Point | None = None
 
     # -- for the gate and the audit ----------------------------------------------------------
 
@@ -136,13 +151,26 @@ class X11ComputerToolset(BetaAbstractComputerToolset20260801):
         """A new capture of the screen, not sent to the model (for an approval or a comparison)."""
         return self.screen.capture()
 
+    def panels(self) -> tuple[Box, ...]:
+        """The screen's panels, for the approval comparison (`compare` rule 5): the strips its
+        window manager keeps out of the work area; none when that cannot be read."""
+        display = getattr(self.screen, "display", "")
+        if not isinstance(display, str) or not X_DISPLAY_NAME.fullmatch(display):
+            return ()
+        try:
+            return workarea_panels(display)
+        except (DisplayError, XError, OSError):
+            # No panels known: nothing is ignored for sitting at an edge (the strict side).
+            return ()
+
     def to_screen(self, member: str, input: BaseModel | Mapping[str, Any]) -> dict[str, Any]:
         """A member call's input with its points and region in screen pixels.
 
         `coordinate` and `start_coordinate` become `[x, y]` and `region` `[x0, y0, x1, y1]` on the
         screen; a pointer member without a coordinate gets the pointer's position, and the call
-        that follows acts there (the gate calls this from `confirm`, once per call). Other fields
-        are kept as given.
+        that follows acts there (the gate calls this from `confirm`, once per call). While the
+        model holds the left button down, a `mouse_move` or `left_mouse_up` is a drag: it gets
+        the point of the press as `start_coordinate`. Other fields are kept as given.
 
         Raises:
             ToolError: a point or region the call would refuse.
@@ -159,6 +187,11 @@ class X11ComputerToolset(BetaAbstractComputerToolset20260801):
             pointer = self.screen.pointer()
             self._pinned = (member, pointer)
             mapped["coordinate"] = list(pointer)
+        if member in WHILE_HELD:
+            # Only this toolset says whether a move drags; the model's word is not taken for it.
+            mapped.pop("start_coordinate", None)
+            if self._left_down_at is not None:
+                mapped["start_coordinate"] = list(self._left_down_at)
         return mapped
 
     def execute(
@@ -180,6 +213,15 @@ class X11ComputerToolset(BetaAbstractComputerToolset20260801):
         if self._pinned is not None and self._pinned[0] == member:
             return self._pinned[1]
         return None
+
+    def _move_to_pin(self, member: str) -> Point:
+        """Put the pointer where the gate was shown `member` would act; where it is now."""
+        now = self.screen.pointer()
+        at = self._at(member, None)
+        if at is not None and at != now:
+            self.screen.move(at)
+            return at
+        return now
 
     # -- members -----------------------------------------------------------------------------
 
@@ -252,21 +294,17 @@ class X11ComputerToolset(BetaAbstractComputerToolset20260801):
     def left_mouse_down(
         self, context: BetaToolsetCallContext, input: BetaComputerLeftMouseDownInput
     ) -> str | None:
-        at = self._at("left_mouse_down", None)
-        if at is not None:
-            self.screen.move(at)
+        at = self._move_to_pin("left_mouse_down")
         self.screen.button(Button.LEFT, down=True)
-        self._left_down = True
+        self._left_down_at = at
         return None
 
     def left_mouse_up(
         self, context: BetaToolsetCallContext, input: BetaComputerLeftMouseUpInput
     ) -> str | None:
-        at = self._at("left_mouse_up", None)
-        if at is not None:
-            self.screen.move(at)
+        self._move_to_pin("left_mouse_up")
         self.screen.button(Button.LEFT, down=False)
-        self._left_down = False
+        self._left_down_at = None
         return None
 
     def _click(self, member: str, input: ClickInput) -> None:
@@ -338,7 +376,7 @@ class X11ComputerToolset(BetaAbstractComputerToolset20260801):
     def close(self) -> None:
         super().close()
         try:
-            if self._left_down:
+            if self._left_down_at is not None:
                 # A button the model pressed and never released would stay down for the next user.
                 self.screen.button(Button.LEFT, down=False)
         finally:
@@ -346,6 +384,27 @@ class X11ComputerToolset(BetaAbstractComputerToolset20260801):
 
     def _point(self, value: list[int], field: str) -> Point:
         return self.scaler.to_screen(_pair(value, field), field=field)
+
+
+def workarea_panels(display: str) -> tuple[Box, ...]:
+    """The panels of X display `display`: the screen outside the work area its window manager
+    publishes (`_NET_WORKAREA`, the first desktop's); none when it publishes none.
+
+    Raises:
+        Xlib.error.DisplayError: the display cannot be opened.
+    """
+    connection = xdisplay.Display(display)
+    try:
+        screen = connection.screen()
+        atom = connection.intern_atom("_NET_WORKAREA", only_if_exists=True)
+        found = screen.root.get_full_property(atom, X.AnyPropertyType) if atom else None
+        if found is None or len(found.value) < 4:
+            return ()
+        x, y, width, height = (int(v) for v in found.value[:4])
+        size = (screen.width_in_pixels, screen.height_in_pixels)
+        return panels_outside(Box(x, y, x + width, y + height), size)
+    finally:
+        connection.close()
 
 
 def _pair(value: Any, field: str) -> tuple[int, int]:

@@ -7,6 +7,14 @@ the sandbox controls: what comes back is a small JSON header and raw pixels.
 
 The screen runs as the image's `desktop` user (uid 1001), not as the task's user, so a task's
 timeout (which signals every process of the task's user) leaves it standing.
+
+The X server admits only holders of a cookie. The screen's own clients (the window manager,
+the screen agent, the agent's Chromium) hold a trusted one, readable by the desktop user alone.
+The task's user gets an *untrusted* one (the X SECURITY extension, as `ssh -X` uses it): its
+programs can open and draw their own windows, which the agent then drives, but cannot read the
+screen, synthesise input (no XTEST) or send events to the screen's own windows. Without that, a
+shell step the policy allows (`bash` over read-only folders) could click and type on the screen
+with xdotool and so act without the approval every screen action needs.
 """
 
 from __future__ import annotations
@@ -31,8 +39,39 @@ DISPLAY = ":0"
 START_TIMEOUT_S = 30.0
 XVFB_LOG = "/tmp/.dispatch-xvfb.log"
 OPENBOX_LOG = "/tmp/.dispatch-openbox.log"
-# Succeeds once a window manager has claimed the screen (the EWMH check window is set).
-WM_READY = ["sh", "-c", f"DISPLAY={DISPLAY} xprop -root _NET_SUPPORTING_WM_CHECK | grep -q window"]
+# Made by the desktop user at start (mkdir fails, and the desktop with it, if anything is there):
+# 0711, so the task's user reaches TASK_XAUTHORITY by name and nothing else in it.
+X11_DIR = "/tmp/.dispatch-x11"
+XAUTHORITY = f"{X11_DIR}/trusted"  # 0600, the desktop user's
+TASK_XAUTHORITY = f"{X11_DIR}/task"  # 0644, untrusted; the image's XAUTHORITY for the task's user
+# Run as the desktop user: a trusted cookie (passed to xauth on stdin, never in a command line
+# another user could read in /proc), Xvfb admitting only cookie holders (-noreset: a server reset
+# when its last client leaves would drop the untrusted cookie), openbox, then the task's
+# untrusted cookie; "ready" once windows can be opened and are managed. Daemons log to files:
+# nobody reads their streams, and a window manager blocked on a full pipe stops mapping windows.
+X_SERVER = """set -eu
+umask 077
+mkdir -m 0711 {dir}
+cookie=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
+echo "add {display} . $cookie" | xauth -q -f {auth} source -
+export DISPLAY={display} XAUTHORITY={auth} HOME=/tmp
+Xvfb {display} -screen 0 {width}x{height}x24 -nolisten tcp -noreset -auth {auth} \\
+  +extension SECURITY >{xvfb_log} 2>&1 &
+end=$(($(date +%s) + {timeout_s}))
+until xdpyinfo >/dev/null 2>&1; do
+  [ "$(date +%s)" -lt $end ] || {{ echo "X server"; exit 1; }}; sleep 0.05
+done
+openbox >{openbox_log} 2>&1 &
+# Windows appear once the window manager takes their map requests: wait for its check window.
+until xprop -root _NET_SUPPORTING_WM_CHECK | grep -q window; do
+  [ "$(date +%s)" -lt $end ] || {{ echo "window manager"; exit 1; }}; sleep 0.05
+done
+xauth -q -f {task}.new generate {display} . untrusted timeout 0
+chmod 0644 {task}.new
+mv {task}.new {task}
+echo ready
+wait
+"""
 MAX_PIXELS = 8192 * 8192
 
 
@@ -69,49 +108,35 @@ class SandboxDesktop:
             DesktopFailed: the screen did not come up in time (the message has Xvfb's words).
         """
         width, height = self.requested.width, self.requested.height
-        # Their output goes to files: nobody reads these streams, and a daemon blocked on a full
-        # pipe (a window manager logging a warning per window) would stop mapping windows.
-        xvfb = self.spawner.spawn(
-            [
-                "sh",
-                "-c",
-                f"exec Xvfb {DISPLAY} -screen 0 {width}x{height}x24 -nolisten tcp -ac "
-                f">{XVFB_LOG} 2>&1",
-            ],
-            user=DESKTOP_USER,
+        script = X_SERVER.format(
+            dir=X11_DIR,
+            display=DISPLAY,
+            auth=XAUTHORITY,
+            task=TASK_XAUTHORITY,
+            width=width,
+            height=height,
+            xvfb_log=XVFB_LOG,
+            openbox_log=OPENBOX_LOG,
+            timeout_s=max(1, round(timeout_s)),
         )
-        self._processes.append(xvfb)
-        deadline = time.monotonic() + timeout_s
-        while True:
-            probe = self.box.exec(["xdpyinfo", "-display", DISPLAY], timeout_s=10)
-            if probe.ok:
-                break
-            if time.monotonic() > deadline:
-                log = self.box.exec(["tail", "-c", "300", XVFB_LOG], timeout_s=10)
-                detail = log.stdout.decode(errors="replace")
-                raise DesktopFailed(
-                    f"the desktop's X server did not start within {timeout_s:g} s"
-                    + (f": {detail.strip()}" if detail.strip() else "")
-                )
-            time.sleep(0.1)
-        self._processes.append(
-            self.spawner.spawn(
-                ["sh", "-c", f"DISPLAY={DISPLAY} HOME=/tmp exec openbox >{OPENBOX_LOG} 2>&1"],
-                user=DESKTOP_USER,
+        server = self.spawner.spawn(["sh", "-c", script], user=DESKTOP_USER)
+        self._processes.append(server)
+        try:
+            said = server.read_line().decode(errors="replace").strip()
+        except SandboxError:
+            said = ""
+        if said != "ready":
+            logs = self.box.exec(
+                ["sh", "-c", f"tail -c 300 {XVFB_LOG} {OPENBOX_LOG} 2>&1"], timeout_s=10
             )
-        )
-        # Windows appear only once the window manager manages the screen (it takes their map
-        # requests): wait for its check window, so the first screenshot shows what was opened.
-        while not self.box.exec(WM_READY, timeout_s=10).ok:
-            if time.monotonic() > deadline:
-                log = self.box.exec(["tail", "-c", "300", OPENBOX_LOG], timeout_s=10)
-                raise DesktopFailed(
-                    f"the desktop's window manager did not start within {timeout_s:g} s: "
-                    + log.stdout.decode(errors="replace").strip()
-                )
-            time.sleep(0.1)
+            what = f"its {said}" if said else "its X server"
+            raise DesktopFailed(
+                f"the desktop did not start ({what} was not ready within {timeout_s:g} s): "
+                + logs.stdout.decode(errors="replace").strip()
+            )
         self._agent = self.spawner.spawn(
-            ["env", f"DISPLAY={DISPLAY}", "dispatch-screen-agent"], user=DESKTOP_USER
+            ["env", f"DISPLAY={DISPLAY}", f"XAUTHORITY={XAUTHORITY}", "dispatch-screen-agent"],
+            user=DESKTOP_USER,
         )
         header, _ = self._ask({"op": "size"})
         self.size = ScreenSize(int(header["width"]), int(header["height"]))

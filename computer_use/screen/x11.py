@@ -154,13 +154,18 @@ class X11Screen:
             raise X11Error(f"xdotool getmouselocation gave no position: {values}") from exc
 
     def move(self, to: Point) -> None:
-        self._run("mousemove", "--sync", str(to.x), str(to.y))
+        # No --sync: it waits for a motion event, which never comes when the pointer is already
+        # there (15 s). The X server handles this connection's requests in order anyway, so a
+        # click sent after the move lands where the move put the pointer.
+        self._run("mousemove", str(to.x), str(to.y))
 
     def click(
         self, button: Button, *, count: int = 1, at: Point | None = None, hold: Sequence[str] = ()
     ) -> None:
-        args = ["mousemove", "--sync", str(at.x), str(at.y)] if at is not None else []
-        args += ["click", "--repeat", str(count), "--delay", str(CLICK_DELAY_MS), str(int(button))]
+        args = ["mousemove", str(at.x), str(at.y)] if at is not None else []
+        # xdotool sleeps --delay after every click, the last one too: only between repeats.
+        pause = ["--delay", str(CLICK_DELAY_MS)] if count > 1 else []
+        args += ["click", "--repeat", str(count), *pause, str(int(button))]
         with self._held(hold):
             self._run(*args)
 
@@ -169,14 +174,14 @@ class X11Screen:
 
     def drag(self, start: Point, end: Point, *, hold: Sequence[str] = ()) -> None:
         with self._held(hold):
-            self._run("mousemove", "--sync", str(start.x), str(start.y), "mousedown", "1")
+            self._run("mousemove", str(start.x), str(start.y), "mousedown", "1")
             try:
                 # Intermediate motion: toolkits start a drag only after seeing the pointer move
                 # with the button down, and some ignore a single jump.
                 for step in range(1, DRAG_STEPS + 1):
                     x = start.x + (end.x - start.x) * step // DRAG_STEPS
                     y = start.y + (end.y - start.y) * step // DRAG_STEPS
-                    self._run("mousemove", "--sync", str(x), str(y))
+                    self._run("mousemove", str(x), str(y))
             finally:
                 self._run("mouseup", "1")
 
@@ -188,7 +193,7 @@ class X11Screen:
         at: Point | None = None,
         hold: Sequence[str] = (),
     ) -> None:
-        args = ["mousemove", "--sync", str(at.x), str(at.y)] if at is not None else []
+        args = ["mousemove", str(at.x), str(at.y)] if at is not None else []
         args += ["click", "--repeat", str(clicks), "--delay", "30", str(int(direction))]
         with self._held(hold):
             self._run(*args)

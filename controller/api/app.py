@@ -37,7 +37,7 @@ from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import BaseRoute, Route
 
-from controller.api import approvals, memory, routes
+from controller.api import approvals, audit, memory, routes
 from controller.auth import Auth
 from controller.disk import is_disk_full
 from controller.errors import ApiError, RateLimited, Unauthorized
@@ -489,6 +489,7 @@ def create_app(settings: Settings, *, controller: Controller | None = None) -> F
     app.include_router(routes.private)
     app.include_router(approvals.router)
     app.include_router(memory.router)
+    app.include_router(audit.router)
     app.include_router(console.public)
     app.include_router(console.pages)
     app.include_router(console.actions)

@@ -28,6 +28,8 @@ COMMANDS = {
     "approve": "controller.cli.approvals:approve",
     "deny": "controller.cli.approvals:deny",
     "memory": "controller.cli.approvals:memory",
+    "run": "controller.cli.run:run",
+    "audit": "controller.cli.audit:audit",
 }
 
 

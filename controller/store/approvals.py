@@ -19,6 +19,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -120,8 +121,7 @@ class ApprovalStore:
             Conflict: the task is no longer active (it was cancelled meanwhile).
         """
         now = time.time() if now is None else now
-        screenshot = self.blobs.put(new.screenshot_png) if new.screenshot_png else None
-        annotated = self.blobs.put(new.annotated_png) if new.annotated_png else None
+        screenshot, annotated = self._put_images(new.screenshot_png, new.annotated_png)
         with self.db.write() as session:
             task = session.get(Task, new.task_id)
             if task is None or not task.status.active or task.cancel_requested:
@@ -257,6 +257,21 @@ class ApprovalStore:
                 continue
             with self._changed:
                 self._changed.wait(min(POLL_S, max(approval.expires_at - now, 0.01)))
+
+    def _put_images(
+        self, screenshot: bytes | None, annotated: bytes | None
+    ) -> tuple[str | None, str | None]:
+        """Store a request's two images side by side (each waits for its own fsync), before the
+        transaction that names them: a request is never visible before its images are durable."""
+        if not (screenshot and annotated) or screenshot == annotated:
+            # One image, or the same one twice (stored once: it is named by its hash).
+            return (
+                self.blobs.put(screenshot) if screenshot else None,
+                self.blobs.put(annotated) if annotated else None,
+            )
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            second = pool.submit(self.blobs.put, annotated)
+            return self.blobs.put(screenshot), second.result()
 
     # --- inside transactions -------------------------------------------------------------
 

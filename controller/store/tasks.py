@@ -94,6 +94,8 @@ class TaskStore:
         self.events = events
         self.threads = threads
         self.on_queued = on_queued
+        # Called with each task accepted (submitted or retried), after its commit: the audit log.
+        self.on_submitted: Callable[[Task], None] = lambda task: None
         self.runner = runner
         self.submitted = 0
 
@@ -177,6 +179,7 @@ class TaskStore:
             task = Task(id=inserted.scalar_one(), **values)
             self._state_event(session, task)
         self.submitted += 1
+        self.on_submitted(task)
         self.on_queued()
         return task
 

@@ -71,7 +71,13 @@ def memory_call(path: str, text: str) -> ToolCall:
 
 
 def run(
-    fake: FakeModel, sink: Sink, tools: list[Any], *, max_steps: int = 10, retries: int = 2
+    fake: FakeModel,
+    sink: Sink,
+    tools: list[Any],
+    *,
+    max_steps: int = 10,
+    retries: int = 2,
+    stop_on_denial: bool = False,
 ) -> Any:
     client = agent_client(
         api_key="test-key",
@@ -80,7 +86,12 @@ def run(
         max_retries=retries,
         timeout_s=10,
     )
-    spec = AgentSpec(prompt="Remember that I like tea.", model="claude-fake", max_steps=max_steps)
+    spec = AgentSpec(
+        prompt="Remember that I like tea.",
+        model="claude-fake",
+        max_steps=max_steps,
+        stop_on_denial=stop_on_denial,
+    )
     return run_agent(client, spec, tools, sink)
 
 
@@ -125,7 +136,8 @@ def test_a_rejected_key_ends_the_run_with_the_fix(fake_model: FakeModel) -> None
     fake_model.add(Fault.unauthorized())
     sink = Sink()
     result = run(fake_model, sink, [StoredMemoryTool(DictMemory())])
-    assert result.outcome is AgentOutcome.FAILED
+    # Not the task's fault: headless runs report it as an infrastructure error.
+    assert result.outcome is AgentOutcome.MODEL_UNAVAILABLE
     assert "rejected the key (401" in result.reason and "ANTHROPIC_API_KEY" in result.reason
 
 
@@ -170,3 +182,31 @@ def test_cancelling_between_steps_stops_the_run(fake_model: FakeModel) -> None:
     result = run(fake_model, sink, [StoredMemoryTool(DictMemory())])
     assert result.outcome is AgentOutcome.CANCELLED
     assert kinds(sink) == ["model"]
+
+
+def test_a_headless_run_stops_at_a_denial_after_telling_the_model(fake_model: FakeModel) -> None:
+    memory = DictMemory()
+    fake_model.add(
+        Reply(tool_calls=[memory_call("/memories/x.md", "x")]),
+        # The model hears the denial and tries something else: that call must not run.
+        Reply(text="Then elsewhere.", tool_calls=[memory_call("/memories/y.md", "y")]),
+    )
+    sink = Sink()
+
+    class RefusesOnce(GuardedMemory):
+        def call(self, input: object) -> Any:
+            refuse, self.refuse = self.refuse, False
+            if refuse:
+                raise ToolError(
+                    "The person denied this action: not my notes. It was not performed."
+                )
+            return super().call(input)
+
+    result = run(fake_model, sink, [RefusesOnce(memory, refuse=True)], stop_on_denial=True)
+    assert result.outcome is AgentOutcome.DENIED
+    assert result.reason == (
+        "stopped after a denial: The person denied this action: not my notes. It was not performed."
+    )
+    assert "not my notes" in str(fake_model.message_requests()[-1].body["messages"][-1])
+    assert kinds(sink) == ["model", "tools", "model"]
+    assert memory.files == {}  # the second call, which would have been allowed, never ran

@@ -30,6 +30,10 @@ def changed(paint: object) -> Image.Image:
 
 
 OK_BUTTON = (620, 460)
+# Panels a window manager would report outside its work area: a top bar and a bottom bar.
+TOP_PANEL = Box(0, 0, 1024, 48)
+BOTTOM_PANEL = Box(0, 736, 1024, 768)
+PANELS = (TOP_PANEL, BOTTOM_PANEL)
 
 
 def test_an_identical_screen_does_not_matter() -> None:
@@ -87,14 +91,17 @@ def test_a_small_change_in_the_body_of_the_screen_matters() -> None:
     assert result.reason.startswith("the screen changed in 1 place (largest ")
 
 
-def test_a_small_change_in_a_panel_at_the_screens_edge_is_ignored() -> None:
+def test_a_small_change_in_a_panel_is_ignored_and_elsewhere_at_the_edge_it_is_not() -> None:
     def tray(draw: ImageDraw.ImageDraw) -> None:
         draw.rectangle((980, 8, 1000, 28), fill="green")  # a tray icon lighting up
 
-    result = compare(screen(), changed(tray), [OK_BUTTON])
+    result = compare(screen(), changed(tray), [OK_BUTTON], panels=PANELS)
     assert not result.matters
-    assert result.reason == "only a small area at the screen's edge changed; ignored"
+    assert result.reason == "only a small area in a panel changed; ignored"
     assert len(result.ignored) == 1
+    # With no panel there, the same pixels are a window's content at the top: they matter.
+    assert compare(screen(), changed(tray), [OK_BUTTON]).matters
+    assert compare(screen(), changed(tray), [OK_BUTTON], panels=[BOTTOM_PANEL]).matters
 
 
 def test_a_blinking_i_beam_caret_at_the_target_is_ignored() -> None:
@@ -116,13 +123,12 @@ def pointer_at(draw: ImageDraw.ImageDraw, x: int, y: int) -> None:
     draw.polygon([(x, y), (x, y + 18), (x + 5, y + 14), (x + 12, y + 14)], fill="black")
 
 
-def test_the_pointer_at_the_target_is_ignored_when_its_position_is_known() -> None:
+def test_a_change_at_the_target_matters_even_where_the_pointer_is() -> None:
+    # Captures carry no cursor image: a small change under the pointer is the screen itself.
     after = changed(lambda d: pointer_at(d, *OK_BUTTON))
     result = compare(screen(), after, [OK_BUTTON], pointers=[OK_BUTTON])
-    assert not result.matters
-    assert result.reason == "only the pointer changed; ignored"
-    # Without knowing where the pointer is, an unexplained change at the target matters.
-    assert compare(screen(), after, [OK_BUTTON]).matters
+    assert result.matters
+    assert result.reason.startswith("the screen changed at the target (620, 460)")
 
 
 def test_a_pointer_that_moved_far_from_the_target_is_ignored_when_known() -> None:
@@ -143,7 +149,7 @@ def test_a_clock_updating_in_a_corner_is_ignored() -> None:
         draw.text((910, 748), text, fill="white")
         return image
 
-    result = compare(clock("12:41:07"), clock("12:41:08"), [OK_BUTTON])
+    result = compare(clock("12:41:07"), clock("12:41:08"), [OK_BUTTON], panels=PANELS)
     assert not result.matters
     assert len(result.ignored) == 1 and result.ignored[0].left >= 900
 
@@ -165,8 +171,8 @@ def test_many_small_changes_matter_as_a_re_rendered_screen() -> None:
             draw.text((60 + i * 200, 20), f"new {i}", fill="yellow")  # the top panel
         return image
 
-    assert not compare(screen(), spots(3), [(150, 600)]).matters
-    result = compare(screen(), spots(4), [(150, 600)])
+    assert not compare(screen(), spots(3), [(150, 600)], panels=PANELS).matters
+    result = compare(screen(), spots(4), [(150, 600)], panels=PANELS)
     assert result.matters
     assert result.reason.startswith("the screen changed in 4 places")
     assert len(result.boxes) == 4
@@ -178,7 +184,7 @@ def test_more_than_one_percent_of_the_screen_changed_matters() -> None:
         for i in range(3):
             draw.rectangle((100 + i * 300, 0, 259 + i * 300, 47), fill="orange")  # the top panel
 
-    result = compare(screen(), changed(strips), [(150, 600)])
+    result = compare(screen(), changed(strips), [(150, 600)], panels=PANELS)
     assert result.matters
     assert "3 places" in result.reason and "2.9% of the screen" in result.reason
 
@@ -202,8 +208,9 @@ def test_the_thresholds_are_settings() -> None:
     narrow = CompareRules(target_radius_px=20)
     assert "from the target" not in compare(screen(), near, [OK_BUTTON], rules=narrow).reason
     tray = changed(lambda d: d.rectangle((980, 8, 1000, 28), fill="green"))
-    assert not compare(screen(), tray, [OK_BUTTON]).matters
-    assert compare(screen(), tray, [OK_BUTTON], rules=CompareRules(panel_px=0)).matters
+    assert not compare(screen(), tray, [OK_BUTTON], panels=PANELS).matters
+    tiny = CompareRules(small_region_px=(10, 10))
+    assert compare(screen(), tray, [OK_BUTTON], panels=PANELS, rules=tiny).matters
 
 
 def test_images_in_other_modes_are_compared_as_rgb() -> None:

@@ -257,13 +257,15 @@ def test_a_click_with_a_modifier_holds_it_and_releases_it(desktop: Desktop) -> N
     at = desktop.shot_point(x + 40, y + 40)
     desktop.run("left_click", coordinate=at, text="shift")
     desktop.run("left_click", coordinate=at)
-    presses = wait_for(
-        lambda: len(probe(desktop).of("press1")) == 2 and probe(desktop).of("press1"),
-        "two clicks",
-    )
+
+    def presses() -> list[dict[str, Any]]:
+        # The second click follows at once on the same spot: Tk reports it as a double click.
+        return [e for e in probe(desktop).events() if e["type"] in ("press1", "double")]
+
+    presses_seen = wait_for(lambda: len(presses()) == 2 and presses(), "two clicks")
     shift_mask = 1
-    assert presses[0]["state"] & shift_mask
-    assert not presses[1]["state"] & shift_mask, "shift stayed down after the click"
+    assert presses_seen[0]["state"] & shift_mask
+    assert not presses_seen[1]["state"] & shift_mask, "shift stayed down after the click"
 
 
 # -- keyboard members ------------------------------------------------------------------------

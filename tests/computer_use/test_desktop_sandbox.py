@@ -59,3 +59,33 @@ def test_a_task_timeout_does_not_take_the_screen_down(desktop: SandboxDesktop) -
     # Every process of the task's user got SIGTERM/SIGKILL; the screen runs as another user.
     assert desktop.capture().size == (1024, 768)
     assert desktop.box.exec(["xdpyinfo", "-display", ":0"]).ok
+
+
+# Run as the task's user: what its programs may and may not do with the screen's X server.
+X_PROBE = """
+from Xlib import X, display, error
+d = display.Display()
+print("xtest", d.has_extension("XTEST"))
+try:
+    d.screen().root.get_image(0, 0, 8, 8, X.ZPixmap, 0xFFFFFFFF)
+    print("read screen: yes")
+except error.XError as exc:
+    print("read screen:", type(exc).__name__)
+"""
+
+
+def test_the_tasks_programs_cannot_read_or_drive_the_screen(desktop: SandboxDesktop) -> None:
+    # A shell step the policy allows must not click or type around the approval gate.
+    desktop.xdotool(["mousemove", "200", "150"])
+    moved = desktop.box.exec(["xdotool", "mousemove", "7", "9", "click", "1"])
+    assert not moved.ok
+    assert "X=200" in desktop.xdotool(["getmouselocation", "--shell"])
+    probe = desktop.box.exec(["python3", "-c", X_PROBE])
+    assert probe.stdout.decode().split("\n")[:2] == ["xtest False", "read screen: BadAccess"]
+    # The trusted cookie is the desktop user's alone, and without a cookie the server says no.
+    assert not desktop.box.exec(["cat", "/tmp/.dispatch-x11/trusted"]).ok
+    refused = desktop.box.exec(["env", "XAUTHORITY=/dev/null", "xdpyinfo"])
+    assert not refused.ok and b"unable to open display" in refused.stderr
+    # Its own windows still open, and the agent (trusted) still sees and drives them.
+    desktop.box.exec(["sh", "-c", "xterm -geometry 40x5+50+50 -title mine &"])
+    poll(lambda: desktop.xdotool(["search", "--name", "mine"]).strip(), 20, "the task's window")

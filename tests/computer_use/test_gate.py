@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import io
+import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +20,7 @@ from computer_use.approval.gate import (
     Confirmer,
     OutcomeKind,
     ToolCall,
+    png,
     reason_before,
     thaw,
 )
@@ -217,10 +219,21 @@ def test_a_change_that_does_not_matter_keeps_the_approval() -> None:
     assert len(gate.requests) == 1
 
 
-def test_the_pointer_over_the_target_keeps_the_approval() -> None:
+def test_a_change_under_the_pointer_at_the_target_asks_again() -> None:
+    # The captures carry no cursor image: what changed at the target is the screen itself.
     moved = screen()
     ImageDraw.Draw(moved).polygon([(400, 300), (400, 318), (412, 312)], fill="black")
-    positions = iter([(700, 500), (400, 300)])
+    gate = FakeGate([approved(1), approved(2)])
+    confirmer(
+        FakePolicy(Verdict("ask")), gate, Screens(screen(), moved), pointer=lambda: (400, 300)
+    ).check("computer", "left_click", CLICK)
+    assert len(gate.requests) == 2 and gate.requests[1].replaces == 1
+
+
+def test_the_pointer_away_from_the_target_keeps_the_approval() -> None:
+    moved = screen()
+    ImageDraw.Draw(moved).polygon([(100, 500), (100, 518), (112, 512)], fill="black")
+    positions = iter([(700, 500), (100, 500)])
     gate = FakeGate([approved()])
     confirmer(
         FakePolicy(Verdict("ask")), gate, Screens(screen(), moved), pointer=lambda: next(positions)
@@ -401,3 +414,16 @@ def test_reason_before_takes_the_text_since_the_previous_call() -> None:
         click_use("c"),
     ]
     assert reason_before(sdk_blocks, "c") == "Saving the file."
+
+
+@pytest.mark.parametrize("size", [(1280, 800), (1, 1), (333, 70)])
+def test_the_request_png_holds_exactly_the_pixels_captured(size: tuple[int, int]) -> None:
+    # The person judges the decoded PNG: it must be the frame, pixel for pixel, whatever its
+    # content (noise defeats any shortcut a flat image would allow).
+    frame = Image.frombytes("RGB", size, random.Random(size[0]).randbytes(size[0] * size[1] * 3))
+    decoded = Image.open(io.BytesIO(png(frame)))
+    decoded.load()
+    assert decoded.format == "PNG" and decoded.mode == "RGB" and decoded.size == size
+    assert decoded.tobytes() == frame.tobytes()
+    # Other modes keep theirs.
+    assert Image.open(io.BytesIO(png(frame.convert("RGBA")))).mode == "RGBA"

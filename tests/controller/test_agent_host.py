@@ -116,3 +116,60 @@ def test_an_unanswered_request_expires_and_the_window_is_untouched(
     assert "treated as denied" in str(fake_model.requests[-1].messages[-1])
     assert not app.of("button")
     assert done["final_answer"] == "Nobody answered; I did not press it."
+
+
+def test_the_audit_log_holds_every_step_with_its_screenshots_and_verifies(
+    make_agent_api: Callable[..., Api], fake_model: FakeModel, host: tuple[Xvfb, ProbeApp]
+) -> None:
+    server, _app = host
+    api = make_agent_api(host_display=server.name)
+    fake_model.add(
+        Reply(tool_calls=[ToolCall("screenshot", {}, toolset="computer")]),
+        click_button,
+        Reply(text="Pressed."),
+    )
+    task = submit_agent(api, "Press the button", tools=["computer"], display="host")
+    decide_next(api, task["id"], "screenshot")
+    decide_next(api, task["id"], "left_click")
+    done = api.wait_task(task["id"], timeout_s=60)
+    assert done["status"] == "succeeded", done
+    steps = api.get(f"/api/v1/tasks/{task['id']}/audit").json()
+    kinds = [s["kind"] for s in steps]
+    assert kinds == [
+        "task_submitted",
+        "task_started",
+        "model_turn",
+        "action_proposed",
+        "approval_requested",
+        "approval_decided",
+        "action_performed",
+        "model_turn",
+        "action_proposed",
+        "approval_requested",
+        "approval_decided",
+        "action_performed",
+        "model_turn",
+        "task_finished",
+    ]
+    click = [s for s in steps if s["kind"] == "action_proposed"][1]
+    assert click["data"]["tool"] == "computer" and click["data"]["member"] == "left_click"
+    assert click["data"]["reason"] == "Pressing the button."
+    decided = [s for s in steps if s["kind"] == "approval_decided"][1]
+    assert decided["data"]["decision"] == "approved" and decided["who"]
+    requested = [s for s in steps if s["kind"] == "approval_requested"][1]
+    # The screenshot the person judged and its annotated copy, stored by hash, served back.
+    judged = api.get(f"/api/v1/audit/screenshots/{requested['shots']['judged']}")
+    assert judged.headers["content-type"] == "image/png"
+    assert (
+        judged.content
+        == api.get(f"/api/v1/approvals/{decided['data']['approval_id']}/screenshot").content
+    )
+    assert "annotated" in requested["shots"]
+    shot = next(s for s in steps if s["kind"] == "action_performed")
+    assert shot["data"]["outcome"] == "ok" and "after" in shot["shots"]
+    report = api.get("/api/v1/audit/verify").json()
+    assert report["ok"], report
+    head = api.get("/api/v1/audit/head").json()
+    assert head["seq"] == steps[-1]["seq"] and head["hash"] == steps[-1]["hash"]
+    kept = f"{head['seq']}:{head['hash']}"
+    assert api.get("/api/v1/audit/verify", params={"head": kept}).json()["ok"]

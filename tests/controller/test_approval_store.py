@@ -184,3 +184,35 @@ def test_recovery_expires_what_a_dead_controller_left_pending(stores: Stores) ->
     interrupted = stores.tasks.recover()
     assert [t.id for t in interrupted] == [task.id]
     assert stores.tasks.get(task.id).status is TaskStatus.INTERRUPTED
+
+
+def test_a_request_is_visible_only_once_both_its_images_are_stored(
+    stores: Stores, tmp_path: Path
+) -> None:
+    task = running_task(stores)
+    before = kinds(stores, task.id)
+    visible_while_storing: list[object] = []
+
+    class Watched(BlobStore):
+        def put(self, data: bytes) -> str:
+            if data.endswith(b"broken"):
+                raise OSError(28, "No space left on device")
+            sha = super().put(data)
+            visible_while_storing.extend(stores.approvals.search(task_id=task.id))
+            return sha
+
+    stores.approvals.blobs = Watched(tmp_path / "blobs")
+    # The two images are stored side by side: the annotated one failing fails the request,
+    # and nothing of it is stored or announced.
+    with pytest.raises(OSError, match="No space"):
+        ask(stores, task, annotated_png=PNG + b"broken")
+    assert stores.approvals.search(task_id=task.id) == []
+    assert kinds(stores, task.id) == before
+
+    approval = stores.approvals.get(ask(stores, task))
+    assert visible_while_storing == []
+    assert stores.blobs.get(approval.screenshot or "") == PNG
+    assert stores.blobs.get(approval.annotated or "") == PNG + b"annotated"
+    # The same image twice is stored once.
+    twice = stores.approvals.get(ask(stores, task, annotated_png=PNG))
+    assert twice.screenshot == twice.annotated == digest(PNG)

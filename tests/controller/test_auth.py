@@ -76,6 +76,11 @@ DEVICE = {
     ("GET", "/api/v1/memory/{path}"),
     ("PUT", "/api/v1/memory/{path}"),
     ("DELETE", "/api/v1/memory/{path}"),
+    # Every device may check the record of what was done on the owner's machine.
+    ("GET", "/api/v1/audit/head"),
+    ("GET", "/api/v1/audit/verify"),
+    ("GET", "/api/v1/tasks/{task_id}/audit"),
+    ("GET", "/api/v1/audit/screenshots/{sha256}"),
     # The console's fragments, live screen, result downloads and signing out (a device may).
     ("GET", "/fragments/tasks/{task_id}"),
     ("GET", "/fragments/approvals/{approval_id}"),

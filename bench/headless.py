@@ -1,0 +1,69 @@
+"""Wall time of `dispatch run` on a one-command task file, against `docker run` of that command.
+
+Prints, over N runs of each (interleaved), the median and p95 of:
+  baseline  `docker run --rm --network none IMAGE sh -c 'echo hi'`
+  run       `dispatch run tasks.yaml` with one command task running the same command, end to
+            end: a new Python process, a temporary data directory and database, the task
+            queued, run in a fresh hardened sandbox, reported, everything removed
+and the ratio of the medians (goal: at most 1.5x). Usage: python bench/headless.py [--runs 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from sandbox.base import DEFAULT_IMAGE
+
+COMMAND = ["sh", "-c", "echo hi"]
+
+
+def p95(samples: list[float]) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+
+
+def timed(command: list[str], env: dict[str, str]) -> float:
+    started = time.perf_counter()
+    subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--image", default=DEFAULT_IMAGE)
+    args = parser.parse_args()
+    docker_cli = shutil.which("docker")
+    if docker_cli is None:
+        sys.exit("the docker CLI is needed for the baseline; install docker.io")
+    with tempfile.TemporaryDirectory(prefix="bench-headless-") as tmp:
+        tasks = Path(tmp) / "tasks.yaml"
+        tasks.write_text(f"tasks:\n  - name: hello\n    command: {COMMAND!r}\n".replace("'", '"'))
+        # No config file of this machine's: the run is what a CI job would see.
+        env = {**os.environ, "XDG_CONFIG_HOME": str(Path(tmp) / "config")}
+        baseline = [docker_cli, "run", "--rm", "--network", "none", args.image, *COMMAND]
+        run = [sys.executable, "-m", "controller", "run", str(tasks), "--json"]
+        timed(baseline, env), timed(run, env)  # warm the page cache and the image layers
+        samples: dict[str, list[float]] = {"baseline": [], "run": []}
+        for _ in range(args.runs):
+            samples["baseline"].append(timed(baseline, env))
+            samples["run"].append(timed(run, env))
+    base = statistics.median(samples["baseline"])
+    print(f"{'case':10} {'median':>9} {'p95':>9} {'vs baseline':>12}   ({args.runs} runs each)")
+    for name, values in samples.items():
+        median = statistics.median(values)
+        print(
+            f"{name:10} {median * 1000:7.0f}ms {p95(values) * 1000:7.0f}ms {median / base:11.2f}x"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,133 @@
+"""What `dispatch run` writes: JUnit XML, one JSON result, and the artifacts folder.
+
+Every text in a `RunReport` is already masked (secrets shown as `***`); nothing here reads the
+store again, so nothing unmasked can slip into a file.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+from computer_use.audit.shots import media_type
+from controller.headless.runner import Result, RunReport, TaskReport
+
+# Characters XML 1.0 cannot carry at all (a task's output may hold any byte).
+_XML_BAD = dict.fromkeys(
+    [c for c in range(0x20) if c not in (0x09, 0x0A, 0x0D)] + [0xFFFE, 0xFFFF],
+    "\N{REPLACEMENT CHARACTER}",
+)
+
+
+def _xml_text(text: str) -> str:
+    return text.translate(_XML_BAD)
+
+
+def step_log(task: TaskReport) -> str:
+    """The task's steps and output as plain text (JUnit's system-out)."""
+    lines: list[str] = []
+    for step in task.steps:
+        kind = step.get("kind")
+        if kind == "model":
+            text = str(step.get("text", "")).strip()
+            calls = [
+                f"{c.get('name')} {json.dumps(c.get('input', {}), sort_keys=True)}"
+                for c in step.get("tool_calls", [])
+            ]
+            lines.append(
+                f"[{step.get('index')}] model: {text}" if text else f"[{step.get('index')}] model"
+            )
+            lines += [f"    call {c}" for c in calls]
+        elif kind == "tools":
+            for result in step.get("results", []):
+                mark = "refused" if result.get("is_error") else "result"
+                lines.append(f"[{step.get('index')}] {mark}: {str(result.get('text', '')).strip()}")
+        else:
+            lines.append(f"[{step.get('index')}] {kind}: {step.get('text', '')}")
+    if task.output:
+        lines += ["--- output ---", task.output.rstrip("\n")]
+    if task.final_answer:
+        lines += ["--- final answer ---", task.final_answer]
+    return "\n".join(lines) + "\n"
+
+
+def junit(report: RunReport) -> str:
+    """JUnit XML: one test case per task; failures, denials and errors with their reasons."""
+    suite = ET.Element(
+        "testsuite",
+        name=report.taskfile.name,
+        tests=str(len(report.tasks)),
+        failures=str(sum(t.result in (Result.FAILED, Result.DENIED) for t in report.tasks)),
+        errors=str(sum(t.result is Result.ERROR for t in report.tasks)),
+        skipped=str(sum(t.result is Result.NOT_RUN for t in report.tasks)),
+        time=f"{report.duration_s:.3f}",
+    )
+    for task in report.tasks:
+        case = ET.SubElement(
+            suite,
+            "testcase",
+            classname=report.taskfile.stem,
+            name=task.name,
+            time=f"{task.duration_s:.3f}",
+        )
+        reason = _xml_text(task.reason or task.status)
+        if task.result is Result.FAILED:
+            ET.SubElement(case, "failure", type=task.outcome or "failed", message=reason)
+        elif task.result is Result.DENIED:
+            ET.SubElement(case, "failure", type="denied", message=reason)
+        elif task.result is Result.ERROR:
+            ET.SubElement(case, "error", type=task.outcome or task.status, message=reason)
+        elif task.result is Result.NOT_RUN:
+            ET.SubElement(case, "skipped", message=reason)
+        ET.SubElement(case, "system-out").text = _xml_text(step_log(task))
+    ET.indent(suite)
+    return ET.tostring(suite, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def as_json(report: RunReport) -> dict[str, Any]:
+    """One machine-readable result for `--json`."""
+    return {
+        "taskfile": str(report.taskfile),
+        "exit_code": int(report.exit_code),
+        "summary": report.headline,
+        "duration_s": round(report.duration_s, 3),
+        "tasks": [
+            {
+                "name": t.name,
+                "kind": t.kind,
+                "result": t.result.value,
+                "status": t.status,
+                "outcome": t.outcome,
+                "exit_code": t.exit_code,
+                "reason": t.reason,
+                "duration_s": round(t.duration_s, 3),
+                "final_answer": t.final_answer,
+                "output": t.output,
+                "steps": len(t.steps),
+            }
+            for t in report.tasks
+        ],
+    }
+
+
+def write_artifacts(report: RunReport, folder: Path) -> None:
+    """Per task: its output, its steps (JSON and readable), its screenshots; and the summary."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for task in report.tasks:
+        own = folder / task.name
+        own.mkdir(exist_ok=True)
+        (own / "output.txt").write_text(task.output)
+        (own / "steps.json").write_text(json.dumps(task.steps, indent=2, sort_keys=True) + "\n")
+        (own / "log.txt").write_text(step_log(task))
+        if task.screenshots:
+            shots = own / "screenshots"
+            shots.mkdir(exist_ok=True)
+            for ref, path in task.screenshots.items():
+                if path.exists():
+                    extension = media_type(path.read_bytes()[:16])[1]
+                    shutil.copyfile(path, shots / f"{ref}.{extension}")
+    (folder / "result.json").write_text(json.dumps(as_json(report), indent=2) + "\n")
+    (folder / "junit.xml").write_text(junit(report))

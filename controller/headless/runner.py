@@ -1,0 +1,443 @@
+"""`dispatch run`: a task file's tasks in fresh sandboxes, in process, with a policy for a person.
+
+The run is the controller without its HTTP server: the same checks at submission, the same
+worker, sandboxes, agent loop and approval gate, on a temporary data directory (or the one
+given). Nobody can answer an approval, so settings say `headless`: every `ask` of the policy is
+a deny, the default is deny, and a denial ends its task (`denied`) once the model has heard why.
+
+Each task ends in one of four results, and the run's exit code is the worst of them:
+
+    passed   the task succeeded                                           0
+    failed   it failed on its own (non-zero exit, timeout, max steps...)  1
+    denied   the policy refused an action; the reason names the rule      2
+    error    the machine failed it (sandbox, display, model API)          4
+
+Usage and configuration mistakes (the task file, the policy, a missing key) exit 3 before any
+task runs; a signal from the CI system interrupts the run and removes its sandboxes (130 for
+SIGINT, 143 for SIGTERM).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+import tomllib
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from computer_use.approval.policy import Policy
+from computer_use.errors import PolicyError
+from controller.agent_tasks import check_agent_task
+from controller.api.routes import submit_task
+from controller.api.schemas import AgentTaskCreate
+from controller.errors import ApiError
+from controller.folders import check_folders
+from controller.headless.taskfile import FileTask, TaskFile
+from controller.service import Controller
+from controller.settings import FolderGrant, Settings
+from controller.store.models import TaskStatus
+from sandbox import EngineUnavailable, ImageMissing, SandboxError
+
+log = logging.getLogger(__name__)
+POLL_S = 0.1
+DONE = {
+    TaskStatus.SUCCEEDED,
+    TaskStatus.FAILED,
+    TaskStatus.CANCELLED,
+    TaskStatus.INTERRUPTED,
+}
+
+
+class RunExit(enum.IntEnum):
+    OK = 0  # every task passed
+    FAILED = 1  # a task failed
+    DENIED = 2  # the policy denied an action (the first such task is named)
+    CONFIG = 3  # the task file, the policy or a setting is wrong; nothing ran
+    INFRASTRUCTURE = 4  # the engine, an image, the display or the model API failed
+    INTERRUPTED = 130  # SIGINT (Ctrl-C)
+    TERMINATED = 143  # SIGTERM from the CI system
+
+
+class Result(enum.StrEnum):
+    PASSED = "passed"
+    FAILED = "failed"
+    DENIED = "denied"
+    ERROR = "error"
+    NOT_RUN = "not_run"
+
+
+class RunError(Exception):
+    """The run cannot start; `code` is its exit code, the message says how to fix it."""
+
+    def __init__(self, message: str, code: RunExit) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class TaskReport:
+    """One task as the run reports it; every text already masked."""
+
+    name: str
+    kind: str
+    result: Result
+    status: str
+    outcome: str | None = None
+    exit_code: int | None = None
+    reason: str | None = None
+    duration_s: float = 0.0
+    output: str = ""
+    final_answer: str | None = None
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    screenshots: dict[str, Path] = field(default_factory=dict)
+    task_id: int | None = None
+
+
+@dataclass
+class RunReport:
+    taskfile: Path
+    tasks: list[TaskReport]
+    exit_code: RunExit
+    duration_s: float
+    data_dir: Path | None = None
+
+    @property
+    def headline(self) -> str:
+        counts = {r: sum(t.result is r for t in self.tasks) for r in Result}
+        parts = [f"{n} {r.value.replace('_', ' ')}" for r, n in counts.items() if n]
+        first_denied = next((t for t in self.tasks if t.result is Result.DENIED), None)
+        tail = f"; first denied: {first_denied.name}" if first_denied else ""
+        return f"{', '.join(parts)} in {self.duration_s:.1f} s{tail} (exit {int(self.exit_code)})"
+
+
+# progress(task index, task name, what happened): a line of progress for people.
+Progress = Callable[[int, str, str], None]
+
+
+def load_policy(path: Path) -> dict[str, Any]:
+    """A policy file (JSON, YAML or TOML) in the approval policy's format, checked.
+
+    Raises:
+        RunError: CONFIG, naming the file and what is wrong.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
+        raise RunError(f"{path}: cannot read the policy ({exc})", RunExit.CONFIG) from None
+    if not isinstance(data, dict):
+        raise RunError(
+            f'{path}: a policy is a table like {{"default": "deny", "rules": [...]}}',
+            RunExit.CONFIG,
+        )
+    try:
+        Policy.parse(data, where=str(path))
+    except PolicyError as exc:
+        raise RunError(str(exc), RunExit.CONFIG) from None
+    return data
+
+
+def run_settings(
+    base: Settings,
+    taskfile: TaskFile,
+    *,
+    data_dir: Path,
+    policy: dict[str, Any] | None,
+    timeout_s: float | None,
+) -> Settings:
+    """The controller's settings for this run: the task file's folders are its grants."""
+    grants: dict[Path, str] = {}
+    for task in taskfile.tasks:
+        for folder in task.body.folders:
+            path = Path(os.path.expanduser(folder.path))
+            grants[path] = "rw" if folder.mode == "rw" else grants.get(path, "ro")
+    settings = replace(
+        base,
+        data_dir=data_dir,
+        database_url=None,
+        folders=tuple(FolderGrant(path, mode) for path, mode in grants.items()),
+        policy=policy if policy is not None else base.policy,
+        headless=True,
+        max_concurrent_tasks=1,
+    )
+    if timeout_s is not None:
+        settings = replace(
+            settings,
+            default_task_timeout_s=timeout_s,
+            max_task_timeout_s=max(settings.max_task_timeout_s, timeout_s),
+        )
+    return settings
+
+
+def _needs_docker(task: FileTask) -> bool:
+    body = task.body
+    if not isinstance(body, AgentTaskCreate):
+        return True
+    tools = set(body.tools)
+    return bool(tools & {"bash", "edit", "browser"}) or (
+        "computer" in tools and body.display == "sandbox"
+    )
+
+
+def _needs_desktop(task: FileTask) -> bool:
+    body = task.body
+    return isinstance(body, AgentTaskCreate) and (
+        "browser" in body.tools or ("computer" in body.tools and body.display == "sandbox")
+    )
+
+
+def preflight(settings: Settings, taskfile: TaskFile) -> None:
+    """The engine answers and the images are built, before any task is queued.
+
+    Raises:
+        RunError: INFRASTRUCTURE, saying how to fix it.
+    """
+    if settings.sandbox_backend != "docker" or not any(map(_needs_docker, taskfile.tasks)):
+        return
+    from sandbox import docker as docker_backend
+
+    images = [settings.sandbox_image]
+    if any(map(_needs_desktop, taskfile.tasks)):
+        images.append(settings.desktop_image)
+    try:
+        client = docker_backend.connect()
+        for image in images:
+            if not client.images.list(name=image):
+                raise ImageMissing(f"the image {image!r} is not built; run `dispatch images build`")
+    except (EngineUnavailable, ImageMissing) as exc:
+        raise RunError(str(exc), RunExit.INFRASTRUCTURE) from None
+
+
+@contextmanager
+def host_display(settings: Settings, taskfile: TaskFile) -> Iterator[Settings]:
+    """`display: host` without a display: an Xvfb of our own for the run, stopped after it."""
+    wanted = any(
+        isinstance(t.body, AgentTaskCreate)
+        and t.body.display == "host"
+        and "computer" in t.body.tools
+        for t in taskfile.tasks
+    )
+    if not wanted or settings.host_display:
+        yield settings
+        return
+    if os.environ.get("DISPLAY"):
+        yield replace(settings, host_display=os.environ["DISPLAY"])
+        return
+    if shutil.which("Xvfb") is None:
+        raise RunError(
+            "a task wants display: host, no DISPLAY is set and Xvfb is not installed; install "
+            "xvfb (apt-get install xvfb) or use display: sandbox",
+            RunExit.INFRASTRUCTURE,
+        )
+    read_end, write_end = os.pipe()
+    server = subprocess.Popen(
+        ["Xvfb", "-displayfd", str(write_end), "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
+        pass_fds=(write_end,),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    os.close(write_end)
+    try:
+        with os.fdopen(read_end) as announced:
+            number = announced.readline().strip()
+        if not number.isdigit():
+            raise RunError("Xvfb did not start for display: host", RunExit.INFRASTRUCTURE)
+        yield replace(settings, host_display=f":{number}")
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+class HeadlessRun:
+    """One `dispatch run`: prepare, run every task in order, report."""
+
+    def __init__(
+        self,
+        taskfile: TaskFile,
+        settings: Settings,
+        *,
+        progress: Progress,
+        stop: threading.Event,
+        artifacts: Path | None = None,
+    ) -> None:
+        self.taskfile = taskfile
+        self.settings = settings
+        self.progress = progress
+        self.stop = stop
+        self.artifacts = artifacts
+        self.signal_exit: RunExit | None = None
+
+    def run(self) -> RunReport:
+        """Raises: RunError (CONFIG or INFRASTRUCTURE) before any task ran."""
+        started = time.monotonic()
+        controller = Controller(self.settings)
+        controller.start()
+        try:
+            owner = controller.auth.authenticate(controller.owner_token)
+            self._check_all(controller)
+            ids: list[int] = []
+            for task in self.taskfile.tasks:
+                response = submit_task(task.body, controller, owner)
+                ids.append(int(_json(response.body)["id"]))
+            reports = self._wait(controller, ids)
+        finally:
+            controller.stop()
+        exit_code = self.signal_exit or _worst(reports)
+        return RunReport(
+            self.taskfile.path,
+            reports,
+            exit_code,
+            time.monotonic() - started,
+            self.settings.data_dir,
+        )
+
+    def _check_all(self, controller: Controller) -> None:
+        """Every submission check, for every task, before the first one is queued."""
+        for task in self.taskfile.tasks:
+            body = task.body
+            try:
+                if isinstance(body, AgentTaskCreate):
+                    check_agent_task(body, self.settings)
+                check_folders(((f.path, f.mode) for f in body.folders), self.settings)
+            except ApiError as exc:
+                where = f"{self.taskfile.path}:{task.line}" if task.line else self.taskfile.path
+                raise RunError(
+                    f"{where}: task {task.name!r}: {self.taskfile.mask(str(exc))}", RunExit.CONFIG
+                ) from None
+
+    def _wait(self, controller: Controller, ids: list[int]) -> list[TaskReport]:
+        reports: list[TaskReport] = []
+        for index, (task, task_id) in enumerate(zip(self.taskfile.tasks, ids, strict=True)):
+            seen_status, seen_steps = "", 0
+            while True:
+                if self.stop.is_set():
+                    self.signal_exit = self.signal_exit or RunExit.TERMINATED
+                    controller.runner.cancel(task_id)
+                    break
+                row = controller.tasks.get(task_id)
+                if row.status.value != seen_status:
+                    seen_status = row.status.value
+                    self.progress(index, task.name, seen_status)
+                if row.kind.value == "agent":
+                    steps = controller.tasks.steps(task_id)
+                    for step in steps[seen_steps:]:
+                        self.progress(index, task.name, self.taskfile.mask(_step_line(step)))
+                    seen_steps = len(steps)
+                if row.status in DONE:
+                    break
+                time.sleep(POLL_S)
+            reports.append(self._report(controller, task, task_id))
+        return reports
+
+    def _report(self, controller: Controller, task: FileTask, task_id: int) -> TaskReport:
+        row = controller.tasks.get(task_id)
+        mask = self.taskfile.mask
+        output = mask("".join(chunk.text for chunk in controller.tasks.output(task_id)))
+        steps = [_masked(step, mask) for step in controller.tasks.steps(task_id)]
+        duration = (row.finished_at or time.time()) - (row.started_at or row.created_at)
+        screenshots = {
+            ref: controller.blobs.path(ref)
+            for step in steps
+            for result in step.get("results", [])
+            for ref in result.get("images", [])
+        }
+        return TaskReport(
+            name=task.name,
+            kind=row.kind.value,
+            result=_result(row.status, row.outcome),
+            status=row.status.value,
+            outcome=row.outcome,
+            exit_code=row.exit_code,
+            reason=mask(row.reason) if row.reason else None,
+            duration_s=max(0.0, duration) if row.started_at else 0.0,
+            output=output,
+            final_answer=mask(row.final_answer) if row.final_answer else None,
+            steps=steps,
+            screenshots=screenshots,
+            task_id=task_id,
+        )
+
+
+def _json(body: bytes | memoryview) -> dict[str, Any]:
+    import json
+
+    value: dict[str, Any] = json.loads(bytes(body))
+    return value
+
+
+def _result(status: TaskStatus, outcome: str | None) -> Result:
+    if status is TaskStatus.SUCCEEDED:
+        return Result.PASSED
+    if status is TaskStatus.QUEUED:  # the run was stopped before its turn
+        return Result.NOT_RUN
+    if outcome == "denied":
+        return Result.DENIED
+    if status in (TaskStatus.CANCELLED, TaskStatus.INTERRUPTED):
+        return Result.ERROR
+    # No outcome: the sandbox, its display or its browser failed before the task could run.
+    if outcome is None or outcome == "model_unavailable":
+        return Result.ERROR
+    return Result.FAILED
+
+
+def _worst(reports: list[TaskReport]) -> RunExit:
+    results = {r.result for r in reports}
+    if Result.ERROR in results:
+        return RunExit.INFRASTRUCTURE
+    if Result.DENIED in results:
+        return RunExit.DENIED
+    if Result.FAILED in results:
+        return RunExit.FAILED
+    return RunExit.OK
+
+
+def _step_line(step: Mapping[str, Any]) -> str:
+    if step.get("kind") == "model":
+        calls = ", ".join(str(c.get("name")) for c in step.get("tool_calls", []))
+        return f"step {step.get('index')}: model" + (f" calls {calls}" if calls else " answers")
+    if step.get("kind") == "tools":
+        errors = [r for r in step.get("results", []) if r.get("is_error")]
+        first = str(errors[0].get("text", ""))[:200] if errors else ""
+        return f"step {step.get('index')}: tools" + (f" refused: {first}" if errors else " ran")
+    return f"step {step.get('index')}: {step.get('kind')}: {str(step.get('text', ''))[:200]}"
+
+
+def _masked(value: Any, mask: Callable[[str], str]) -> Any:
+    if isinstance(value, str):
+        return mask(value)
+    if isinstance(value, list):
+        return [_masked(v, mask) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _masked(v, mask) for k, v in value.items()}
+    return value
+
+
+def temporary_data_dir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="dispatch-run-"))
+
+
+__all__ = [
+    "HeadlessRun",
+    "Result",
+    "RunError",
+    "RunExit",
+    "RunReport",
+    "SandboxError",
+    "TaskReport",
+    "host_display",
+    "load_policy",
+    "preflight",
+    "run_settings",
+    "temporary_data_dir",
+]
