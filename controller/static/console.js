@@ -21,7 +21,8 @@ async function api(method, url, payload) {
   if (response.status === 401) { signedOut(); throw new Error("signed out"); }
   let data = null;
   const type = response.headers.get("Content-Type") || "";
-  if (type.startsWith("application/json")) data = await response.json();
+  const text = await response.text();  // a 204 has no body, whatever its type says
+  if (text && type.startsWith("application/json")) data = JSON.parse(text);
   if (!response.ok) {
     const message = data && data.error ? data.error.message : `${response.status} ${response.statusText}`;
     const error = new Error(message);

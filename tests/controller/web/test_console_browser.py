@@ -270,3 +270,23 @@ def test_an_unanswered_request_expires_live_and_can_no_longer_be_decided(
         "the task to end",
     )
     console.shot(page, "expired")
+
+
+def test_memory_is_added_edited_and_deleted_from_its_page(console: Console, phones: Phones) -> None:
+    page = phones.paired()
+    page.goto(f"{console.url}/memory")
+    page.fill("form[data-form=memory-new] input[name=path]", "people/me.md")
+    page.fill("form[data-form=memory-new] textarea", "likes tea")
+    page.click("form[data-form=memory-new] button[type=submit]")
+    saved = page.locator("form[data-form=memory-save][data-path='people/me.md']")
+    saved.wait_for()
+    assert console.owner.get("/api/v1/memory/people/me.md").json()["content"] == "likes tea"
+    saved.locator("textarea").fill("likes green tea")
+    saved.locator("button[type=submit]").click()
+    expect_text(page, "form[data-form=memory-save] button[type=submit]", "Saved")
+    assert console.owner.get("/api/v1/memory/people/me.md").json()["content"] == "likes green tea"
+    console.shot(page, "memory-file")
+    page.on("dialog", lambda dialog: dialog.accept())
+    saved.locator("button[data-action=memory-delete]").click()
+    page.locator("p.empty").filter(has_text="remembers nothing").wait_for()
+    assert console.owner.get("/api/v1/memory/people/me.md").status_code == 404
