@@ -129,6 +129,9 @@ class Settings:
     # uid:gid every sandbox runs as; None: the owner of the grant holding the task's folders.
     sandbox_user: tuple[int, int] | None = None
     public_url: str | None = None
+    # HTTPS: a certificate (PEM, with its chain) and its key; `dispatch tls init` makes both.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
     max_body_bytes: int = 1 * MIB
     default_task_timeout_s: float = 600.0
     max_task_timeout_s: float = 24 * 3600.0
@@ -187,7 +190,12 @@ class Settings:
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
         if ":" in host:
             host = f"[{host}]"
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
+
+    @property
+    def tls(self) -> bool:
+        """Whether `dispatch serve` speaks HTTPS (both tls_cert and tls_key are set)."""
+        return self.tls_cert is not None and self.tls_key is not None
 
     @property
     def sqlite_path(self) -> Path | None:
@@ -264,6 +272,8 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "sandbox_image": _text,
     "sandbox_user": _user,
     "public_url": _text,
+    "tls_cert": _path,
+    "tls_key": _path,
     "max_body_bytes": int,
     "default_task_timeout_s": float,
     "max_task_timeout_s": float,
@@ -614,6 +624,19 @@ def _validate(settings: Settings, raw: Mapping[str, tuple[Any, str]]) -> None:
         raise ConfigError(
             f"{where('public_url')} = {settings.public_url!r} must start with http:// or https://"
         )
+    if (settings.tls_cert is None) != (settings.tls_key is None):
+        missing = "tls_key" if settings.tls_key is None else "tls_cert"
+        raise ConfigError(
+            f"{missing} is not set; HTTPS needs both tls_cert and tls_key (`dispatch tls init` "
+            "makes a pair and prints the lines to add)"
+        )
+    for key in ("tls_cert", "tls_key"):
+        value = getattr(settings, key)
+        if value is not None and not value.is_file():
+            raise ConfigError(
+                f"{where(key)} = {str(value)!r} is not a file; give the path of a PEM file "
+                "(`dispatch tls init` makes a certificate and key)"
+            )
     if not 1024 <= settings.max_body_bytes <= 64 * MIB:
         raise ConfigError(
             f"{where('max_body_bytes')} = {settings.max_body_bytes} must be between 1024 and "

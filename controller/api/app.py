@@ -43,6 +43,14 @@ from controller.disk import is_disk_full
 from controller.errors import ApiError, RateLimited, Unauthorized
 from controller.service import Controller
 from controller.settings import Settings
+from controller.web import pages as console
+from controller.web.session import (
+    add_security_headers,
+    check_csrf,
+    clear_cookie_header,
+    is_tls,
+    session_token,
+)
 
 log = logging.getLogger(__name__)
 
@@ -169,12 +177,16 @@ def bearer_token(scope: Scope) -> str | None:
 
 
 class TokenGate:
-    """Check the bearer token of a request for a private route before its body is read.
+    """Check the token of a request for a private route before its body is read.
 
-    A client without a valid token gets a 401 and its body is never read: it cannot make the
-    controller buffer anything. Routes of `public` (health, pairing) need no token and take at
-    most `PUBLIC_MAX_BODY_BYTES`. The device found is left in the request's state, where
-    `routes.current_device` takes it instead of asking again.
+    The token is the bearer token, else the console's session cookie (`web.session`); a request
+    the cookie authenticates may change something only with the console's CSRF token and its
+    own Origin (403 `csrf` otherwise). A client without a valid token gets a 401 (a browser
+    asking for a console page is sent to the pairing page instead) and its body is never read:
+    it cannot make the controller buffer anything. Routes of `public` (health, pairing, the
+    console's assets) need no token and take at most `PUBLIC_MAX_BODY_BYTES`. The device found
+    is left in the request's state, where `routes.current_device` takes it instead of asking
+    again.
     """
 
     def __init__(
@@ -184,9 +196,13 @@ class TokenGate:
         public: Sequence[BaseRoute],
         max_body_bytes: int,
         body_timeout_s: float,
+        pages: Sequence[BaseRoute] = (),
+        public_url: str | None = None,
     ) -> None:
         self.auth = auth
         self.public = [r for r in flat_routes(public) if isinstance(r, Route)]
+        self.pages = [r for r in flat_routes(pages) if isinstance(r, Route)]
+        self.public_url = public_url
         self.private_app = BodyLimit(app, max_body_bytes, body_timeout_s)
         self.public_app = BodyLimit(
             app,
@@ -198,6 +214,12 @@ class TokenGate:
     def is_public(self, path: str) -> bool:
         return any(route.path_regex.match(path) for route in self.public)
 
+    def is_page(self, scope: Scope) -> bool:
+        """A console page a browser navigates to: sent to pairing rather than given a 401."""
+        return scope["method"] in ("GET", "HEAD") and any(
+            route.path_regex.match(scope["path"]) for route in self.pages
+        )
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.private_app(scope, receive, send)
@@ -206,17 +228,57 @@ class TokenGate:
             await self.public_app(scope, receive, send)
             return
         token = bearer_token(scope)
+        session = session_token(scope) if token is None else None
+        token = token or session
         device = self.auth.cached(token)
         if device is None:
             try:
                 device = await anyio.to_thread.run_sync(self.auth.authenticate, token)
             except Unauthorized as exc:
+                if self.is_page(scope):
+                    await to_pairing(scope, send, signed_out=session is not None)
+                    return
                 await refuse(
                     scope, send, 401, exc.code, exc.message, {"WWW-Authenticate": "Bearer"}
                 )
                 return
+        if session is not None:
+            refused = check_csrf(scope, session, self.public_url)
+            if refused is not None:
+                await refuse(scope, send, 403, "csrf", refused, {})
+                return
+            scope.setdefault("state", {})["session"] = session
         scope.setdefault("state", {})["device"] = device
         await self.private_app(scope, receive, send)
+
+
+async def to_pairing(scope: Scope, send: Send, *, signed_out: bool) -> None:
+    """Send a browser without a (valid) session to the pairing page; forget a dead cookie."""
+    location = b"/pair#signed-out" if signed_out else b"/pair"
+    headers = [(b"location", location), (b"cache-control", b"no-store"), (b"connection", b"close")]
+    if signed_out:
+        headers.append((b"set-cookie", clear_cookie_header(secure=is_tls(scope)).encode()))
+    await send({"type": "http.response.start", "status": 303, "headers": headers})
+    await send({"type": "http.response.body", "body": b""})
+
+
+class SecurityHeaders:
+    """Add the console's security headers (a strict CSP among them) to every response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = add_security_headers(message.get("headers") or [])
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
 
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
@@ -413,12 +475,15 @@ def create_app(settings: Settings, *, controller: Controller | None = None) -> F
     app.add_middleware(
         TokenGate,
         auth=service.auth,
-        public=routes.public.routes,
+        public=[*routes.public.routes, *console.public.routes],
         max_body_bytes=settings.max_body_bytes,
         body_timeout_s=settings.body_timeout_s,
+        pages=console.pages.routes,
+        public_url=settings.public_url,
     )
     # Added last, so it runs first: a request for another site is not even read.
     app.add_middleware(HostCheck, allowed=allowed_host_names(settings), url=settings.url)
+    app.add_middleware(SecurityHeaders)
     install_error_handlers(app)
     app.include_router(routes.public)
     app.include_router(routes.private)
@@ -427,6 +492,9 @@ def create_app(settings: Settings, *, controller: Controller | None = None) -> F
     app.include_router(audit.router)
     app.include_router(push.router)
     app.include_router(network.router)
+    app.include_router(console.public)
+    app.include_router(console.pages)
+    app.include_router(console.actions)
     return app
 
 

@@ -18,6 +18,7 @@ COMMANDS = {
     "pair": "controller.cli.server:pair",
     "devices": "controller.cli.server:devices",
     "openapi": "controller.cli.server:openapi",
+    "tls": "controller.cli.tls:tls",
     "submit": "controller.cli.tasks:submit",
     "tasks": "controller.cli.tasks:tasks",
     "logs": "controller.cli.tasks:logs",

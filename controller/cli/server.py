@@ -17,6 +17,7 @@ import qrcode
 from controller.cli.exit_codes import ExitCode
 from controller.cli.tasks import connect, connection_options, fail
 from controller.cli.text import safe
+from controller.cli.tls import loopback_warning
 from controller.client import ClientError
 from controller.errors import ConfigError
 from controller.local import SERVER_FILE, write_private
@@ -99,9 +100,10 @@ def serve(
     server_file = settings.data_dir / SERVER_FILE
     listen_host = "127.0.0.1" if settings.host in ("0.0.0.0", "") else settings.host
     listen_host = f"[{listen_host}]" if ":" in listen_host else listen_host
+    scheme = "https" if settings.tls else "http"
     write_private(
         server_file,
-        json.dumps({"url": f"http://{listen_host}:{settings.port}", "pid": os.getpid()}),
+        json.dumps({"url": f"{scheme}://{listen_host}:{settings.port}", "pid": os.getpid()}),
     )
     click.echo(f"Dispatch controller listening on {settings.url}")
     click.echo(f"  data directory: {settings.data_dir}")
@@ -113,10 +115,23 @@ def serve(
         url = f"{settings.url}/pair?code={issued.code}"
         click.echo(f"  pair a phone: open {url} (code {issued.code}, valid 10 minutes)")
         click.echo(qr_text(url))
+    warning = loopback_warning(settings.url)
+    if warning is not None:
+        click.echo(warning)
+    if not settings.tls:
+        click.echo(
+            "  no HTTPS: a phone's browser will not install the console or show notifications "
+            "over plain HTTP; `dispatch tls init` makes a certificate"
+        )
     sys.stdout.flush()
     app = create_app(settings, controller=controller)
+    tls_options = (
+        {"ssl_certfile": str(settings.tls_cert), "ssl_keyfile": str(settings.tls_key)}
+        if settings.tls
+        else {}
+    )
     try:
-        uvicorn.Server(server_config(app, settings)).run(sockets=[sock])
+        uvicorn.Server(server_config(app, settings, **tls_options)).run(sockets=[sock])
     finally:
         server_file.unlink(missing_ok=True)
 
@@ -137,6 +152,10 @@ def pair(as_json: bool, server: str | None, token: str | None, data_dir: Path | 
     click.echo(safe(f"Pairing code: {issued['code']} (single use, expires {issued['expires_at']})"))
     click.echo(f"Open on the phone: {safe(issued['url'])}")
     click.echo(qr_text(issued["url"]))
+    warning = loopback_warning(issued["url"])
+    if warning is not None:
+        for line in warning.splitlines():
+            click.echo(safe(line), err=True)
 
 
 def _device_rows(found: list[dict[str, Any]]) -> list[str]:

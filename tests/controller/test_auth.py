@@ -27,7 +27,26 @@ from controller.store.db import Database
 
 # Every route is in exactly one of these; a new route must be added to one (the walk below
 # fails until it is), and the tests check that each behaves as classified.
-PUBLIC = {("GET", "/healthz"), ("POST", "/api/v1/pair"), ("GET", "/pair")}
+PUBLIC = {
+    ("GET", "/healthz"),
+    ("POST", "/api/v1/pair"),
+    ("GET", "/pair"),
+    # The console: the pairing form signs a browser in; its assets and the local CA's
+    # certificate (with install steps) are needed before a phone can sign in.
+    ("POST", "/pair"),
+    ("GET", "/static/{name}"),
+    ("GET", "/ca.crt"),
+    ("GET", "/ca"),
+}
+# The console's pages: without a session a browser is sent to /pair (303), not given a 401.
+PAGES = {
+    ("GET", "/"),
+    ("GET", "/threads/{thread_id}"),
+    ("GET", "/tasks/{task_id}"),
+    ("GET", "/approvals"),
+    ("GET", "/memory"),
+    ("GET", "/settings"),
+}
 # The owner's powers: a device token gets 403 `owner_only` (revoking is allowed on itself only).
 OWNER_ONLY = {("POST", "/api/v1/pairing-codes"), ("DELETE", "/api/v1/devices/{device_id}")}
 DEVICE = {
@@ -70,6 +89,15 @@ DEVICE = {
     ("POST", "/api/v1/push/subscriptions"),
     ("DELETE", "/api/v1/push/subscriptions/{subscription_id}"),
     ("POST", "/api/v1/push/test"),
+    # The console's fragments, live screen, result downloads and signing out (a device may).
+    ("GET", "/fragments/tasks/{task_id}"),
+    ("GET", "/fragments/approvals/{approval_id}"),
+    ("GET", "/fragments/threads"),
+    ("GET", "/fragments/pending"),
+    ("GET", "/images/{sha}"),
+    ("GET", "/tasks/{task_id}/files"),
+    ("POST", "/signout"),
+    *PAGES,
 }
 
 
@@ -108,7 +136,13 @@ def test_every_route_but_health_and_pairing_requires_a_valid_token(api: Api) -> 
             continue
         url = re.sub(r"\{[^}]+\}", "1", path)
         for headers in ({}, {"Authorization": "Bearer not-a-token"}, {"Authorization": "Basic x"}):
-            response = api.client.request(method, url, headers=headers, json={})
+            response = api.client.request(
+                method, url, headers=headers, json={}, follow_redirects=False
+            )
+            if (method, path) in PAGES:
+                assert response.status_code == 303, (method, path, headers, response.text)
+                assert response.headers["location"] == "/pair"
+                continue
             assert response.status_code == 401, (method, path, headers, response.text)
             assert response.json()["error"]["code"] == "unauthorized"
             assert response.headers["WWW-Authenticate"] == "Bearer"
