@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -41,14 +42,34 @@ class Event:
     data: dict[str, Any]
 
 
+def _trust(server: str, data_dir: Path) -> ssl.SSLContext | bool:
+    """The system's authorities, plus this machine's own (`dispatch tls init`) when it has one:
+    the local controller over HTTPS presents a certificate that authority signed."""
+    ca = data_dir / "tls" / "ca.crt"
+    if not server.startswith("https://") or not ca.is_file():
+        return True
+    context = ssl.create_default_context()
+    context.load_verify_locations(cafile=str(ca))
+    return context
+
+
 class Client:
     """Calls the API with a bearer token; raises `ClientError` with the API's message."""
 
-    def __init__(self, server: str, token: str | None, *, timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        server: str,
+        token: str | None,
+        *,
+        timeout_s: float = 30.0,
+        verify: ssl.SSLContext | bool = True,
+    ) -> None:
         self.server = server.rstrip("/")
         self.token = token
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._http = httpx.Client(base_url=self.server, headers=headers, timeout=timeout_s)
+        self._http = httpx.Client(
+            base_url=self.server, headers=headers, timeout=timeout_s, verify=verify
+        )
 
     @classmethod
     def connect(
@@ -90,7 +111,7 @@ class Client:
                     "the data directory it uses with --data-dir",
                     code="no_token",
                 )
-        return cls(server, token)
+        return cls(server, token, verify=_trust(server, data_dir))
 
     def close(self) -> None:
         self._http.close()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
+import json
+import os
 import stat
 from collections.abc import Callable
 from pathlib import Path
@@ -10,6 +12,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from conftest import Api
+from console_live import REPO, dispatch_cli, start_console
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -97,3 +100,18 @@ def test_a_loopback_pairing_url_is_called_out_with_the_fix(url: str, warns: bool
     assert warning is not None
     assert "a phone cannot open it" in warning
     assert "--host 0.0.0.0" in warning and "public_url" in warning
+
+
+def test_the_cli_trusts_this_machines_ca_when_the_controller_serves_https(
+    workspace: Path, tmp_path: Path
+) -> None:
+    for console in start_console(workspace, tmp_path):
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(REPO),
+            "DISPATCH_DATA_DIR": str(console.data_dir),
+            "XDG_CONFIG_HOME": str(workspace / "xdg-config"),
+        }
+        env.pop("SSL_CERT_FILE", None)
+        paired = json.loads(dispatch_cli(env, "pair", "--json"))
+        assert paired["url"].startswith("https://")
