@@ -1,0 +1,847 @@
+"""The libvirt backend: one QEMU virtual machine per sandbox, with its own kernel.
+
+Each sandbox boots the VM image (`dispatch images build --vm`, sandbox/vmimage.py) through a
+copy-on-write overlay of its own, the kernel loaded directly. The domain is defined from data
+built here with `xml.etree` (`domain_xml`): KVM when the host's libvirt offers it, plain QEMU
+emulation (TCG) otherwise; no network device unless the spec asks for the network; memory and
+vCPUs as the limits say; nothing of the host shared but the granted folders, each a virtio-9p
+device mounted in the guest at the same absolute path, read-only at the device unless granted
+read-write. QEMU runs as the sandbox user (the owner of the granted folders, never root: a
+libvirt per-domain DAC label), so files the guest makes in a read-write folder belong to that
+owner, and the escape of a guest reaches no more than a container's processes could.
+
+Commands run through Dispatch's exec agent in the guest (images/vm/agent.py: why not the QEMU
+guest agent is said there), over a virtio-serial channel whose host end is a unix socket: output
+streams as it comes, each command runs in a cgroup of its own whose `cgroup.kill` ends its whole
+tree on a timeout, and an OOM kill in that cgroup is reported as such. Inside the guest the
+commands run as the sandbox user, with no_new_privs, on a read-only root with a sized tmpfs for
+/tmp and the home folder, as in a container (without `confine`: see images/vm/agent.py).
+
+`stop()` destroys and undefines the domain and removes its overlay and socket. Domains carry
+metadata naming the process that made them, so `prune_orphans` finds a crashed controller's.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import math
+import os
+import queue
+import shutil
+import socket
+import struct
+import subprocess
+import threading
+import time
+import uuid
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import libvirt
+
+from sandbox.base import (
+    DEFAULT_OUTPUT_CAP_BYTES,
+    MIB,
+    ExecResult,
+    Mount,
+    Network,
+    Outcome,
+    OutputBuffer,
+    OutputCallback,
+    SandboxSpec,
+    Stream,
+)
+from sandbox.docker import LABEL_HOST, LABEL_PID, LABEL_PID_START, _is_orphan, owner_labels
+from sandbox.errors import (
+    EngineUnavailable,
+    FileOperationFailed,
+    GrantRefused,
+    SandboxError,
+    SandboxNotRunning,
+)
+from sandbox.gitplant import git_entries, quarantine_new
+from sandbox.ownership import sandbox_user
+from sandbox.setid import strip_setid
+from sandbox.vmimage import VmImage, default_vm_dir
+
+# libvirt prints every error to stderr unless told otherwise; they arrive here as exceptions.
+libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+
+DEFAULT_URI = "qemu:///system"
+NAME_PREFIX = "dispatch-"
+METADATA_NS = "https://dispatch.invalid/xmlns/sandbox"
+AGENT_PORT = "org.dispatch.agent.0"
+HOME = Path("/home/sandbox")
+# The guest kernel, the agent and the page cache live beside the sandbox's own memory limit.
+GUEST_OVERHEAD_MB = 192
+# Under emulation on a busy 2-core machine a boot takes seconds; far more means it is stuck.
+BOOT_TIMEOUT_S = 120.0
+CALL_TIMEOUT_S = 30.0
+# A guest under working KVM answers within a few seconds; one that does not is not running.
+KVM_PROBE_S = 25.0
+ACCEL_FILE = "accel.json"
+FILE_CAP_BYTES = 256 * MIB
+KERNEL_ARGS = (
+    "console=ttyS0 root=/dev/vda ro rootfstype=ext4 init=/usr/local/lib/dispatch/init "
+    "panic=-1 quiet 8250.nr_uarts=1 cryptomgr.notests=1 "
+    "initcall_blacklist=init_kprobe_trace,load_system_certificate_list,crypto_kdf108_init,"
+    "init_encrypted"
+)
+START_LIBVIRTD = (
+    "start it: `sudo systemctl start libvirtd`, or where systemd does not run, "
+    "`sudo sh -c 'virtlogd -d; libvirtd -d'` (packages libvirt-daemon-system, qemu-system-x86)"
+)
+
+
+def connect(uri: str = DEFAULT_URI) -> libvirt.virConnect:
+    """Open a connection to libvirtd.
+
+    Raises:
+        EngineUnavailable: libvirtd does not answer, with how to start it.
+    """
+    try:
+        return libvirt.open(uri)
+    except libvirt.libvirtError as exc:
+        raise EngineUnavailable(
+            f"libvirtd cannot be reached at {uri} ({_short(exc)}); {START_LIBVIRTD}"
+        ) from None
+
+
+def virt_type(conn: libvirt.virConnect) -> str:
+    """'kvm' when libvirt can run KVM guests here (a working /dev/kvm), else 'qemu' (TCG)."""
+    caps = ET.fromstring(conn.getCapabilities())
+    for guest in caps.iter("guest"):
+        arch = guest.find("arch")
+        if (
+            arch is not None
+            and arch.get("name") == "x86_64"
+            and any(d.get("type") == "kvm" for d in arch.iter("domain"))
+        ):
+            return "kvm"
+    return "qemu"
+
+
+@dataclass(frozen=True)
+class DomainPlan:
+    """Everything the domain XML is made of, as plain values."""
+
+    name: str
+    virt: str
+    memory_mb: int
+    vcpus: int
+    cpu_quota_us: int | None
+    kernel: Path
+    initrd: Path
+    overlay: Path
+    agent_socket: Path
+    console_log: Path
+    mounts: tuple[tuple[str, Mount], ...]  # (9p tag, mount)
+    network: bool
+    user: tuple[int, int]
+    metadata: Mapping[str, str]
+
+
+def domain_xml(plan: DomainPlan) -> str:
+    """The libvirt domain definition of one sandbox; every device is listed here."""
+    domain = ET.Element("domain", type=plan.virt)
+    ET.SubElement(domain, "name").text = plan.name
+    meta = ET.SubElement(ET.SubElement(domain, "metadata"), f"{{{METADATA_NS}}}sandbox")
+    for key, value in sorted(plan.metadata.items()):
+        ET.SubElement(meta, f"{{{METADATA_NS}}}label", name=key).text = value
+    ET.SubElement(domain, "memory", unit="MiB").text = str(plan.memory_mb)
+    ET.SubElement(domain, "vcpu").text = str(plan.vcpus)
+    if plan.cpu_quota_us is not None:
+        tune = ET.SubElement(domain, "cputune")
+        ET.SubElement(tune, "period").text = "100000"
+        ET.SubElement(tune, "quota").text = str(plan.cpu_quota_us)
+    os_ = ET.SubElement(domain, "os")
+    ET.SubElement(os_, "type", arch="x86_64", machine="pc").text = "hvm"
+    ET.SubElement(os_, "kernel").text = str(plan.kernel)
+    ET.SubElement(os_, "initrd").text = str(plan.initrd)
+    ET.SubElement(os_, "cmdline").text = KERNEL_ARGS
+    ET.SubElement(ET.SubElement(domain, "features"), "acpi")
+    if plan.virt == "kvm":
+        ET.SubElement(domain, "cpu", mode="host-passthrough")
+    ET.SubElement(domain, "clock", offset="utc")
+    for event in ("on_poweroff", "on_reboot", "on_crash"):
+        ET.SubElement(domain, event).text = "destroy"
+    devices = ET.SubElement(domain, "devices")
+    disk = ET.SubElement(devices, "disk", type="file", device="disk")
+    ET.SubElement(disk, "driver", name="qemu", type="qcow2")
+    source = ET.SubElement(disk, "source", file=str(plan.overlay))
+    # The overlay is made with the right owner; its backing image is shared, read-only, and
+    # readable by all: libvirt need not relabel either.
+    ET.SubElement(source, "seclabel", model="dac", relabel="no")
+    ET.SubElement(disk, "target", dev="vda", bus="virtio")
+    for tag, mount in plan.mounts:
+        # squash: the guest's chown attempts are ignored, so files keep QEMU's owner.
+        fs = ET.SubElement(devices, "filesystem", type="mount", accessmode="squash")
+        ET.SubElement(fs, "driver", type="path")
+        ET.SubElement(fs, "source", dir=str(mount.host))
+        ET.SubElement(fs, "target", dir=tag)
+        if mount.read_only:
+            ET.SubElement(fs, "readonly")
+    channel = ET.SubElement(devices, "channel", type="unix")
+    ET.SubElement(channel, "source", mode="bind", path=str(plan.agent_socket))
+    ET.SubElement(channel, "target", type="virtio", name=AGENT_PORT)
+    serial = ET.SubElement(devices, "serial", type="file")
+    ET.SubElement(serial, "source", path=str(plan.console_log))
+    if plan.network:
+        nic = ET.SubElement(devices, "interface", type="user")
+        ET.SubElement(nic, "model", type="virtio")
+    ET.SubElement(devices, "controller", type="usb", model="none")
+    ET.SubElement(devices, "memballoon", model="none")
+    uid, gid = plan.user
+    label = ET.SubElement(domain, "seclabel", type="static", model="dac", relabel="yes")
+    ET.SubElement(label, "label").text = f"+{uid}:+{gid}"
+    return ET.tostring(domain, encoding="unicode")
+
+
+class AgentLink:
+    """The host end of the exec agent's channel: one reader thread, replies routed by id."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._send_lock = threading.Lock()
+        self._lock = threading.Lock()
+        self._waiting: dict[int, queue.Queue[dict[str, Any] | None]] = {}
+        self._next_id = 0
+        self._hello: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self.closed = threading.Event()
+        self._reader = threading.Thread(target=self._read, name="dispatch-agent", daemon=True)
+        self._reader.start()
+
+    def wait_hello(self, timeout_s: float) -> None:
+        try:
+            hello = self._hello.get(timeout=timeout_s)
+        except queue.Empty:
+            raise SandboxError(f"the VM's agent did not answer within {timeout_s:g} s") from None
+        if hello is None:
+            raise SandboxError("the VM closed its agent channel while starting")
+
+    def open(self) -> tuple[int, queue.Queue[dict[str, Any] | None]]:
+        with self._lock:
+            self._next_id += 1
+            replies: queue.Queue[dict[str, Any] | None] = queue.Queue()
+            if self.closed.is_set():
+                replies.put(None)
+            self._waiting[self._next_id] = replies
+            return self._next_id, replies
+
+    def forget(self, ident: int) -> None:
+        with self._lock:
+            self._waiting.pop(ident, None)
+
+    def send(self, message: Mapping[str, Any]) -> None:
+        body = json.dumps(message).encode()
+        try:
+            with self._send_lock:
+                self._sock.sendall(struct.pack(">I", len(body)) + body)
+        except OSError:
+            self.close()
+
+    def call(self, op: str, timeout_s: float = CALL_TIMEOUT_S, **fields: Any) -> dict[str, Any]:
+        """Send a request and wait for its answer.
+
+        Raises:
+            SandboxError: the agent refused it, did not answer, or the VM went away.
+        """
+        ident, replies = self.open()
+        try:
+            self.send({"op": op, "id": ident, **fields})
+            try:
+                answer = replies.get(timeout=timeout_s)
+            except queue.Empty:
+                raise SandboxError(f"the VM's agent did not answer {op!r} in time") from None
+        finally:
+            self.forget(ident)
+        if answer is None:
+            raise SandboxError(f"the VM went away during {op!r}")
+        if answer.get("ev") == "error":
+            raise SandboxError(f"the VM's agent could not {op}: {answer.get('message')}")
+        return answer
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
+        self._sock.close()
+        self._closed()
+
+    def _closed(self) -> None:
+        self.closed.set()
+        self._hello.put(None)
+        with self._lock:
+            for replies in self._waiting.values():
+                replies.put(None)
+
+    def _read(self) -> None:
+        try:
+            while True:
+                header = self._exactly(4)
+                message = json.loads(self._exactly(struct.unpack(">I", header)[0]))
+                if message.get("ev") == "hello":
+                    self._hello.put(message)
+                    continue
+                with self._lock:
+                    replies = self._waiting.get(message.get("id"))
+                if replies is not None:
+                    replies.put(message)
+        except (OSError, ValueError, EOFError):
+            pass
+        self._closed()
+
+    def _exactly(self, size: int) -> bytes:
+        data = bytearray()
+        while len(data) < size:
+            chunk = self._sock.recv(size - len(data))
+            if not chunk:
+                raise EOFError
+            data += chunk
+        return bytes(data)
+
+
+class LibvirtSandbox:
+    """A QEMU virtual machine; see the module docstring for what is shared and how."""
+
+    def __init__(
+        self,
+        spec: SandboxSpec,
+        *,
+        uri: str = DEFAULT_URI,
+        vm_dir: Path | None = None,
+        connection: libvirt.virConnect | None = None,
+        accel: str | None = None,
+    ) -> None:
+        self.spec = spec
+        self._uri = uri
+        self._conn = connection
+        self._image = VmImage(vm_dir or default_vm_dir())
+        self._name = f"{NAME_PREFIX}{uuid.uuid4().hex[:12]}"
+        self._run_dir = self._image.root / "run" / self._name
+        self._user = spec.user or sandbox_user(spec.mounts)
+        if 0 in self._user:
+            raise GrantRefused(
+                f"the sandbox was asked to run as uid:gid {self._user[0]}:{self._user[1]}, and it "
+                "never runs as root or in root's group; run it as a normal user"
+            )
+        self._domain: libvirt.virDomain | None = None
+        self._link: AgentLink | None = None
+        self._git_known: set[Path] | None = None
+        self.git_quarantined_at_stop: tuple[Path, ...] = ()
+        self._deadline_at: float | None = None
+        if accel not in (None, "kvm", "qemu"):
+            raise ValueError(f"accel {accel!r}: choose 'kvm', 'qemu' (emulation) or None (detect)")
+        self._accel = accel
+        self.virt: str | None = None  # 'kvm' or 'qemu' (TCG emulation) once started
+        self._stopping = threading.Event()
+        self._lifecycle = threading.Lock()
+
+    @property
+    def id(self) -> str:
+        return self._name
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def plan(self, virt: str) -> DomainPlan:
+        limits = self.spec.limits
+        vcpus = max(1, math.ceil(limits.cpus))
+        quota = None if limits.cpus >= vcpus else int(limits.cpus / vcpus * 100_000)
+        ordered = sorted(self.spec.mounts, key=lambda m: len(m.host.parts))
+        return DomainPlan(
+            name=self._name,
+            virt=virt,
+            memory_mb=limits.memory_mb + GUEST_OVERHEAD_MB,
+            vcpus=vcpus,
+            cpu_quota_us=quota,
+            kernel=self._image.kernel,
+            initrd=self._image.initrd,
+            overlay=self._run_dir / "disk.qcow2",
+            agent_socket=self._run_dir / "agent.sock",
+            console_log=self._run_dir / "console.log",
+            mounts=tuple((f"g{index}", m) for index, m in enumerate(ordered)),
+            network=self.spec.network is not Network.NONE,
+            user=self._user,
+            metadata={
+                **owner_labels(),
+                **{f"spec.{k}": v for k, v in self.spec.labels.items()},
+                "run-dir": str(self._run_dir),
+            },
+        )
+
+    def start(self) -> None:
+        """Boot the VM and wait for its agent.
+
+        Raises:
+            ImageMissing: the VM image is not built.
+            EngineUnavailable: libvirtd cannot be reached.
+            GrantRefused: a granted folder was swapped after validation.
+        """
+        with self._lifecycle:
+            self._check_stopping()
+            self._image.require()
+            if self._conn is None:
+                self._conn = connect(self._uri)
+            if self.spec.deadline_s is not None:
+                self._deadline_at = time.time() + self.spec.deadline_s
+            self.virt = self._accel or self._known_accel()
+            if self.virt is not None:
+                plan = self._boot(self.virt)
+        try:
+            if self.virt is None:
+                plan = self._probe_kvm()
+            else:
+                self._verify_mounts(plan)
+                self._link = self._connect_agent(plan, BOOT_TIMEOUT_S)
+            self._prepare_guest(plan)
+            self._git_known = git_entries(self._git_roots(), skip=self._git_skip())
+        except SandboxError:
+            self.stop()
+            raise
+
+    def _probe_kvm(self) -> DomainPlan:
+        """Boot under KVM, or under emulation if that fails; remember which worked.
+
+        libvirt offers KVM whenever /dev/kvm exists; whether a guest really runs under it
+        (nested virtualisation, the device's permissions) only a boot can tell.
+        """
+        try:
+            with self._lifecycle:
+                self._check_stopping()
+                plan = self._boot("kvm")
+            self._verify_mounts(plan)
+            self._link = self._connect_agent(plan, KVM_PROBE_S)
+            self.virt = "kvm"
+        except GrantRefused:
+            raise
+        except SandboxError:
+            with self._lifecycle:
+                self._remove()
+                self._check_stopping()
+                plan = self._boot("qemu")
+            self._verify_mounts(plan)
+            self._link = self._connect_agent(plan, BOOT_TIMEOUT_S)
+            self.virt = "qemu"
+        self._record_accel(self.virt)
+        return plan
+
+    def _boot(self, virt: str) -> DomainPlan:
+        """Define and start the domain (under the lifecycle lock)."""
+        assert self._conn is not None
+        plan = self.plan(virt)
+        try:
+            self._make_overlay(plan)
+            self._domain = self._conn.defineXML(domain_xml(plan))
+            self._domain.create()
+        except libvirt.libvirtError as exc:
+            self._remove()
+            raise SandboxError(
+                f"could not start the VM ({_short(exc)}); its console log: {plan.console_log}"
+            ) from None
+        except OSError as exc:
+            self._remove()
+            raise SandboxError(f"could not prepare the VM's files ({exc})") from None
+        return plan
+
+    def _check_stopping(self) -> None:
+        if self._stopping.is_set():
+            raise SandboxNotRunning(
+                f"sandbox {self._name} was stopped; a stopped sandbox cannot start again, "
+                "create a new one"
+            )
+
+    def _known_accel(self) -> str | None:
+        """'qemu' when libvirt offers no KVM; a verdict from an earlier boot since the host's
+        last restart; None when only a boot can tell."""
+        assert self._conn is not None
+        if virt_type(self._conn) != "kvm":
+            return "qemu"
+        try:
+            known = json.loads((self._image.root / ACCEL_FILE).read_text())
+        except (OSError, ValueError):
+            return None
+        if known.get("boot_id") != _boot_id() or known.get("virt") not in ("kvm", "qemu"):
+            return None
+        return str(known["virt"])
+
+    def _record_accel(self, virt: str) -> None:
+        with contextlib.suppress(OSError):
+            (self._image.root / ACCEL_FILE).write_text(
+                json.dumps({"boot_id": _boot_id(), "virt": virt})
+            )
+
+    def _make_overlay(self, plan: DomainPlan) -> None:
+        self._run_dir.mkdir(parents=True, mode=0o700)
+        os.chown(self._run_dir, *plan.user)
+        _qemu_img(
+            "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(self._image.disk),
+            str(plan.overlay),
+        )  # fmt: skip
+        os.chown(plan.overlay, *plan.user)
+        os.chmod(plan.overlay, 0o600)
+
+    def _verify_mounts(self, plan: DomainPlan) -> None:
+        """Check that QEMU holds open each folder that was validated, not one swapped in since.
+
+        Raises:
+            GrantRefused: an exported folder is some other folder than the one validated.
+        """
+        checked = [m for _, m in plan.mounts if m.identity is not None]
+        if not checked:
+            return
+        held = self._qemu_open_dirs()
+        for mount in checked:
+            if mount.identity not in held:
+                raise GrantRefused(
+                    f"folder {mount.host} is not the folder that was checked (it was replaced, "
+                    "for example by a symlink, after validation); nothing was run. Check what "
+                    "is rewriting that path and grant it again"
+                )
+
+    def _qemu_open_dirs(self) -> set[tuple[int, int]]:
+        pid_file = Path("/run/libvirt/qemu") / f"{self._name}.pid"
+        try:
+            pid = int(pid_file.read_text().strip())
+            fds = list(Path(f"/proc/{pid}/fd").iterdir())
+        except (OSError, ValueError) as exc:
+            raise GrantRefused(
+                f"cannot check which folders the VM's QEMU process opened ({exc}); run "
+                "Dispatch as root or as the user QEMU runs as"
+            ) from None
+        held = set()
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                info = fd.stat()
+                held.add((info.st_dev, info.st_ino))
+        return held
+
+    def _connect_agent(self, plan: DomainPlan, timeout_s: float) -> AgentLink:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.connect(str(plan.agent_socket))
+                break
+            except OSError:
+                sock.close()
+                if time.monotonic() > deadline or self._stopping.is_set():
+                    raise SandboxError(
+                        f"the VM's agent socket {plan.agent_socket} never opened"
+                    ) from None
+                time.sleep(0.02)
+        link = AgentLink(sock)
+        try:
+            link.wait_hello(max(deadline - time.monotonic(), 1.0))
+        except SandboxError as exc:
+            link.close()
+            raise SandboxError(f"{exc}; the VM's console: {self._console_tail(plan)}") from None
+        return link
+
+    def _console_tail(self, plan: DomainPlan) -> str:
+        try:
+            lines = plan.console_log.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return "(no console log)"
+        return " | ".join(lines[-5:]) or "(empty)"
+
+    def _prepare_guest(self, plan: DomainPlan) -> None:
+        link = self._require_link()
+        limits = self.spec.limits
+        uid, gid = self._user
+        link.call(
+            "setup",
+            uid=uid,
+            gid=gid,
+            tmp_mb=limits.tmp_mb,
+            home_mb=limits.home_mb,
+            memory_mb=limits.memory_mb,
+            pids=limits.pids,
+            network=plan.network,
+            env={"HOME": str(HOME), "LANG": "C.UTF-8", **self.spec.env},
+        )
+        for tag, mount in plan.mounts:
+            link.call("mount", tag=tag, path=str(mount.host), read_only=mount.read_only)
+
+    def stop(self) -> None:
+        """Destroy and undefine the VM, remove its overlay; safe to call twice or from another
+        thread while a command runs (the command then ends with `Outcome.STOPPED`)."""
+        self._stopping.set()
+        with self._lifecycle:
+            self._remove()
+            if self._git_known is not None:
+                known, self._git_known = self._git_known, None
+                self.git_quarantined_at_stop = quarantine_new(
+                    self._git_roots(), known, skip=self._git_skip()
+                )
+
+    def _remove(self) -> None:
+        if self._link is not None:
+            self._link.close()
+            self._link = None
+        if self._domain is not None:
+            remove_domain(self._domain)
+            self._domain = None
+        shutil.rmtree(self._run_dir, ignore_errors=True)
+
+    # -- commands --------------------------------------------------------------------------
+
+    def exec(
+        self,
+        command: Sequence[str],
+        *,
+        timeout_s: float | None = None,
+        on_output: OutputCallback | None = None,
+        workdir: Path | None = None,
+        output_cap_bytes: int = DEFAULT_OUTPUT_CAP_BYTES,
+    ) -> ExecResult:
+        """Run a command, streaming output; a timeout kills the command's whole process tree."""
+        if not command:
+            raise ValueError("command is empty; pass at least the program to run")
+        started_at = time.time()
+        result = self._exec(
+            list(command),
+            timeout_s=timeout_s,
+            on_output=on_output,
+            workdir=workdir,
+            output_cap_bytes=output_cap_bytes,
+        )
+        mounted = {m.host for m in self.spec.mounts}
+        writable = [m.host for m in self.spec.mounts if not m.read_only]
+        if not writable:
+            return result
+        stripped = strip_setid(writable, since=started_at, skip=mounted)
+        known = self._git_known
+        planted = (
+            () if known is None else quarantine_new(self._git_roots(), known, skip=self._git_skip())
+        )
+        if stripped or planted:
+            return replace(result, setid_stripped=stripped, git_quarantined=planted)
+        return result
+
+    def _exec(
+        self,
+        command: list[str],
+        *,
+        timeout_s: float | None = None,
+        on_output: OutputCallback | None = None,
+        workdir: Path | None = None,
+        output_cap_bytes: int = DEFAULT_OUTPUT_CAP_BYTES,
+        stdin: bytes | None = None,
+    ) -> ExecResult:
+        link = self._require_link()
+        buffers = {s: OutputBuffer(s, output_cap_bytes, on_output) for s in Stream}
+        started = time.monotonic()
+        cwd = (
+            workdir or self.spec.workdir or (self.spec.mounts[0].host if self.spec.mounts else HOME)
+        )
+        ident, replies = link.open()
+        timed_out = threading.Event()
+        watchdog = None
+        exit_message: dict[str, Any] | None = None
+        try:
+            link.send(
+                {
+                    "op": "exec",
+                    "id": ident,
+                    "argv": command,
+                    "cwd": str(cwd),
+                    "cap": output_cap_bytes,
+                    "stdin": None if stdin is None else base64.b64encode(stdin).decode(),
+                }
+            )
+            if timeout_s is not None:
+                watchdog = threading.Timer(timeout_s, self._on_timeout, (ident, timed_out))
+                watchdog.daemon = True
+                watchdog.start()
+            for message in _until_exit(replies):
+                if message.get("ev") == "out":
+                    stream = Stream(message["stream"])
+                    buffers[stream].feed(base64.b64decode(message["data"]))
+                elif message.get("ev") == "exit":
+                    exit_message = message
+        finally:
+            if watchdog is not None:
+                watchdog.cancel()
+            link.forget(ident)
+        outcome = Outcome.EXITED
+        if exit_message is None:
+            if not self._stopping.is_set():
+                raise SandboxError(f"the VM of sandbox {self._name} went away during a command")
+            exit_code = 137
+        else:
+            exit_code = int(exit_message["code"])
+            for stream, dropped in zip(Stream, exit_message.get("dropped", (0, 0)), strict=False):
+                buffers[stream].dropped += int(dropped)
+            if exit_message.get("error"):
+                buffers[Stream.STDERR].feed(f"dispatch: {exit_message['error']}\n".encode())
+        if self._stopping.is_set():
+            outcome = Outcome.STOPPED
+        elif timed_out.is_set():
+            outcome = Outcome.TIMED_OUT
+        elif exit_code >= 128 and self._deadline_passed():
+            outcome, timeout_s = Outcome.TIMED_OUT, self.spec.deadline_s
+        elif exit_message is not None and exit_message.get("oom"):
+            outcome = Outcome.OUT_OF_MEMORY
+        return ExecResult(
+            exit_code=exit_code,
+            stdout=buffers[Stream.STDOUT].finish(),
+            stderr=buffers[Stream.STDERR].finish(),
+            outcome=outcome,
+            stdout_truncated=buffers[Stream.STDOUT].truncated,
+            stderr_truncated=buffers[Stream.STDERR].truncated,
+            duration_s=time.monotonic() - started,
+            timeout_s=timeout_s,
+            memory_limit_mb=self.spec.limits.memory_mb,
+        )
+
+    def _on_timeout(self, ident: int, timed_out: threading.Event) -> None:
+        timed_out.set()
+        link = self._link
+        if link is not None:
+            with contextlib.suppress(SandboxError):
+                link.call("kill", target=ident)
+
+    def read_file(self, path: Path) -> bytes:
+        """Read a file as the sandbox user sees it."""
+        result = self._exec(["cat", "--", str(path)], output_cap_bytes=FILE_CAP_BYTES)
+        if result.exit_code != 0:
+            raise FileOperationFailed(_file_error(path, result))
+        return result.stdout
+
+    def write_file(self, path: Path, data: bytes) -> None:
+        """Write a file as the sandbox user; read-only grants and the root refuse it."""
+        result = self._exec(["sh", "-c", 'cat > "$1"', "sh", str(path)], stdin=data)
+        if result.exit_code != 0:
+            raise FileOperationFailed(_file_error(path, result))
+
+    def _git_roots(self) -> list[Path]:
+        return [
+            m.host
+            for m in self.spec.mounts
+            if not m.read_only
+            and not any(m.host == g or g in m.host.parents for g in self.spec.git_writable)
+        ]
+
+    def _git_skip(self) -> set[Path]:
+        return {m.host for m in self.spec.mounts} | set(self.spec.git_writable)
+
+    def _deadline_passed(self) -> bool:
+        return self._deadline_at is not None and time.time() >= self._deadline_at
+
+    def _require_link(self) -> AgentLink:
+        link = self._link
+        if link is None or self._stopping.is_set():
+            raise SandboxNotRunning(f"sandbox {self._name} is not running; call start() first")
+        return link
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def _until_exit(
+    replies: queue.Queue[dict[str, Any] | None],
+) -> Iterator[dict[str, Any]]:
+    while True:
+        message = replies.get()
+        if message is None:
+            return
+        yield message
+        if message.get("ev") == "exit":
+            return
+
+
+def remove_domain(domain: libvirt.virDomain) -> None:
+    """Destroy (if running) and undefine a domain; gone already is fine."""
+    with contextlib.suppress(libvirt.libvirtError):
+        domain.destroy()
+    with contextlib.suppress(libvirt.libvirtError):
+        domain.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE)
+
+
+def domain_labels(domain: libvirt.virDomain) -> dict[str, str] | None:
+    """The metadata Dispatch put on a domain, or None if it is not one of Dispatch's."""
+    try:
+        text = domain.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, METADATA_NS)
+    except libvirt.libvirtError:
+        return None
+    root = ET.fromstring(text)
+    return {item.get("name", ""): item.text or "" for item in root}
+
+
+def prune_orphans(
+    conn: libvirt.virConnect, *, everything: bool = False, match: Mapping[str, str] | None = None
+) -> list[str]:
+    """Remove Dispatch VMs whose creating process is gone (or all of them), with their files.
+
+    Returns the names of the domains removed.
+    """
+    removed = []
+    for domain in conn.listAllDomains():
+        labels = domain_labels(domain)
+        if labels is None or not domain.name().startswith(NAME_PREFIX):
+            continue
+        if any(labels.get(f"spec.{k}") != v for k, v in (match or {}).items()):
+            continue
+        if everything or _is_orphan(labels):
+            remove_domain(domain)
+            run_dir = labels.get("run-dir")
+            if run_dir and Path(run_dir).name == domain.name():
+                shutil.rmtree(run_dir, ignore_errors=True)
+            removed.append(domain.name())
+    return removed
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _qemu_img(*args: str) -> None:
+    done = subprocess.run(["qemu-img", *args], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise OSError(f"qemu-img {args[0]} failed: {done.stderr.strip()}")
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__
+
+
+def _file_error(path: Path, result: ExecResult) -> str:
+    reason = result.stderr.decode(errors="replace").strip().splitlines()
+    detail = reason[-1] if reason else f"exit status {result.exit_code}"
+    return f"{path}: {detail}"
+
+
+__all__ = [
+    "LABEL_HOST",
+    "LABEL_PID",
+    "LABEL_PID_START",
+    "AgentLink",
+    "DomainPlan",
+    "LibvirtSandbox",
+    "connect",
+    "domain_xml",
+    "prune_orphans",
+    "virt_type",
+]
