@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -69,6 +70,7 @@ from sandbox.gitplant import git_entries, quarantine_new
 from sandbox.ownership import sandbox_user
 from sandbox.setid import strip_setid
 from sandbox.vmimage import VmImage, default_vm_dir
+from sandbox.vmsave import RO_SLOTS, RW_SLOTS, SavedState, locked, read_header, retarget, write_copy
 
 # libvirt prints every error to stderr unless told otherwise; they arrive here as exceptions.
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
@@ -141,7 +143,9 @@ class DomainPlan:
     overlay: Path
     agent_socket: Path
     console_log: Path
-    mounts: tuple[tuple[str, Mount], ...]  # (9p tag, mount)
+    # (9p tag, host folder, read-only): the devices; unused slots show an empty folder.
+    shares: tuple[tuple[str, Path, bool], ...]
+    mounts: tuple[tuple[str, Mount], ...]  # (9p tag, mount): what the guest mounts where
     network: bool
     user: tuple[int, int]
     metadata: Mapping[str, str]
@@ -151,9 +155,7 @@ def domain_xml(plan: DomainPlan) -> str:
     """The libvirt domain definition of one sandbox; every device is listed here."""
     domain = ET.Element("domain", type=plan.virt)
     ET.SubElement(domain, "name").text = plan.name
-    meta = ET.SubElement(ET.SubElement(domain, "metadata"), f"{{{METADATA_NS}}}sandbox")
-    for key, value in sorted(plan.metadata.items()):
-        ET.SubElement(meta, f"{{{METADATA_NS}}}label", name=key).text = value
+    domain.append(metadata_element(plan.metadata))
     ET.SubElement(domain, "memory", unit="MiB").text = str(plan.memory_mb)
     ET.SubElement(domain, "vcpu").text = str(plan.vcpus)
     if plan.cpu_quota_us is not None:
@@ -179,13 +181,13 @@ def domain_xml(plan: DomainPlan) -> str:
     # readable by all: libvirt need not relabel either.
     ET.SubElement(source, "seclabel", model="dac", relabel="no")
     ET.SubElement(disk, "target", dev="vda", bus="virtio")
-    for tag, mount in plan.mounts:
+    for tag, folder, read_only in plan.shares:
         # squash: the guest's chown attempts are ignored, so files keep QEMU's owner.
         fs = ET.SubElement(devices, "filesystem", type="mount", accessmode="squash")
         ET.SubElement(fs, "driver", type="path")
-        ET.SubElement(fs, "source", dir=str(mount.host))
+        ET.SubElement(fs, "source", dir=str(folder))
         ET.SubElement(fs, "target", dir=tag)
-        if mount.read_only:
+        if read_only:
             ET.SubElement(fs, "readonly")
     channel = ET.SubElement(devices, "channel", type="unix")
     ET.SubElement(channel, "source", mode="bind", path=str(plan.agent_socket))
@@ -201,6 +203,15 @@ def domain_xml(plan: DomainPlan) -> str:
     label = ET.SubElement(domain, "seclabel", type="static", model="dac", relabel="yes")
     ET.SubElement(label, "label").text = f"+{uid}:+{gid}"
     return ET.tostring(domain, encoding="unicode")
+
+
+def metadata_element(labels: Mapping[str, str]) -> ET.Element:
+    """The domain's <metadata>: the labels that let a prune find a crashed process's VMs."""
+    metadata = ET.Element("metadata")
+    meta = ET.SubElement(metadata, f"{{{METADATA_NS}}}sandbox")
+    for key, value in sorted(labels.items()):
+        ET.SubElement(meta, f"{{{METADATA_NS}}}label", name=key).text = value
+    return metadata
 
 
 class AgentLink:
@@ -317,6 +328,7 @@ class LibvirtSandbox:
         vm_dir: Path | None = None,
         connection: libvirt.virConnect | None = None,
         accel: str | None = None,
+        use_saved: bool = True,
     ) -> None:
         self.spec = spec
         self._uri = uri
@@ -338,6 +350,8 @@ class LibvirtSandbox:
         if accel not in (None, "kvm", "qemu"):
             raise ValueError(f"accel {accel!r}: choose 'kvm', 'qemu' (emulation) or None (detect)")
         self._accel = accel
+        # Restore a saved booted guest instead of booting (once the accelerator is known).
+        self._use_saved = use_saved
         self.virt: str | None = None  # 'kvm' or 'qemu' (TCG emulation) once started
         self._stopping = threading.Event()
         self._lifecycle = threading.Lock()
@@ -357,6 +371,23 @@ class LibvirtSandbox:
         vcpus = max(1, math.ceil(limits.cpus))
         quota = None if limits.cpus >= vcpus else int(limits.cpus / vcpus * 100_000)
         ordered = sorted(self.spec.mounts, key=lambda m: len(m.host.parts))
+        read_only = [m for m in ordered if m.read_only]
+        writable = [m for m in ordered if not m.read_only]
+        if len(read_only) <= RO_SLOTS and len(writable) <= RW_SLOTS:
+            # The fixed slots of a saved template (sandbox/vmsave.py).
+            tags = {id(m): f"r{i}" for i, m in enumerate(read_only)}
+            tags.update({id(m): f"w{i}" for i, m in enumerate(writable)})
+            empty = self._image.root / "empty"
+            shares = tuple(
+                [(f"r{i}", read_only[i].host if i < len(read_only) else empty, True)
+                 for i in range(RO_SLOTS)]
+                + [(f"w{i}", writable[i].host if i < len(writable) else empty, False)
+                   for i in range(RW_SLOTS)]
+            )  # fmt: skip
+            mounts = tuple((tags[id(m)], m) for m in ordered)
+        else:
+            mounts = tuple((f"g{i}", m) for i, m in enumerate(ordered))
+            shares = tuple((tag, m.host, m.read_only) for tag, m in mounts)
         return DomainPlan(
             name=self._name,
             virt=virt,
@@ -368,7 +399,8 @@ class LibvirtSandbox:
             overlay=self._run_dir / "disk.qcow2",
             agent_socket=self._run_dir / "agent.sock",
             console_log=self._run_dir / "console.log",
-            mounts=tuple((f"g{index}", m) for index, m in enumerate(ordered)),
+            shares=shares,
+            mounts=mounts,
             network=self.spec.network is not Network.NONE,
             user=self._user,
             metadata={
@@ -386,16 +418,22 @@ class LibvirtSandbox:
             EngineUnavailable: libvirtd cannot be reached.
             GrantRefused: a granted folder was swapped after validation.
         """
+        self._check_stopping()
+        self._image.require()
+        if self._conn is None:
+            self._conn = connect(self._uri)
+        self.virt = self._accel or self._known_accel()
+        saved = None
+        if self.virt is not None and self._use_saved:
+            plan = self.plan(self.virt)
+            if not any(tag.startswith("g") for tag, _, _ in plan.shares):
+                saved = self._template(plan)
         with self._lifecycle:
             self._check_stopping()
-            self._image.require()
-            if self._conn is None:
-                self._conn = connect(self._uri)
             if self.spec.deadline_s is not None:
                 self._deadline_at = time.time() + self.spec.deadline_s
-            self.virt = self._accel or self._known_accel()
             if self.virt is not None:
-                plan = self._boot(self.virt)
+                plan = self._restore(saved) if saved is not None else self._boot(self.virt)
         try:
             if self.virt is None:
                 plan = self._probe_kvm()
@@ -407,6 +445,90 @@ class LibvirtSandbox:
         except SandboxError:
             self.stop()
             raise
+
+    def _template(self, plan: DomainPlan) -> SavedState:
+        """The saved state sandboxes like this one restore, made (once) if missing."""
+        assert self._conn is not None
+        key = hashlib.sha256(
+            json.dumps(
+                [self._image.source_id(), plan.virt, plan.memory_mb, plan.vcpus, plan.network,
+                 [(tag, ro) for tag, _, ro in plan.shares], KERNEL_ARGS]
+            ).encode()
+        ).hexdigest()[:16]  # fmt: skip
+        saved = SavedState(self._image.root / "saved" / key)
+        with locked(saved.root.parent / f"{key}.lock"):
+            if saved.ready:
+                return saved
+            shutil.rmtree(saved.root, ignore_errors=True)
+            saved.root.mkdir(parents=True)
+            os.chown(saved.root, *plan.user)
+            empty = self._image.root / "empty"
+            empty.mkdir(mode=0o555, exist_ok=True)
+            template = replace(
+                plan,
+                name=f"{NAME_PREFIX}template-{uuid.uuid4().hex[:12]}",
+                overlay=saved.disk,
+                agent_socket=saved.root / "agent.sock",
+                console_log=saved.root / "console.log",
+                shares=tuple((tag, empty, ro) for tag, _, ro in plan.shares),
+                mounts=(),
+                metadata=owner_labels(),
+            )
+            self._overlay(saved.disk, plan.user)
+            try:
+                domain = self._conn.createXML(domain_xml(template), 0)
+            except libvirt.libvirtError as exc:
+                raise SandboxError(
+                    f"could not boot the VM to save its state ({_short(exc)})"
+                ) from None
+            try:
+                # Connected once and let go: the agent then waits for the next host to connect,
+                # in the state every restored sandbox starts from.
+                self._connect_agent(template, BOOT_TIMEOUT_S).close()
+                domain.save(str(saved.state))
+            except (SandboxError, libvirt.libvirtError) as exc:
+                remove_domain(domain)
+                raise SandboxError(
+                    f"could not save the booted VM's state ({_short(exc)})"
+                ) from None
+            saved.disk.chmod(0o444)
+            saved.mark_ready()
+        return saved
+
+    def _restore(self, saved: SavedState) -> DomainPlan:
+        """Start this sandbox from a saved state (under the lifecycle lock)."""
+        assert self._conn is not None and self.virt is not None
+        plan = self.plan(self.virt)
+        _, xml, _, _ = read_header(saved.state)
+        mine = retarget(
+            xml,
+            name=self._name,
+            old_dir=saved.root,
+            new_dir=self._run_dir,
+            shares={tag: folder for tag, folder, _ in plan.shares},
+            user=plan.user,
+            metadata=metadata_element(plan.metadata),
+        )
+        state = self._run_dir / "state.save"
+        try:
+            self._run_dir.mkdir(parents=True, mode=0o700)
+            os.chown(self._run_dir, *plan.user)
+            self._overlay(saved.disk, plan.user, into=plan.overlay)
+            write_copy(saved.state, state, mine)
+            self._conn.restoreFlags(str(state), None, 0)
+            self._domain = self._conn.lookupByName(self._name)
+        except libvirt.libvirtError as exc:
+            self._remove()
+            raise SandboxError(
+                f"could not restore the VM ({_short(exc)}); `rm -r {saved.root}` makes the next "
+                "sandbox boot and save it again"
+            ) from None
+        except OSError as exc:
+            self._remove()
+            raise SandboxError(f"could not prepare the VM's files ({exc})") from None
+        finally:
+            state.unlink(missing_ok=True)
+        return plan
 
     def _probe_kvm(self) -> DomainPlan:
         """Boot under KVM, or under emulation if that fails; remember which worked.
@@ -482,12 +604,16 @@ class LibvirtSandbox:
     def _make_overlay(self, plan: DomainPlan) -> None:
         self._run_dir.mkdir(parents=True, mode=0o700)
         os.chown(self._run_dir, *plan.user)
+        self._overlay(plan.overlay, plan.user)
+
+    def _overlay(self, path: Path, user: tuple[int, int], *, into: Path | None = None) -> None:
+        """A copy-on-write disk over the image's (or, with `into`, at `into` over `path`)."""
+        backing, target = (path, into) if into is not None else (self._image.disk, path)
         _qemu_img(
-            "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(self._image.disk),
-            str(plan.overlay),
+            "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(backing), str(target),
         )  # fmt: skip
-        os.chown(plan.overlay, *plan.user)
-        os.chmod(plan.overlay, 0o600)
+        os.chown(target, *user)
+        os.chmod(target, 0o600)
 
     def _verify_mounts(self, plan: DomainPlan) -> None:
         """Check that QEMU holds open each folder that was validated, not one swapped in since.
