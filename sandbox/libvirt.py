@@ -67,6 +67,7 @@ from sandbox.errors import (
     SandboxNotRunning,
 )
 from sandbox.gitplant import git_entries, quarantine_new
+from sandbox.mounts import folder_identity
 from sandbox.ownership import sandbox_user
 from sandbox.setid import strip_setid
 from sandbox.vmimage import VmImage, default_vm_dir
@@ -394,8 +395,8 @@ class LibvirtSandbox:
             memory_mb=limits.memory_mb + GUEST_OVERHEAD_MB,
             vcpus=vcpus,
             cpu_quota_us=quota,
-            kernel=self._image.kernel,
-            initrd=self._image.initrd,
+            kernel=self._boot_dir() / "vmlinux",
+            initrd=self._boot_dir() / "initrd.img",
             overlay=self._run_dir / "disk.qcow2",
             agent_socket=self._run_dir / "agent.sock",
             console_log=self._run_dir / "console.log",
@@ -410,6 +411,32 @@ class LibvirtSandbox:
             },
         )
 
+    def _boot_dir(self) -> Path:
+        """The kernel and initramfs, copied once per QEMU user.
+
+        libvirt relabels the kernel for each domain's user and refuses a second domain of
+        another user while the first holds it, so each user has copies of its own.
+        """
+        uid, gid = self._user
+        image = (self._image.source_id() or "none").rpartition(":")[2][:12]
+        return self._image.root / "boot" / image / f"{uid}-{gid}"
+
+    def _ensure_boot_files(self) -> None:
+        folder = self._boot_dir()
+        if (folder / "initrd.img").exists():
+            return
+        folder.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        partial = folder.with_name(f"{folder.name}.{uuid.uuid4().hex[:8]}")
+        partial.mkdir(mode=0o755)
+        shutil.copyfile(self._image.kernel, partial / "vmlinux")
+        shutil.copyfile(self._image.initrd, partial / "initrd.img")
+        for file in partial.iterdir():
+            file.chmod(0o444)
+        try:
+            partial.rename(folder)
+        except OSError:  # another sandbox made them meanwhile
+            shutil.rmtree(partial, ignore_errors=True)
+
     def start(self) -> None:
         """Boot the VM and wait for its agent.
 
@@ -420,6 +447,11 @@ class LibvirtSandbox:
         """
         self._check_stopping()
         self._image.require()
+        self._check_identities()
+        try:
+            self._ensure_boot_files()
+        except OSError as exc:
+            raise SandboxError(f"could not copy the VM's kernel ({exc})") from None
         if self._conn is None:
             self._conn = connect(self._uri)
         self.virt = self._accel or self._known_accel()
@@ -508,6 +540,7 @@ class LibvirtSandbox:
             shares={tag: folder for tag, folder, _ in plan.shares},
             user=plan.user,
             metadata=metadata_element(plan.metadata),
+            boot={"kernel": plan.kernel, "initrd": plan.initrd},
         )
         state = self._run_dir / "state.save"
         try:
@@ -614,6 +647,19 @@ class LibvirtSandbox:
         )  # fmt: skip
         os.chown(target, *user)
         os.chmod(target, 0o600)
+
+    def _check_identities(self) -> None:
+        """Refuse before anything starts if a grant is no longer the folder validated.
+
+        QEMU opens the folders later; `_verify_mounts` checks what it opened.
+        """
+        for mount in self.spec.mounts:
+            if mount.identity is not None and folder_identity(mount.host) != mount.identity:
+                raise GrantRefused(
+                    f"folder {mount.host} is not the folder that was checked (it was replaced "
+                    "after validation); nothing was run. Check what is rewriting that path and "
+                    "grant it again"
+                )
 
     def _verify_mounts(self, plan: DomainPlan) -> None:
         """Check that QEMU holds open each folder that was validated, not one swapped in since.

@@ -149,6 +149,7 @@ def build_vm(
             os.replace(work / name, image.root / name)
         # Saved states of the old disk would restore a guest whose files are gone.
         shutil.rmtree(image.root / "saved", ignore_errors=True)
+        shutil.rmtree(image.root / "boot", ignore_errors=True)
         image.stamp.write_text(json.dumps({"source": source, "kernel": kernels[-1].name}))
     progress(f"VM image built in {image.root}")
     return VmBuildOutcome(image.root, built=True)

@@ -118,6 +118,7 @@ def retarget(
     shares: Mapping[str, Path],
     user: tuple[int, int],
     metadata: ET.Element,
+    boot: Mapping[str, Path],
 ) -> str:
     """The template's saved domain XML, made into one sandbox's."""
     domain = ET.fromstring(xml)
@@ -134,6 +135,10 @@ def retarget(
         for key, value in element.attrib.items():
             if value.startswith(prefix):
                 element.set(key, f"{new_dir}/{value[len(prefix) :]}")
+    for tag, path in boot.items():  # <os><kernel>, <os><initrd>: this user's copies
+        found = domain.find(f"os/{tag}")
+        if found is not None:
+            found.text = str(path)
     for disk in domain.iter("disk"):
         # The chain is read from the new overlay itself (it has the template's disk under it).
         for backing in disk.findall("backingStore"):
