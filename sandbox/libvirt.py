@@ -83,12 +83,16 @@ AGENT_PORT = "org.dispatch.agent.0"
 HOME = Path("/home/sandbox")
 # The guest kernel, the agent and the page cache live beside the sandbox's own memory limit.
 GUEST_OVERHEAD_MB = 192
+# The limit itself is the cgroup's inside the guest; a VM of at least this size lets smaller
+# limits share one saved state.
+VM_MEMORY_FLOOR_MB = 512
 # Under emulation on a busy 2-core machine a boot takes seconds; far more means it is stuck.
 BOOT_TIMEOUT_S = 120.0
 CALL_TIMEOUT_S = 30.0
 # A guest under working KVM answers within a few seconds; one that does not is not running.
 KVM_PROBE_S = 25.0
 ACCEL_FILE = "accel.json"
+RUN_DIR_GRACE_S = 600.0
 FILE_CAP_BYTES = 256 * MIB
 KERNEL_ARGS = (
     "console=ttyS0 root=/dev/vda ro rootfstype=ext4 init=/usr/local/lib/dispatch/init "
@@ -119,6 +123,11 @@ def connect(uri: str = DEFAULT_URI) -> libvirt.virConnect:
 def virt_type(conn: libvirt.virConnect) -> str:
     """'kvm' when libvirt can run KVM guests here (a working /dev/kvm), else 'qemu' (TCG)."""
     caps = ET.fromstring(conn.getCapabilities())
+    if not any(arch.get("name") == "x86_64" for arch in caps.iter("arch")):
+        raise EngineUnavailable(
+            "libvirt finds no QEMU for x86_64 guests; install it (`apt-get install "
+            "qemu-system-x86`), then restart libvirtd"
+        )
     for guest in caps.iter("guest"):
         arch = guest.find("arch")
         if (
@@ -392,7 +401,7 @@ class LibvirtSandbox:
         return DomainPlan(
             name=self._name,
             virt=virt,
-            memory_mb=limits.memory_mb + GUEST_OVERHEAD_MB,
+            memory_mb=max(limits.memory_mb, VM_MEMORY_FLOOR_MB) + GUEST_OVERHEAD_MB,
             vcpus=vcpus,
             cpu_quota_us=quota,
             kernel=self._boot_dir() / "vmlinux",
@@ -654,7 +663,13 @@ class LibvirtSandbox:
         QEMU opens the folders later; `_verify_mounts` checks what it opened.
         """
         for mount in self.spec.mounts:
-            if mount.identity is not None and folder_identity(mount.host) != mount.identity:
+            if mount.identity is None:
+                continue
+            try:
+                same = folder_identity(mount.host) == mount.identity
+            except GrantRefused:  # a part of the path is a symlink now
+                same = False
+            if not same:
                 raise GrantRefused(
                     f"folder {mount.host} is not the folder that was checked (it was replaced "
                     "after validation); nothing was run. Check what is rewriting that path and "
@@ -729,6 +744,7 @@ class LibvirtSandbox:
         link = self._require_link()
         limits = self.spec.limits
         uid, gid = self._user
+        left = None if self._deadline_at is None else max(self._deadline_at - time.time(), 0.0)
         link.call(
             "setup",
             uid=uid,
@@ -738,6 +754,7 @@ class LibvirtSandbox:
             memory_mb=limits.memory_mb,
             pids=limits.pids,
             network=plan.network,
+            deadline_s=left,
             env={"HOME": str(HOME), "LANG": "C.UTF-8", **self.spec.env},
         )
         for tag, mount in plan.mounts:
@@ -846,7 +863,7 @@ class LibvirtSandbox:
             link.forget(ident)
         outcome = Outcome.EXITED
         if exit_message is None:
-            if not self._stopping.is_set():
+            if not self._stopping.is_set() and not self._deadline_passed():
                 raise SandboxError(f"the VM of sandbox {self._name} went away during a command")
             exit_code = 137
         else:
@@ -959,7 +976,11 @@ def domain_labels(domain: libvirt.virDomain) -> dict[str, str] | None:
 
 
 def prune_orphans(
-    conn: libvirt.virConnect, *, everything: bool = False, match: Mapping[str, str] | None = None
+    conn: libvirt.virConnect,
+    *,
+    everything: bool = False,
+    match: Mapping[str, str] | None = None,
+    vm_dir: Path | None = None,
 ) -> list[str]:
     """Remove Dispatch VMs whose creating process is gone (or all of them), with their files.
 
@@ -978,6 +999,26 @@ def prune_orphans(
             if run_dir and Path(run_dir).name == domain.name():
                 shutil.rmtree(run_dir, ignore_errors=True)
             removed.append(domain.name())
+    if not match:
+        removed += _prune_run_dirs(conn, vm_dir or default_vm_dir(), everything=everything)
+    return removed
+
+
+def _prune_run_dirs(conn: libvirt.virConnect, vm_dir: Path, *, everything: bool) -> list[str]:
+    """Overlays of VMs that are gone (one that stopped at its deadline, say)."""
+    names = {domain.name() for domain in conn.listAllDomains()}
+    removed = []
+    for run_dir in sorted((vm_dir / "run").glob(f"{NAME_PREFIX}*")):
+        if run_dir.name in names:
+            continue
+        try:
+            # A sandbox starting right now has a folder and no domain yet.
+            if not everything and time.time() - run_dir.stat().st_mtime < RUN_DIR_GRACE_S:
+                continue
+        except OSError:
+            continue
+        shutil.rmtree(run_dir, ignore_errors=True)
+        removed.append(run_dir.name)
     return removed
 
 

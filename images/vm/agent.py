@@ -96,6 +96,11 @@ class Agent:
         write(f"{SANDBOX_CGROUP}/memory.swap.max", "0", missing_ok=True)
         write(f"{SANDBOX_CGROUP}/pids.max", str(request["pids"]))
         write(f"{SANDBOX_CGROUP}/cgroup.subtree_control", "+memory +pids")
+        if request.get("deadline_s") is not None:
+            # The sandbox ends by itself at its deadline, even with no host left to stop it.
+            timer = threading.Timer(request["deadline_s"], power_off, (self,))
+            timer.daemon = True
+            timer.start()
         if request.get("network"):
             # QEMU's user-mode network: fixed addresses, no DHCP client needed.
             run(["ip", "link", "set", "eth0", "up"])
@@ -282,6 +287,13 @@ def mount(
     if LIBC.mount(encoded[0], encoded[1], encoded[2], flags, encoded[3]) != 0:
         errno = ctypes.get_errno()
         raise OSError(errno, f"mount {target}: {os.strerror(errno)}")
+
+
+def power_off(agent: Agent) -> None:
+    agent.kill_all()
+    kill_cgroup(SANDBOX_CGROUP)
+    with open("/proc/sysrq-trigger", "w") as trigger:
+        trigger.write("o")
 
 
 def run(argv: list[str]) -> None:
