@@ -124,3 +124,30 @@ def test_vmlinux_is_unpacked_from_the_xz_stream_inside_vmlinuz() -> None:
     assert vmlinux_from(vmlinuz) == elf
     with pytest.raises(ImageBuildFailed, match="not xz"):
         vmlinux_from(b"MZ" + struct.pack("<I", 1))
+
+
+def test_missing_vm_image_names_the_build_command(tmp_path: Path) -> None:
+    from sandbox import ImageMissing
+
+    box = LibvirtSandbox(SandboxSpec(user=OWNER), vm_dir=tmp_path)
+    with pytest.raises(ImageMissing, match=r"dispatch images build --vm"):
+        box.start()
+
+
+def test_unreachable_libvirtd_says_how_to_start_it(tmp_path: Path) -> None:
+    from sandbox import EngineUnavailable
+    from sandbox.libvirt import connect
+
+    with pytest.raises(EngineUnavailable, match=r"libvirtd -d"):
+        connect(f"qemu:///system?socket={tmp_path}/no-such.sock")
+
+
+def test_missing_binding_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from sandbox import BackendUnavailable, create
+
+    monkeypatch.setitem(sys.modules, "libvirt", None)  # what `import libvirt` sees without it
+    monkeypatch.delitem(sys.modules, "sandbox.libvirt")
+    with pytest.raises(BackendUnavailable, match=r"pip install 'dispatch\[libvirt\]'"):
+        create("libvirt", SandboxSpec(user=OWNER))
