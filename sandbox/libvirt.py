@@ -32,6 +32,7 @@ import os
 import queue
 import shutil
 import socket
+import stat
 import struct
 import subprocess
 import threading
@@ -457,6 +458,7 @@ class LibvirtSandbox:
         self._check_stopping()
         self._image.require()
         self._check_identities()
+        self._check_reachable()
         try:
             self._ensure_boot_files()
         except OSError as exc:
@@ -675,6 +677,32 @@ class LibvirtSandbox:
                     "after validation); nothing was run. Check what is rewriting that path and "
                     "grant it again"
                 )
+
+    def _check_reachable(self) -> None:
+        """Refuse a grant that QEMU, running as the sandbox user, could not open.
+
+        QEMU's own error for that is cryptic ("Please use readonly=on instead"), so the path is
+        walked here with the mode bits (ACLs aside) of each folder above the grant.
+        """
+        uid, gid = self._user
+        for mount in self.spec.mounts:
+            for folder in reversed(mount.host.parents):
+                try:
+                    info = folder.stat()
+                except OSError:
+                    continue
+                if info.st_uid == uid:
+                    allowed = info.st_mode & stat.S_IXUSR
+                elif info.st_gid == gid:
+                    allowed = info.st_mode & stat.S_IXGRP
+                else:
+                    allowed = info.st_mode & stat.S_IXOTH
+                if not allowed:
+                    raise GrantRefused(
+                        f"folder {mount.host} cannot be shared with a VM: its QEMU runs as uid "
+                        f"{uid} (the folder's owner), who cannot enter {folder}; let that user "
+                        f"in (`chmod o+x {folder}`), move the folder, or use the docker backend"
+                    )
 
     def _verify_mounts(self, plan: DomainPlan) -> None:
         """Check that QEMU holds open each folder that was validated, not one swapped in since.

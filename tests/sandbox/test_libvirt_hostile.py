@@ -217,3 +217,30 @@ def test_killed_controller_leaves_nothing_after_prune() -> None:
     finally:
         conn.close()
     assert not (default_vm_dir() / "run" / name).exists()
+
+
+def test_cli_runs_a_command_in_a_vm_with_a_read_write_grant() -> None:
+    project = _folder("dispatch-cli-")
+    script = "pwd; uname -r; touch made; echo err >&2; exit 7"
+    done = subprocess.run(
+        [sys.executable, "-m", "controller", "sandbox", "run", "--backend", "libvirt",
+         "--mount", f"{project}:rw", "--timeout", "60", "--", "sh", "-c", script],
+        capture_output=True,
+        timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 7, done.stderr
+    where, kernel = done.stdout.decode().split()
+    assert where == str(project) and kernel != platform.release()
+    assert done.stderr == b"err\n"
+    assert (project / "made").stat().st_uid == OWNER[0]
+    shutil.rmtree(project)
+
+
+def test_grant_its_owner_cannot_reach_is_refused_with_the_fix(tmp_path: Path) -> None:
+    # pytest's tmp_path lies in a folder only root may enter; QEMU runs as the owner.
+    project = tmp_path / "project"
+    project.mkdir()
+    os.chown(project, *OWNER)
+    box = create("libvirt", SandboxSpec(mounts=(validate_mount(project, read_only=False),)))
+    with pytest.raises(GrantRefused, match=r"cannot enter .*chmod o\+x"):
+        box.start()
