@@ -31,6 +31,8 @@ VM_ROOTFS_IMAGE = ImageDef("vm", "dispatch/vm-rootfs:latest", on=DEFAULT_IMAGE)
 XZ_MAGIC = b"\xfd7zXZ\x00"
 # Room above the files for what the guest writes to its root (mount points, little else).
 SPARE_MB = 256
+# Raised when the way the disk is made from the exported files changes: rebuilds it.
+RECIPE = 2
 
 
 def default_vm_dir() -> Path:
@@ -68,6 +70,12 @@ class VmImage:
         try:
             return str(json.loads(self.stamp.read_text())["source"])
         except (OSError, ValueError, KeyError):
+            return None
+
+    def recipe(self) -> int | None:
+        try:
+            return int(json.loads(self.stamp.read_text())["recipe"])
+        except (OSError, ValueError, KeyError, TypeError):
             return None
 
     def require(self) -> None:
@@ -113,7 +121,7 @@ def build_vm(
     rootfs = build_image(client, VM_ROOTFS_IMAGE, base=DEFAULT_IMAGE, progress=progress)
     source = client.images.get(rootfs.tag).id
     image = VmImage(vm_dir or default_vm_dir())
-    if image.source_id() == source:
+    if image.source_id() == source and image.recipe() == RECIPE:
         image.require()
         progress(f"VM image in {image.root} is up to date")
         return VmBuildOutcome(image.root, built=False)
@@ -127,6 +135,10 @@ def build_vm(
         work = Path(tmp)
         files = work / "rootfs"
         _export(client, rootfs.tag, files, progress)
+        # QEMU's user-mode network answers DNS here (the export has Docker's placeholder).
+        resolv = files / "etc" / "resolv.conf"
+        resolv.unlink(missing_ok=True)
+        resolv.write_text("nameserver 10.0.2.3\n")
         boot = files / "boot"
         kernels = sorted(boot.glob("vmlinuz-*"))
         initrds = sorted(boot.glob("initrd.img-*"))
@@ -150,7 +162,9 @@ def build_vm(
         # Saved states of the old disk would restore a guest whose files are gone.
         shutil.rmtree(image.root / "saved", ignore_errors=True)
         shutil.rmtree(image.root / "boot", ignore_errors=True)
-        image.stamp.write_text(json.dumps({"source": source, "kernel": kernels[-1].name}))
+        image.stamp.write_text(
+            json.dumps({"source": source, "recipe": RECIPE, "kernel": kernels[-1].name})
+        )
     progress(f"VM image built in {image.root}")
     return VmBuildOutcome(image.root, built=True)
 
