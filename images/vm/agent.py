@@ -77,6 +77,7 @@ class Agent:
         self.user = (1000, 1000)
         self.env: dict[str, str] = {}
         self.running: dict[int, str] = {}  # exec id -> its cgroup
+        self.killed: set[int] = set()  # exec ids a kill was asked for
         self.lock = threading.Lock()
         self.serial = 0
 
@@ -164,6 +165,8 @@ class Agent:
             os.close(fd)
 
         stdin = request.get("stdin")
+        with self.lock:
+            self.running[ident] = cgroup
         try:
             process = subprocess.Popen(
                 argv,
@@ -186,10 +189,16 @@ class Agent:
                     "error": f"cannot start: {exc}",
                 }
             )
+            with self.lock:
+                self.running.pop(ident, None)
+                self.killed.discard(ident)
             remove_cgroup(cgroup)
             return
         with self.lock:
-            self.running[ident] = cgroup
+            # A kill that came while the command was starting (a spawn takes a while under
+            # emulation) found its cgroup still empty: the command is in it now.
+            if ident in self.killed:
+                kill_cgroup(cgroup)
         cap = request["cap"]
         dropped = [0, 0]
 
@@ -227,6 +236,7 @@ class Agent:
         oom = oom_kills(cgroup) > 0
         with self.lock:
             self.running.pop(ident, None)
+            self.killed.discard(ident)
         channel.send(
             {
                 "id": ident,
@@ -240,9 +250,11 @@ class Agent:
 
     def kill(self, request: dict) -> dict:
         with self.lock:
+            # Remembered even when the command's thread has not started yet: it checks.
+            self.killed.add(request["target"])
             cgroup = self.running.get(request["target"])
-        if cgroup is not None:
-            kill_cgroup(cgroup)
+            if cgroup is not None:
+                kill_cgroup(cgroup)
         return {"ev": "done"}
 
     def kill_all(self) -> None:
@@ -254,6 +266,8 @@ class Agent:
     # -- the connection ------------------------------------------------------------------
 
     def serve(self, channel: Channel) -> None:
+        with self.lock:
+            self.killed.clear()  # ids start again with each host
         channel.send({"ev": "hello", "pid": os.getpid()})
         while True:
             request = channel.receive()
