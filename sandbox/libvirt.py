@@ -19,6 +19,9 @@ commands run as the sandbox user, with no_new_privs, on a read-only root with a 
 
 `stop()` destroys and undefines the domain and removes its overlay and socket. Domains carry
 metadata naming the process that made them, so `prune_orphans` finds a crashed controller's.
+
+Beside this module: the domain as data (vmdomain.py), the host end of the agent's channel
+(vmagent.py), saved states (vmsave.py), the disk image (vmimage.py).
 """
 
 from __future__ import annotations
@@ -29,18 +32,16 @@ import hashlib
 import json
 import math
 import os
-import queue
 import shutil
 import socket
 import stat
-import struct
 import subprocess
 import threading
 import time
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -51,7 +52,6 @@ from sandbox.base import (
     DEFAULT_OUTPUT_CAP_BYTES,
     MIB,
     ExecResult,
-    Mount,
     Network,
     Outcome,
     OutputBuffer,
@@ -71,6 +71,8 @@ from sandbox.gitplant import git_entries, quarantine_new
 from sandbox.mounts import folder_identity
 from sandbox.ownership import sandbox_user
 from sandbox.setid import strip_setid
+from sandbox.vmagent import AgentLink, until_exit
+from sandbox.vmdomain import KERNEL_ARGS, METADATA_NS, DomainPlan, domain_xml, metadata_element
 from sandbox.vmimage import VmImage, default_vm_dir
 from sandbox.vmsave import RO_SLOTS, RW_SLOTS, SavedState, locked, read_header, retarget, write_copy
 
@@ -79,8 +81,6 @@ libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
 
 DEFAULT_URI = "qemu:///system"
 NAME_PREFIX = "dispatch-"
-METADATA_NS = "https://dispatch.invalid/xmlns/sandbox"
-AGENT_PORT = "org.dispatch.agent.0"
 HOME = Path("/home/sandbox")
 # The guest kernel, the agent and the page cache live beside the sandbox's own memory limit.
 GUEST_OVERHEAD_MB = 192
@@ -89,18 +89,11 @@ GUEST_OVERHEAD_MB = 192
 VM_MEMORY_FLOOR_MB = 512
 # Under emulation on a busy 2-core machine a boot takes seconds; far more means it is stuck.
 BOOT_TIMEOUT_S = 120.0
-CALL_TIMEOUT_S = 30.0
 # A guest under working KVM answers within a few seconds; one that does not is not running.
 KVM_PROBE_S = 25.0
 ACCEL_FILE = "accel.json"
 RUN_DIR_GRACE_S = 600.0
 FILE_CAP_BYTES = 256 * MIB
-KERNEL_ARGS = (
-    "console=ttyS0 root=/dev/vda ro rootfstype=ext4 init=/usr/local/lib/dispatch/init "
-    "panic=-1 quiet 8250.nr_uarts=1 cryptomgr.notests=1 "
-    "initcall_blacklist=init_kprobe_trace,load_system_certificate_list,crypto_kdf108_init,"
-    "init_encrypted"
-)
 START_LIBVIRTD = (
     "start it: `sudo systemctl start libvirtd`, or where systemd does not run, "
     "`sudo sh -c 'virtlogd -d; libvirtd -d'` (packages libvirt-daemon-system, qemu-system-x86)"
@@ -138,194 +131,6 @@ def virt_type(conn: libvirt.virConnect) -> str:
         ):
             return "kvm"
     return "qemu"
-
-
-@dataclass(frozen=True)
-class DomainPlan:
-    """Everything the domain XML is made of, as plain values."""
-
-    name: str
-    virt: str
-    memory_mb: int
-    vcpus: int
-    cpu_quota_us: int | None
-    kernel: Path
-    initrd: Path
-    overlay: Path
-    agent_socket: Path
-    console_log: Path
-    # (9p tag, host folder, read-only): the devices; unused slots show an empty folder.
-    shares: tuple[tuple[str, Path, bool], ...]
-    mounts: tuple[tuple[str, Mount], ...]  # (9p tag, mount): what the guest mounts where
-    network: bool
-    user: tuple[int, int]
-    metadata: Mapping[str, str]
-
-
-def domain_xml(plan: DomainPlan) -> str:
-    """The libvirt domain definition of one sandbox; every device is listed here."""
-    domain = ET.Element("domain", type=plan.virt)
-    ET.SubElement(domain, "name").text = plan.name
-    domain.append(metadata_element(plan.metadata))
-    ET.SubElement(domain, "memory", unit="MiB").text = str(plan.memory_mb)
-    ET.SubElement(domain, "vcpu").text = str(plan.vcpus)
-    if plan.cpu_quota_us is not None:
-        tune = ET.SubElement(domain, "cputune")
-        ET.SubElement(tune, "period").text = "100000"
-        ET.SubElement(tune, "quota").text = str(plan.cpu_quota_us)
-    os_ = ET.SubElement(domain, "os")
-    ET.SubElement(os_, "type", arch="x86_64", machine="pc").text = "hvm"
-    ET.SubElement(os_, "kernel").text = str(plan.kernel)
-    ET.SubElement(os_, "initrd").text = str(plan.initrd)
-    ET.SubElement(os_, "cmdline").text = KERNEL_ARGS
-    ET.SubElement(ET.SubElement(domain, "features"), "acpi")
-    if plan.virt == "kvm":
-        ET.SubElement(domain, "cpu", mode="host-passthrough")
-    ET.SubElement(domain, "clock", offset="utc")
-    for event in ("on_poweroff", "on_reboot", "on_crash"):
-        ET.SubElement(domain, event).text = "destroy"
-    devices = ET.SubElement(domain, "devices")
-    disk = ET.SubElement(devices, "disk", type="file", device="disk")
-    ET.SubElement(disk, "driver", name="qemu", type="qcow2")
-    source = ET.SubElement(disk, "source", file=str(plan.overlay))
-    # The overlay is made with the right owner; its backing image is shared, read-only, and
-    # readable by all: libvirt need not relabel either.
-    ET.SubElement(source, "seclabel", model="dac", relabel="no")
-    ET.SubElement(disk, "target", dev="vda", bus="virtio")
-    for tag, folder, read_only in plan.shares:
-        # squash: the guest's chown attempts are ignored, so files keep QEMU's owner.
-        fs = ET.SubElement(devices, "filesystem", type="mount", accessmode="squash")
-        ET.SubElement(fs, "driver", type="path")
-        ET.SubElement(fs, "source", dir=str(folder))
-        ET.SubElement(fs, "target", dir=tag)
-        if read_only:
-            ET.SubElement(fs, "readonly")
-    channel = ET.SubElement(devices, "channel", type="unix")
-    ET.SubElement(channel, "source", mode="bind", path=str(plan.agent_socket))
-    ET.SubElement(channel, "target", type="virtio", name=AGENT_PORT)
-    serial = ET.SubElement(devices, "serial", type="file")
-    ET.SubElement(serial, "source", path=str(plan.console_log))
-    if plan.network:
-        nic = ET.SubElement(devices, "interface", type="user")
-        ET.SubElement(nic, "model", type="virtio")
-    ET.SubElement(devices, "controller", type="usb", model="none")
-    ET.SubElement(devices, "memballoon", model="none")
-    uid, gid = plan.user
-    label = ET.SubElement(domain, "seclabel", type="static", model="dac", relabel="yes")
-    ET.SubElement(label, "label").text = f"+{uid}:+{gid}"
-    return ET.tostring(domain, encoding="unicode")
-
-
-def metadata_element(labels: Mapping[str, str]) -> ET.Element:
-    """The domain's <metadata>: the labels that let a prune find a crashed process's VMs."""
-    metadata = ET.Element("metadata")
-    meta = ET.SubElement(metadata, f"{{{METADATA_NS}}}sandbox")
-    for key, value in sorted(labels.items()):
-        ET.SubElement(meta, f"{{{METADATA_NS}}}label", name=key).text = value
-    return metadata
-
-
-class AgentLink:
-    """The host end of the exec agent's channel: one reader thread, replies routed by id."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self._sock = sock
-        self._send_lock = threading.Lock()
-        self._lock = threading.Lock()
-        self._waiting: dict[int, queue.Queue[dict[str, Any] | None]] = {}
-        self._next_id = 0
-        self._hello: queue.Queue[dict[str, Any] | None] = queue.Queue()
-        self.closed = threading.Event()
-        self._reader = threading.Thread(target=self._read, name="dispatch-agent", daemon=True)
-        self._reader.start()
-
-    def wait_hello(self, timeout_s: float) -> None:
-        try:
-            hello = self._hello.get(timeout=timeout_s)
-        except queue.Empty:
-            raise SandboxError(f"the VM's agent did not answer within {timeout_s:g} s") from None
-        if hello is None:
-            raise SandboxError("the VM closed its agent channel while starting")
-
-    def open(self) -> tuple[int, queue.Queue[dict[str, Any] | None]]:
-        with self._lock:
-            self._next_id += 1
-            replies: queue.Queue[dict[str, Any] | None] = queue.Queue()
-            if self.closed.is_set():
-                replies.put(None)
-            self._waiting[self._next_id] = replies
-            return self._next_id, replies
-
-    def forget(self, ident: int) -> None:
-        with self._lock:
-            self._waiting.pop(ident, None)
-
-    def send(self, message: Mapping[str, Any]) -> None:
-        body = json.dumps(message).encode()
-        try:
-            with self._send_lock:
-                self._sock.sendall(struct.pack(">I", len(body)) + body)
-        except OSError:
-            self.close()
-
-    def call(self, op: str, timeout_s: float = CALL_TIMEOUT_S, **fields: Any) -> dict[str, Any]:
-        """Send a request and wait for its answer.
-
-        Raises:
-            SandboxError: the agent refused it, did not answer, or the VM went away.
-        """
-        ident, replies = self.open()
-        try:
-            self.send({"op": op, "id": ident, **fields})
-            try:
-                answer = replies.get(timeout=timeout_s)
-            except queue.Empty:
-                raise SandboxError(f"the VM's agent did not answer {op!r} in time") from None
-        finally:
-            self.forget(ident)
-        if answer is None:
-            raise SandboxError(f"the VM went away during {op!r}")
-        if answer.get("ev") == "error":
-            raise SandboxError(f"the VM's agent could not {op}: {answer.get('message')}")
-        return answer
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self._sock.shutdown(socket.SHUT_RDWR)
-        self._sock.close()
-        self._closed()
-
-    def _closed(self) -> None:
-        self.closed.set()
-        self._hello.put(None)
-        with self._lock:
-            for replies in self._waiting.values():
-                replies.put(None)
-
-    def _read(self) -> None:
-        try:
-            while True:
-                header = self._exactly(4)
-                message = json.loads(self._exactly(struct.unpack(">I", header)[0]))
-                if message.get("ev") == "hello":
-                    self._hello.put(message)
-                    continue
-                with self._lock:
-                    replies = self._waiting.get(message.get("id"))
-                if replies is not None:
-                    replies.put(message)
-        except (OSError, ValueError, EOFError):
-            pass
-        self._closed()
-
-    def _exactly(self, size: int) -> bytes:
-        data = bytearray()
-        while len(data) < size:
-            chunk = self._sock.recv(size - len(data))
-            if not chunk:
-                raise EOFError
-            data += chunk
-        return bytes(data)
 
 
 class LibvirtSandbox:
@@ -879,7 +684,7 @@ class LibvirtSandbox:
                 watchdog = threading.Timer(timeout_s, self._on_timeout, (ident, timed_out))
                 watchdog.daemon = True
                 watchdog.start()
-            for message in _until_exit(replies):
+            for message in until_exit(replies):
                 if message.get("ev") == "out":
                     stream = Stream(message["stream"])
                     buffers[stream].feed(base64.b64decode(message["data"]))
@@ -971,18 +776,6 @@ class LibvirtSandbox:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
-
-
-def _until_exit(
-    replies: queue.Queue[dict[str, Any] | None],
-) -> Iterator[dict[str, Any]]:
-    while True:
-        message = replies.get()
-        if message is None:
-            return
-        yield message
-        if message.get("ev") == "exit":
-            return
 
 
 def remove_domain(domain: libvirt.virDomain) -> None:
@@ -1078,11 +871,13 @@ __all__ = [
     "LABEL_HOST",
     "LABEL_PID",
     "LABEL_PID_START",
+    "METADATA_NS",
     "AgentLink",
     "DomainPlan",
     "LibvirtSandbox",
     "connect",
     "domain_xml",
+    "metadata_element",
     "prune_orphans",
     "virt_type",
 ]
