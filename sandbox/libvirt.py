@@ -237,6 +237,8 @@ class LibvirtSandbox:
         return self._image.root / "boot" / image / f"{uid}-{gid}"
 
     def _ensure_boot_files(self) -> None:
+        # What unused 9p slots show (cold boots have the slots of a saved state too).
+        (self._image.root / "empty").mkdir(mode=0o555, exist_ok=True)
         folder = self._boot_dir()
         if (folder / "initrd.img").exists():
             return
@@ -311,7 +313,6 @@ class LibvirtSandbox:
             saved.root.mkdir(parents=True)
             os.chown(saved.root, *plan.user)
             empty = self._image.root / "empty"
-            empty.mkdir(mode=0o555, exist_ok=True)
             template = replace(
                 plan,
                 name=f"{NAME_PREFIX}template-{uuid.uuid4().hex[:12]}",
