@@ -244,3 +244,25 @@ def test_grant_its_owner_cannot_reach_is_refused_with_the_fix(tmp_path: Path) ->
     box = create("libvirt", SandboxSpec(mounts=(validate_mount(project, read_only=False),)))
     with pytest.raises(GrantRefused, match=r"cannot enter .*chmod o\+x"):
         box.start()
+
+
+def test_a_vm_stops_itself_at_its_deadline() -> None:
+    import libvirt
+
+    box = create("libvirt", SandboxSpec(deadline_s=20))
+    try:
+        box.start()
+        result = box.exec(["sleep", "300"])
+        assert result.outcome is Outcome.TIMED_OUT
+        assert "timed out after 20 s" in result.describe()
+        conn = libvirt.open("qemu:///system")
+        try:
+            deadline = time.monotonic() + 30
+            active = libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE
+            while box.id in {d.name() for d in conn.listAllDomains(active)}:
+                assert time.monotonic() < deadline, f"{box.id} still runs after its deadline"
+                time.sleep(0.2)
+        finally:
+            conn.close()
+    finally:
+        box.stop()
