@@ -3,9 +3,10 @@
 A template is a guest booted to the point where its exec agent waits for a host, saved with
 libvirt's `save` (70 MiB for 512 MiB of memory). A sandbox restores it under its own name, with
 its own overlay disk (backed by the template's, which is never written again), agent socket,
-QEMU user and folders. libvirt's own `restore --xml` refuses a new UUID, which two sandboxes
-restored from one template at once need, so the domain XML in the save file's header is
-rewritten instead, in a copy: libvirt leaves 64 KiB of room after it for that purpose.
+QEMU user and folders. Sandboxes restored from one template at once need their own names and
+UUIDs, which libvirt's `restore --xml` checks against the saved definition, so the domain XML in
+the save file's header is rewritten instead, in a copy: libvirt leaves 64 KiB of room after it
+for that purpose.
 
 The device set of a restored guest must be the template's, so a template has a fixed number of
 9p shares (read-only and read-write slots) pointing at an empty folder; a sandbox points the
