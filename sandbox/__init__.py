@@ -42,6 +42,7 @@ from sandbox.errors import (
 BACKENDS: dict[str, tuple[str, str, str | None]] = {
     "docker": ("sandbox.docker", "DockerSandbox", None),
     "fake": ("sandbox.fake", "FakeSandbox", None),
+    "libvirt": ("sandbox.libvirt", "LibvirtSandbox", "libvirt"),
 }
 
 

@@ -154,6 +154,13 @@ def sandbox() -> None:
     "hooks and config run on the host).",
 )
 @click.option("--image", default=DEFAULT_IMAGE, show_default=True, help="Sandbox image.")
+@click.option(
+    "--backend",
+    type=click.Choice(["docker", "libvirt"]),
+    default="docker",
+    show_default=True,
+    help="'libvirt': a QEMU virtual machine with its own kernel (`dispatch images build --vm`).",
+)
 @click.argument("command", nargs=-1, required=True)
 def run(
     mounts: tuple[str, ...],
@@ -167,6 +174,7 @@ def run(
     workdir: Path | None,
     git_writable: bool,
     image: str,
+    backend: str,
     command: tuple[str, ...],
 ) -> None:
     """Run COMMAND in a fresh sandbox, stream its output, and exit with its exit code.
@@ -225,9 +233,15 @@ def run(
         resolve=mapped,
     )
     try:
-        client = connect()
-        prune_orphans(client)
-        with create("docker", spec, client=client, on_egress=_report_refusal) as box:
+        options: dict[str, object] = {}
+        if backend == "docker":
+            client = connect()
+            prune_orphans(client)
+            options["client"] = client
+            options["on_egress"] = _report_refusal
+        else:
+            _prune_vms(everything=False)
+        with create(backend, spec, **options) as box:
             result = box.exec(list(command), timeout_s=timeout_s, on_output=_write)
         # Repositories a daemon of the command made after it ended, renamed aside by stop().
         late = getattr(box, "git_quarantined_at_stop", ())
@@ -267,9 +281,29 @@ def prune(everything: bool) -> None:
         removed = prune_orphans(connect(), everything=everything)
     except EngineUnavailable as exc:
         _fail(str(exc), ExitCode.ENGINE_UNAVAILABLE)
+    removed += _prune_vms(everything)
     for name in removed:
         click.echo(f"removed {name}")
     click.echo(f"{len(removed)} sandbox(es) removed", err=True)
+
+
+def _prune_vms(everything: bool) -> list[str]:
+    """VMs of the libvirt backend left behind, when that backend is installed and running."""
+    try:
+        from sandbox.libvirt import connect as connect_libvirt
+        from sandbox.libvirt import prune_orphans as prune_vms
+    except ImportError:
+        return []
+    if not Path("/run/libvirt/libvirt-sock").exists():
+        return []
+    try:
+        conn = connect_libvirt()
+    except EngineUnavailable:
+        return []
+    try:
+        return prune_vms(conn, everything=everything)
+    finally:
+        conn.close()
 
 
 @click.group()
@@ -284,15 +318,26 @@ def images() -> None:
     help="Do not try a registry: bootstrap the Debian base with debootstrap.",
 )
 @click.option("--base", help="Build on this base image instead of debian:bookworm-slim.")
-def build(offline: bool, base: str | None) -> None:
+@click.option(
+    "--vm",
+    is_flag=True,
+    help="Also build the VM disk image of the libvirt backend (from the sandbox image).",
+)
+def build(offline: bool, base: str | None, vm: bool) -> None:
     """Build the images that are missing or out of date (a no-op when nothing changed)."""
     from sandbox.docker import connect
     from sandbox.images import build_all
 
+    def progress(line: str) -> None:
+        click.echo(line, err=True)
+
     try:
-        outcomes = build_all(
-            connect(), offline=offline, base=base, progress=lambda line: click.echo(line, err=True)
-        )
+        client = connect()
+        outcomes = build_all(client, offline=offline, base=base, progress=progress)
+        if vm:
+            from sandbox.vmimage import build_vm
+
+            built_vm = build_vm(client, offline=offline, base=base, progress=progress)
     except EngineUnavailable as exc:
         _fail(str(exc), ExitCode.ENGINE_UNAVAILABLE)
     except SandboxError as exc:
@@ -301,3 +346,5 @@ def build(offline: bool, base: str | None) -> None:
         click.echo(
             f"{outcome.tag}: {'built' if outcome.built else 'up to date'} (base {outcome.base})"
         )
+    if vm:
+        click.echo(f"VM image {built_vm.path}: {'built' if built_vm.built else 'up to date'}")

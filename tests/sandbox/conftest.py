@@ -15,6 +15,7 @@ from sandbox import Sandbox, SandboxSpec, create
 BACKENDS = [
     pytest.param("fake", id="fake"),
     pytest.param("docker", marks=pytest.mark.docker, id="docker"),
+    pytest.param("libvirt", marks=pytest.mark.libvirt, id="libvirt"),
 ]
 # A non-root owner for folders the tests grant read-write.
 OWNER = (4321, 4321)
