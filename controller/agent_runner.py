@@ -347,7 +347,7 @@ class AgentJob:
             user=self.plan.user,
             deadline_s=self.task.timeout_s + DEADLINE_GRACE_S,
         )
-        box = self.factory(self.settings.sandbox_backend, spec)
+        box = self.factory(backend_of(self.task, self.settings), spec)
         watch_egress = getattr(box, "watch_egress", None)
         if spec.network is Network.ALLOWLIST and watch_egress and self.on_egress is not None:
             watch_egress(self.on_egress)
@@ -403,6 +403,11 @@ class AgentJob:
         from controller.screens import screen_toolsets
 
         return screen_toolsets(self, tools, box, policy, gate)
+
+
+def backend_of(task: Task, settings: Settings) -> str:
+    """The sandbox backend a task runs in: its `isolation: "vm"` asks for a libvirt VM."""
+    return "libvirt" if task.isolation == "vm" else settings.sandbox_backend
 
 
 def outcome_status(result: AgentResult) -> str:

@@ -146,12 +146,14 @@ class Client:
         network: str | dict[str, Any] = "none",
         timeout_s: float | None = None,
         agent: dict[str, Any] | None = None,
+        isolation: str = "container",
     ) -> dict[str, Any]:
         """Queue `command`, or with `agent` (prompt, tools, ...) an agent task."""
         body: dict[str, Any] = {
             "thread": thread,
             "folders": [{"path": p, "mode": m} for p, m in folders],
             "network": network,
+            "isolation": isolation,
         }
         if agent is not None:
             body.update({"kind": "agent", **{k: v for k, v in agent.items() if v is not None}})

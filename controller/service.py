@@ -202,6 +202,12 @@ class Controller:
         except Exception as exc:  # docker-py raises its own errors for a sick engine
             log.warning("could not remove leftover sandboxes: %s", exc)
             return 0
+        try:
+            from controller.cli.sandbox import _prune_vms
+
+            removed = [*removed, *_prune_vms(everything=False)]
+        except Exception as exc:  # libvirt errors are its own; a sick libvirtd must not stop us
+            log.warning("could not remove leftover VMs: %s", exc)
         if removed:
             log.warning("removed %d leftover sandbox(es): %s", len(removed), ", ".join(removed))
         return len(removed)

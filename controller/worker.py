@@ -30,7 +30,7 @@ from sqlalchemy.exc import OperationalError
 
 import sandbox
 from computer_use.agent.loop import AgentOutcome, AgentResult
-from controller.agent_runner import AgentServices, SandboxStartFailed
+from controller.agent_runner import AgentServices, SandboxStartFailed, backend_of
 from controller.audit import AuditTrail
 from controller.disk import DiskGuard, LowSpace
 from controller.errors import FolderNotGranted
@@ -384,7 +384,7 @@ class Runner:
         if low is not None:
             handle.kill(disk_low=low)
         try:
-            box = self.factory(self.settings.sandbox_backend, spec)
+            box = self.factory(backend_of(task, self.settings), spec)
             # Backends with an egress proxy (Docker) report each request of network allowlist.
             watch_egress = getattr(box, "watch_egress", None)
             if spec.network is Network.ALLOWLIST and watch_egress is not None:

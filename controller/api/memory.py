@@ -84,7 +84,7 @@ def read_memory(path: MemoryPath, c: Ctl) -> MemoryFileDetail:
     )
 
 
-@router.put("/api/v1/memory/{path:path}", responses=errors(400, 413, 422, 507))
+@router.put("/api/v1/memory/{path:path}", responses=errors(400, 404, 413, 422, 507))
 def write_memory(path: MemoryPath, body: MemoryWrite, c: Ctl) -> MemoryFileDetail:
     """Create or replace a memory file; the agent reads it in its next task."""
     clean = _path(path)

@@ -203,6 +203,30 @@ def check_network(device: Device, network: Network, settings: Settings) -> None:
     )
 
 
+def check_isolation(body: AnyTaskCreate, network: Network) -> None:
+    """What a VM (`isolation: "vm"`, the libvirt backend) cannot do yet, refused up front.
+
+    Raises:
+        Unprocessable: `vm_unsupported`, naming what to change.
+    """
+    if body.isolation != "vm":
+        return
+    if network is Network.ALLOWLIST:
+        raise Unprocessable(
+            'isolation "vm" cannot use network "allowlist" yet (its egress proxy serves '
+            'containers only); use isolation "container", or network "none" or "open"',
+            code="vm_unsupported",
+        )
+    if isinstance(body, AgentTaskCreate) and {"computer", "browser"} & set(body.tools):
+        screen = "sandbox" if body.display == "sandbox" or "browser" in body.tools else None
+        if screen:
+            raise Unprocessable(
+                'isolation "vm" has no desktop or browser yet; use isolation "container" for '
+                'the computer and browser tools, or display "host" for the computer tool',
+                code="vm_unsupported",
+            )
+
+
 def tasks_out(c: Controller, tasks: list[Task]) -> list[TaskOut]:
     """The tasks as the API shows them, each with the device that submitted it."""
     by = c.auth.devices_by_id(t.submitted_by for t in tasks)
@@ -426,6 +450,7 @@ def submit_task(body: AnyTaskCreate, c: Ctl, device: Authed) -> Response:
             code="timeout_too_long",
         )
     agent = check_agent_task(body, settings) if isinstance(body, AgentTaskCreate) else None
+    check_isolation(body, network)
     mounts = check_folders(((f.path, f.mode) for f in body.folders), settings)
     c.disk.refuse_if_low()
     new = NewTask(
@@ -437,6 +462,7 @@ def submit_task(body: AnyTaskCreate, c: Ctl, device: Authed) -> Response:
         kind=TaskKind.AGENT if agent is not None else TaskKind.COMMAND,
         agent=agent,
         allow=allow,
+        isolation=body.isolation,
     )
     task = TaskOut.of(c.tasks.submit(new, device_id=device.id), device)
     # Serialised here, not validated again by FastAPI: this is the API's busiest route.

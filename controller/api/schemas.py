@@ -201,6 +201,11 @@ class TaskCreate(Strict):
     )
     folders: list[FolderRequest] = Field(default_factory=list, max_length=MAX_FOLDERS)
     network: NetworkChoice = "none"
+    isolation: Literal["container", "vm"] = Field(
+        default="container",
+        description="container: the sandbox_backend setting's sandbox; vm: a QEMU VM with its "
+        "own kernel (the libvirt backend).",
+    )
     timeout_s: float | None = Field(
         default=None, gt=0, description="Seconds; the controller's default when omitted."
     )
@@ -232,6 +237,11 @@ class AgentTaskCreate(Strict):
     )
     folders: list[FolderRequest] = Field(default_factory=list, max_length=MAX_FOLDERS)
     network: NetworkChoice = "none"
+    isolation: Literal["container", "vm"] = Field(
+        default="container",
+        description="container: the sandbox_backend setting's sandbox; vm: a QEMU VM with its "
+        "own kernel (the libvirt backend).",
+    )
     display: Literal["sandbox", "host"] = Field(
         default="sandbox",
         description="sandbox: a desktop container; host: the host_display setting's screen.",
@@ -301,6 +311,7 @@ class TaskOut(BaseModel):
     network_allow: list[str] = Field(
         default_factory=list, description='Network "allowlist": the domains, presets expanded.'
     )
+    isolation: Literal["container", "vm"] = "container"
     timeout_s: float
     status: TaskStatus
     created_at: datetime
@@ -382,6 +393,7 @@ def _task_fields(t: Task, by: Device | None) -> dict[str, Any]:
         "folders": t.folders,
         "network": t.network,
         "network_allow": list(t.network_allow or []),
+        "isolation": t.isolation or "container",
         "timeout_s": t.timeout_s,
         "status": t.status,
         "created_at": ts(t.created_at),

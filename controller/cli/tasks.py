@@ -208,6 +208,12 @@ def follow(client: Client, task_id: int, raw: bool = False) -> dict[str, Any]:
     "the port given; *.example.com for the names below it) or the controller's network preset "
     "(python-packages); repeatable.",
 )
+@click.option(
+    "--vm",
+    is_flag=True,
+    help="Run it in a QEMU virtual machine with its own kernel (the libvirt backend) instead of "
+    "a container.",
+)
 @click.option("--timeout", "timeout_s", type=float, help="Seconds before it is killed.")
 @click.option("--wait", is_flag=True, help="Stream the output and exit with the task's code.")
 @click.option("--json", "as_json", is_flag=True, help="Print the task as JSON.")
@@ -237,6 +243,7 @@ def submit(
     folders: tuple[str, ...],
     network: str,
     allow: tuple[str, ...],
+    vm: bool,
     timeout_s: float | None,
     wait: bool,
     as_json: bool,
@@ -279,6 +286,7 @@ def submit(
                 network=chosen,
                 timeout_s=timeout_s,
                 agent=agent,
+                isolation="vm" if vm else "container",
             )
             if not wait:
                 click.echo(json.dumps(task, indent=2) if as_json else f"task {task['id']} queued")

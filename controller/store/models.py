@@ -141,6 +141,8 @@ class Task(Base):
     network: Mapped[str] = mapped_column(String(16))
     # Network "allowlist": the domains it may reach (presets already expanded); else null.
     network_allow: Mapped[list[Any] | None]
+    # "container" (the sandbox_backend setting) or "vm" (the libvirt backend: its own kernel).
+    isolation: Mapped[str] = mapped_column(String(16), default="container")
     timeout_s: Mapped[float]
     status: Mapped[TaskStatus] = mapped_column(_enum(TaskStatus))
     created_at: Mapped[float]

@@ -73,6 +73,7 @@ class NewTask:
     agent: Mapping[str, Any] | None = None
     # Network ALLOWLIST: the domains, presets already expanded.
     allow: Sequence[str] = ()
+    isolation: str = "container"
 
 
 @dataclass(frozen=True)
@@ -164,6 +165,7 @@ class TaskStore:
             "folders": [{"path": str(m.host), "mode": m.mode} for m in new.mounts],
             "network": new.network.value,
             "network_allow": list(new.allow) if new.network is Network.ALLOWLIST else None,
+            "isolation": new.isolation,
             "timeout_s": new.timeout_s,
             "status": TaskStatus.QUEUED,
             "created_at": time.time(),
@@ -212,6 +214,7 @@ class TaskStore:
             kind=old.kind,
             agent=old.agent,
             allow=tuple(old.network_allow or ()),
+            isolation=old.isolation or "container",
         )
         return self.submit(new, device_id=device_id, retry_of=task_id)
 

@@ -78,10 +78,12 @@ class FakeFactory:
 
     def __init__(self) -> None:
         self.created: list[FakeSandbox] = []
+        self.backends: list[str] = []  # the backend each was asked for
 
     def __call__(self, backend: str, spec: SandboxSpec) -> FakeSandbox:
         box = FakeSandbox(spec, handler=test_handler)
         self.created.append(box)
+        self.backends.append(backend)
         return box
 
 
