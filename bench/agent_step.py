@@ -178,9 +178,12 @@ def controller_at(root: Path, display: str, model_url: str) -> Iterator[Controll
     controller = Controller(settings)
     make_private(settings.data_dir, settings.sqlite_path)
     controller.db.migrate()
+    # Every step is audited as in a running controller (write-ahead, fsync'd).
+    controller.audit.open()
     try:
         yield controller
     finally:
+        controller.audit.close()
         controller.db.dispose()
 
 
@@ -220,6 +223,15 @@ def run_ours(controller: Controller, model: FakeModel, steps: int) -> list[float
     result = job.run()
     if not result.ok:
         sys.exit(f"the agent task ended {result.outcome.value}: {result.reason}")
+    # A refused call is fast and would flatter the figure: every call must have run.
+    refused = [
+        r["text"]
+        for step in controller.tasks.steps(task.id)
+        for r in step.get("results", [])
+        if r.get("is_error")
+    ]
+    if refused:
+        sys.exit(f"a call was refused, so the figure would be wrong: {refused[0]}")
     return gaps(job.stamps)
 
 

@@ -163,9 +163,9 @@ class X11Screen:
         self, button: Button, *, count: int = 1, at: Point | None = None, hold: Sequence[str] = ()
     ) -> None:
         args = ["mousemove", str(at.x), str(at.y)] if at is not None else []
-        # xdotool sleeps --delay after every click, the last one too: only between repeats.
-        pause = ["--delay", str(CLICK_DELAY_MS)] if count > 1 else []
-        args += ["click", "--repeat", str(count), *pause, str(int(button))]
+        # xdotool sleeps --delay (100 ms unless given) after every click, the last one too.
+        pause = CLICK_DELAY_MS if count > 1 else 0
+        args += ["click", "--repeat", str(count), "--delay", str(pause), str(int(button))]
         with self._held(hold):
             self._run(*args)
 
