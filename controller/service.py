@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import sandbox
+from computer_use.audit.retention import prune as prune_screenshots
 from computer_use.errors import AuditError
 from controller.agent_runner import AgentServices
 from controller.audit import AuditTrail
@@ -134,6 +135,10 @@ class Controller:
         make_private(self.settings.data_dir, self.settings.sqlite_path)
         try:
             self.audit.open()
+            if self.settings.audit_retention_days is not None:
+                pruned = prune_screenshots(self.audit.log, self.settings.audit_retention_days)
+                if pruned.files:
+                    log.info("audit: removed %d screenshot file(s) past retention", pruned.files)
         except AuditError as exc:
             raise ConfigError(f"{exc}; see `dispatch audit verify --data-dir DIR`") from None
         self.db.migrate()

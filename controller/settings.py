@@ -152,6 +152,9 @@ class Settings:
     host_display: str | None = None
     desktop_image: str = "dispatch/desktop:latest"
     approval_timeout_s: float = 300.0
+    # Audit screenshots older than this are removed at start (entries and hashes stay); None:
+    # kept forever.
+    audit_retention_days: float | None = None
     max_agent_steps: int = 200
     # From ANTHROPIC_API_KEY / ANTHROPIC_BASE_URL, as the official client reads them.
     anthropic_api_key: str | None = field(default=None, repr=False)
@@ -290,6 +293,7 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "host_display": _text,
     "desktop_image": _text,
     "approval_timeout_s": float,
+    "audit_retention_days": float,
     "max_agent_steps": int,
 }
 FILE_ONLY = ("folders", "policy", "notify", "network", "network_resolve")
@@ -656,6 +660,12 @@ def _validate(settings: Settings, raw: Mapping[str, tuple[Any, str]]) -> None:
         raise ConfigError(
             f"{where('approval_timeout_s')} = {settings.approval_timeout_s:g} must be between 1 "
             "and 86400 seconds"
+        )
+    days = settings.audit_retention_days
+    if days is not None and not 0 < days <= 100 * 365:
+        raise ConfigError(
+            f"{where('audit_retention_days')} = {days:g} must be more than 0 days (at most "
+            "36500); leave it out to keep audit screenshots forever"
         )
     if not 1 <= settings.max_agent_steps <= 10_000:
         raise ConfigError(
