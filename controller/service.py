@@ -108,6 +108,7 @@ class Controller:
         self.memory = MemoryStore(self.db)
         self.disk = DiskGuard(settings)
         self.audit = AuditTrail(settings.data_dir)
+        self.events.audit_head = self.audit.head
         agents = AgentServices(
             settings,
             self.tasks,

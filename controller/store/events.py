@@ -53,6 +53,11 @@ class Holder(Protocol):
 Watcher = Callable[[Session, int, str, dict[str, Any], int | None, int | None], None]
 
 
+# Events that carry the audit chain's head: a device that keeps the newest one can later prove
+# that the log was cut or rewritten (`GET /api/v1/audit/verify?head=SEQ:HASH`).
+HEAD_EVENTS = frozenset({"approval.decided", "task.state"})
+
+
 class EventLog:
     """Appends events inside write transactions and streams them as Server-Sent Events."""
 
@@ -63,6 +68,8 @@ class EventLog:
         self.closed = False
         self.published = 0
         self._watchers: list[Watcher] = []
+        # The audit chain's head, added to the events a device keeps it from (see HEAD_EVENTS).
+        self.audit_head: Callable[[], dict[str, Any] | None] = lambda: None
         db.on_commit(self._after_commit)
 
     def watch(self, watcher: Watcher) -> None:
@@ -85,6 +92,10 @@ class EventLog:
         task_id: int | None = None,
     ) -> None:
         """Add an event to `session`'s transaction; streams wake when it commits."""
+        if kind in HEAD_EVENTS:
+            head = self.audit_head()
+            if head is not None:
+                data = {**data, "audit_head": head}
         session.info["events_added"] = True
         inserted = session.connection().execute(
             INSERT_EVENT,

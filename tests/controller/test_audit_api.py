@@ -60,3 +60,21 @@ def test_a_wrong_retention_stops_start_up_naming_the_setting(
 ) -> None:
     with pytest.raises(ConfigError, match="audit_retention_days"):
         make_settings(audit_retention_days="-1")
+
+
+def test_task_state_events_carry_the_chain_head_after_the_entry_they_announce(api: Api) -> None:
+    from sqlalchemy import select
+
+    from controller.store.models import Event
+
+    done = api.wait_task(api.submit(["true"])["id"])
+    finished = api.get(f"/api/v1/tasks/{done['id']}/audit").json()[-1]
+    assert finished["kind"] == "task_finished"
+    with api.controller.db.read() as session:
+        states = session.scalars(
+            select(Event.data).where(Event.task_id == done["id"], Event.kind == "task.state")
+        ).all()
+    last = states[-1]
+    assert last["status"] == "succeeded"
+    # The head a device receives with "succeeded" already covers the task's finish.
+    assert last["audit_head"] == {"seq": finished["seq"], "hash": finished["hash"]}
