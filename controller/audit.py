@@ -38,8 +38,10 @@ RESULT_CHARS = 4000
 class AuditTrail:
     """The controller's audit log with one method per thing it records."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, *, mask: Sequence[str] = ()) -> None:
+        """`mask`: values (a headless run's secrets) written as `***` wherever they appear."""
         self.root = data_dir / AUDIT_FOLDER
+        self._mask = tuple(sorted((m for m in mask if m), key=len, reverse=True))
         self._log: AuditLog | None = None
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
@@ -60,6 +62,29 @@ class AuditTrail:
             raise AuditError("the audit log is not open; the controller has not started")
         return self._log
 
+    def _append(
+        self,
+        kind: Kind,
+        task: int | None,
+        thread: int | None,
+        data: Mapping[str, Any],
+        shots: Mapping[str, str | bytes] | None = None,
+    ) -> None:
+        """Raises: AuditError."""
+        clean = self._masked(data) if self._mask else data
+        self.log.append(kind, task=task, thread=thread, data=clean, shots=shots)
+
+    def _masked(self, value: Any) -> Any:
+        if isinstance(value, str):
+            for secret in self._mask:
+                value = value.replace(secret, "***")
+            return value
+        if isinstance(value, Mapping):
+            return {k: self._masked(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self._masked(v) for v in value]
+        return value
+
     def head(self) -> dict[str, Any] | None:
         """The chain head as published with events ({"seq", "hash"}), or None when closed."""
         return self._log.head().to_json() if self._log is not None else None
@@ -76,7 +101,7 @@ class AuditTrail:
 
     def _quiet(self, kind: Kind, task: int, thread: int | None, data: Mapping[str, Any]) -> None:
         try:
-            self.log.append(kind, task=task, thread=thread, data=data)
+            self._append(kind, task, thread, data)
         except AuditError as exc:
             log.error("could not write %s of task %s to the audit log: %s", kind, task, exc)
 
@@ -128,7 +153,7 @@ class AuditTrail:
             "description": describe(tool, member, input),
             "reason": reason,
         }
-        self.log.append(Kind.ACTION_PROPOSED, task=task, thread=thread, data=data)
+        self._append(Kind.ACTION_PROPOSED, task, thread, data)
 
     def requested(
         self,
@@ -144,7 +169,7 @@ class AuditTrail:
         """Raises: AuditError (the request must not be shown)."""
         shots = {k: v for k, v in (("judged", judged), ("annotated", annotated)) if v}
         data = {"action_id": action_id, "approval_id": approval_id, "description": description}
-        self.log.append(Kind.APPROVAL_REQUESTED, task=task, thread=thread, data=data, shots=shots)
+        self._append(Kind.APPROVAL_REQUESTED, task, thread, data, shots)
 
     def decided(
         self,
@@ -181,12 +206,8 @@ class AuditTrail:
         key = "error" if outcome != "ok" else "result"
         data = {"action_id": action_id, "outcome": outcome, key: text[:RESULT_CHARS]}
         try:
-            self.log.append(
-                Kind.ACTION_PERFORMED,
-                task=task,
-                thread=thread,
-                data=data,
-                shots={"after": after} if after else None,
+            self._append(
+                Kind.ACTION_PERFORMED, task, thread, data, {"after": after} if after else None
             )
         except AuditError as exc:
             log.error("could not write the result of %s to the audit log: %s", action_id, exc)

@@ -107,7 +107,7 @@ class Controller:
         )
         self.memory = MemoryStore(self.db)
         self.disk = DiskGuard(settings)
-        self.audit = AuditTrail(settings.data_dir)
+        self.audit = AuditTrail(settings.data_dir, mask=settings.audit_mask)
         self.events.audit_head = self.audit.head
         agents = AgentServices(
             settings,

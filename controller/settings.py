@@ -164,6 +164,8 @@ class Settings:
     # `dispatch run`: no person to ask, so every ask is a deny and a denial ends the task. Set
     # by that command only, never by a config file or the environment.
     headless: bool = False
+    # Values written as `***` in the audit log (a headless run's secrets); never configured.
+    audit_mask: tuple[str, ...] = field(default=(), repr=False)
     notify: NotifySettings = field(default_factory=NotifySettings)
     # Network allowlists by name (`[network.presets]`), usable in a task's allow list.
     network_presets: Mapping[str, tuple[str, ...]] = field(

@@ -6,12 +6,15 @@ store again, so nothing unmasked can slip into a file.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
+from computer_use.audit.chain import AUDIT_FOLDER
+from computer_use.audit.export import NoSuchTask, export_task
 from computer_use.audit.shots import media_type
 from controller.headless.runner import Result, RunReport, TaskReport
 
@@ -114,8 +117,11 @@ def as_json(report: RunReport) -> dict[str, Any]:
 
 
 def write_artifacts(report: RunReport, folder: Path) -> None:
-    """Per task: its output, its steps (JSON and readable), its screenshots; and the summary."""
+    """Per task: its output, its steps (JSON and readable), its screenshots, its audit export
+    (`dispatch audit verify --export DIR/TASK/audit` checks it on its own, and its index.html
+    is the offline timeline); and the summary."""
     folder.mkdir(parents=True, exist_ok=True)
+    audit_dir = report.data_dir / AUDIT_FOLDER if report.data_dir is not None else None
     for task in report.tasks:
         own = folder / task.name
         own.mkdir(exist_ok=True)
@@ -129,5 +135,10 @@ def write_artifacts(report: RunReport, folder: Path) -> None:
                 if path.exists():
                     extension = media_type(path.read_bytes()[:16])[1]
                     shutil.copyfile(path, shots / f"{ref}.{extension}")
+        if audit_dir is not None and task.task_id is not None:
+            trail = own / "audit"
+            shutil.rmtree(trail, ignore_errors=True)  # an earlier run's, in a reused folder
+            with contextlib.suppress(NoSuchTask):  # a task that never started has no trail
+                export_task(audit_dir, task.task_id, trail)
     (folder / "result.json").write_text(json.dumps(as_json(report), indent=2) + "\n")
     (folder / "junit.xml").write_text(junit(report))

@@ -170,6 +170,7 @@ def run_settings(
         policy=policy if policy is not None else base.policy,
         headless=True,
         max_concurrent_tasks=1,
+        audit_mask=taskfile.secrets,
     )
     if timeout_s is not None:
         settings = replace(

@@ -188,10 +188,18 @@ def test_a_secret_never_appears_in_output_report_or_artifacts(tmp_path: Path) ->
     )
     assert done.returncode == 1, done.stderr
     assert "token=***" in json.loads(done.stdout)["tasks"][0]["output"]
-    written = [done.stdout, done.stderr, report.read_text()]
-    written += [p.read_text() for p in artifacts.rglob("*") if p.is_file()]
+    written = [done.stdout.encode(), done.stderr.encode(), report.read_bytes()]
+    written += [p.read_bytes() for p in artifacts.rglob("*") if p.is_file()]
     assert (artifacts / "leaky" / "output.txt").read_text().startswith("token=***")
-    assert not [text for text in written if SECRET in text]
+    assert not [data for data in written if SECRET.encode() in data]
+    # The task's audit trail is there, masked as it was written, and verifies on its own.
+    trail = artifacts / "leaky" / "audit"
+    assert (trail / "index.html").is_file()
+    assert "***" in (trail / "entries.jsonl").read_text()
+    verified = subprocess.run(
+        [*DISPATCH, "audit", "verify", "--export", str(trail)], capture_output=True, text=True
+    )
+    assert verified.returncode == 0, verified.stderr
 
 
 def test_sigterm_during_a_run_leaves_no_container_behind(tmp_path: Path) -> None:
