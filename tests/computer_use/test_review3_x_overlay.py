@@ -1,0 +1,128 @@
+"""Review 3: the task's untrusted X client can still draw over the screen's own windows.
+
+The untrusted cookie stops XTEST, reading the screen and sending events to other clients'
+windows, but not creating an override-redirect window: one the window manager does not manage,
+stacked above everything. A shell step the policy allows (no approval) can therefore paint
+whatever it likes over the agent's Chromium or any window, and the screenshot the model reasons
+on and the person approves shows the task's picture, while a click at a point the overlay leaves
+uncovered still reaches the real window below. E.g. over a real "Delete all files? [OK]" dialog
+the task paints "Close this advert?" everywhere but the OK button; the person approves "click
+OK". The approval is only as good as the screenshot; the untrusted cookie does not protect it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from computer_use.screen.desktop import DESKTOP_USER, DISPLAY, XAUTHORITY, SandboxDesktop
+from sandbox import SandboxSpec
+from sandbox.images import DESKTOP_IMAGE
+from tests.sandbox.conftest import MakeSandbox
+
+pytestmark = pytest.mark.docker
+
+# The screen's own window (run as the desktop user with the trusted cookie, like the agent's
+# Chromium; override-redirect only so that it sits exactly there): green, 400x300 at 100,100;
+# a button press on it is written to /tmp/real-clicked.
+REAL = """
+from Xlib import X, display
+d = display.Display()
+s = d.screen()
+w = s.root.create_window(100, 100, 400, 300, 0, s.root_depth, background_pixel=0x00C000,
+                         override_redirect=True, event_mask=X.ExposureMask | X.ButtonPressMask)
+w.map()
+d.sync()
+print("ready", flush=True)
+while True:
+    e = d.next_event()
+    if e.type == X.ButtonPress:
+        open("/tmp/real-clicked", "w").write(f"{e.event_x},{e.event_y}")
+"""
+# The task's overlay (task user, untrusted cookie): red, override-redirect, over the left half
+# of the real window; the right half (where the click goes) is left uncovered.
+OVERLAY = """
+from Xlib import X, display
+d = display.Display()
+s = d.screen()
+w = s.root.create_window(100, 100, 200, 300, 0, s.root_depth, background_pixel=0xFF0000,
+                         override_redirect=True, event_mask=X.ExposureMask)
+w.map()
+w.configure(stack_mode=X.Above)
+d.sync()
+while True:
+    if d.next_event().type == X.Expose:
+        open("/tmp/overlay-ready", "a").close()
+"""
+
+
+def poll(predicate, timeout_s: float, what: str):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def desktop(make_sandbox: MakeSandbox) -> Iterator[SandboxDesktop]:
+    box = make_sandbox("docker", SandboxSpec(image=DESKTOP_IMAGE))
+    screen = SandboxDesktop(box, width=1024, height=768)
+    screen.start()
+    yield screen
+    screen.close()
+
+
+def pixel(desktop: SandboxDesktop, x: int, y: int) -> tuple[int, int, int]:
+    value = desktop.capture().getpixel((x, y))
+    assert isinstance(value, tuple)
+    return value[0], value[1], value[2]
+
+
+def is_green(rgb: tuple[int, int, int]) -> bool:
+    return rgb[1] > 150 and rgb[0] < 80
+
+
+def test_the_tasks_window_cannot_paint_over_the_screens_own_windows(
+    desktop: SandboxDesktop,
+) -> None:
+    real = desktop.spawner.spawn(
+        ["env", f"DISPLAY={DISPLAY}", f"XAUTHORITY={XAUTHORITY}", "python3", "-c", REAL],
+        user=DESKTOP_USER,
+    )
+    try:
+        assert real.read_line().strip() == b"ready"
+        poll(lambda: is_green(pixel(desktop, 200, 250)), 20, "the real window to be drawn")
+        # A shell step the policy lets through without asking anyone.
+        started = desktop.box.exec(
+            [
+                "sh",
+                "-c",
+                f"python3 -c '{OVERLAY}' >/dev/null 2>&1 & "
+                "for i in $(seq 200); do [ -e /tmp/overlay-ready ] && exit 0; sleep 0.1; done; "
+                "exit 1",
+            ]
+        )
+        assert started.ok, started.stderr
+        # Wait (with a deadline) for the overlay to show; if it never does, the check passes.
+        deadline = time.monotonic() + 5
+        while is_green(pixel(desktop, 200, 250)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        covered = pixel(desktop, 200, 250)
+        # The click an approver would judge goes to the uncovered right half: the real window.
+        desktop.xdotool(["mousemove", "400", "250", "click", "1"])
+        clicked = poll(
+            lambda: desktop.box.exec(["cat", "/tmp/real-clicked"]).stdout, 10, "the real click"
+        )
+        assert clicked, clicked
+        assert is_green(covered), (
+            f"the task's untrusted window painted over the screen's own window: {covered} "
+            "where the real window is green"
+        )
+    finally:
+        real.close()
