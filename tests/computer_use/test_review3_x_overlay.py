@@ -1,4 +1,5 @@
-"""Review 3: the task's untrusted X client can still draw over the screen's own windows.
+"""Review 3: the task's untrusted X client can still draw over the screen's own windows and
+grab the keyboard.
 
 The untrusted cookie stops XTEST, reading the screen and sending events to other clients'
 windows, but not creating an override-redirect window: one the window manager does not manage,
@@ -8,6 +9,10 @@ on and the person approves shows the task's picture, while a click at a point th
 uncovered still reaches the real window below. E.g. over a real "Delete all files? [OK]" dialog
 the task paints "Close this advert?" everywhere but the OK button; the person approves "click
 OK". The approval is only as good as the screenshot; the untrusted cookie does not protect it.
+
+Worse, XGrabKeyboard is allowed to an untrusted client: the task's program grabs the keyboard
+and receives every key the agent types afterwards (a password the person approved typing into
+a login form), which the real window never gets.
 """
 
 from __future__ import annotations
@@ -126,3 +131,41 @@ def test_the_tasks_window_cannot_paint_over_the_screens_own_windows(
         )
     finally:
         real.close()
+
+
+# The task's key logger (task user, untrusted cookie): grabs the keyboard on a 1x1 window of its
+# own and writes every key press it receives to /tmp/keys.
+GRAB = """
+from Xlib import X, display
+d = display.Display()
+s = d.screen()
+w = s.root.create_window(0, 0, 1, 1, 0, s.root_depth, override_redirect=True,
+                         event_mask=X.KeyPressMask)
+w.map()
+d.sync()
+status = w.grab_keyboard(True, X.GrabModeAsync, X.GrabModeAsync, X.CurrentTime)
+print("grab", status, flush=True)
+keys = open("/tmp/keys", "w")
+while True:
+    e = d.next_event()
+    if e.type == X.KeyPress:
+        keys.write(f"{e.detail} ")
+        keys.flush()
+"""
+
+
+def test_the_tasks_program_cannot_grab_what_the_agent_types(desktop: SandboxDesktop) -> None:
+    # A shell step the policy lets through; then the agent types a password the person approved.
+    desktop.box.exec(["sh", "-c", f"python3 -c '{GRAB}' >/tmp/grab.log 2>&1 &"])
+    said = poll(lambda: desktop.box.exec(["cat", "/tmp/grab.log"]).stdout.strip(), 20, "the grab")
+    desktop.xdotool(["type", "hunter2"])
+    # Wait (with a deadline) for keys to arrive; if none ever do, the check passes.
+    deadline = time.monotonic() + 3
+    logged = b""
+    while not logged and time.monotonic() < deadline:
+        logged = desktop.box.exec(["cat", "/tmp/keys"]).stdout.strip()
+        time.sleep(0.1)
+    assert not logged, (
+        f"the task's untrusted client grabbed the keyboard ({said!r}) and received the agent's "
+        f"typing as key codes {logged.decode()}"
+    )
