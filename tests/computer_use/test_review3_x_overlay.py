@@ -1,5 +1,5 @@
-"""Review 3: the task's untrusted X client can still draw over the screen's own windows and
-grab the keyboard.
+"""Review 3: the task's untrusted X client can still draw over the screen's own windows, grab
+the keyboard and move the pointer.
 
 The untrusted cookie stops XTEST, reading the screen and sending events to other clients'
 windows, but not creating an override-redirect window: one the window manager does not manage,
@@ -12,7 +12,9 @@ OK". The approval is only as good as the screenshot; the untrusted cookie does n
 
 Worse, XGrabKeyboard is allowed to an untrusted client: the task's program grabs the keyboard
 and receives every key the agent types afterwards (a password the person approved typing into
-a login form), which the real window never gets.
+a login form), which the real window never gets. And XWarpPointer is allowed: a loop of warps
+puts the pointer where the task wants between the agent's `mousemove` and its `click`, so a
+click the person approved at one point lands on another (another window, another button).
 """
 
 from __future__ import annotations
@@ -169,3 +171,43 @@ def test_the_tasks_program_cannot_grab_what_the_agent_types(desktop: SandboxDesk
         f"the task's untrusted client grabbed the keyboard ({said!r}) and received the agent's "
         f"typing as key codes {logged.decode()}"
     )
+
+
+# The task's pointer thief (task user, untrusted cookie): XWarpPointer in a loop, so the
+# pointer sits at 300,250 (the real window) whenever the agent's click is sent.
+WARP = """
+from Xlib import display
+d = display.Display()
+root = d.screen().root
+open("/tmp/warping", "w").close()
+while True:
+    root.warp_pointer(300, 250)
+    d.flush()
+"""
+
+
+def test_the_tasks_program_cannot_move_the_pointer_under_an_approved_click(
+    desktop: SandboxDesktop,
+) -> None:
+    real = desktop.spawner.spawn(
+        ["env", f"DISPLAY={DISPLAY}", f"XAUTHORITY={XAUTHORITY}", "python3", "-c", REAL],
+        user=DESKTOP_USER,
+    )
+    try:
+        assert real.read_line().strip() == b"ready"
+        desktop.box.exec(["sh", "-c", f"python3 -c '{WARP}' >/dev/null 2>&1 &"])
+        poll(lambda: desktop.box.exec(["test", "-e", "/tmp/warping"]).ok, 20, "the warp loop")
+        # The approved click: on the empty desktop at 800,600, far from the real window. Sent as
+        # `X11Screen.click` sends it; a few times, as an agent's clicks come.
+        clicked = b""
+        for _ in range(10):
+            desktop.xdotool(["mousemove", "800", "600", "click", "--repeat", "1", "1"])
+            clicked = desktop.box.exec(["cat", "/tmp/real-clicked"]).stdout
+            if clicked:
+                break
+        assert not clicked, (
+            f"a click approved at 800,600 landed on the real window at {clicked.decode()}: the "
+            "task's untrusted client moved the pointer (XWarpPointer) between move and click"
+        )
+    finally:
+        real.close()
