@@ -195,12 +195,13 @@ def test_the_tasks_program_cannot_move_the_pointer_under_an_approved_click(
     )
     try:
         assert real.read_line().strip() == b"ready"
-        desktop.box.exec(["sh", "-c", f"python3 -c '{WARP}' >/dev/null 2>&1 &"])
+        for _ in range(3):  # a few loops: the race is won more often than not by each
+            desktop.box.exec(["sh", "-c", f"python3 -c '{WARP}' >/dev/null 2>&1 &"])
         poll(lambda: desktop.box.exec(["test", "-e", "/tmp/warping"]).ok, 20, "the warp loop")
         # The approved click: on the empty desktop at 800,600, far from the real window. Sent as
         # `X11Screen.click` sends it; a few times, as an agent's clicks come.
         clicked = b""
-        for _ in range(10):
+        for _ in range(40):
             desktop.xdotool(["mousemove", "800", "600", "click", "--repeat", "1", "1"])
             clicked = desktop.box.exec(["cat", "/tmp/real-clicked"]).stdout
             if clicked:
