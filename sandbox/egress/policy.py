@@ -182,8 +182,17 @@ class EgressPolicy:
 
     def forbidden(self, address: IPAddress) -> str:
         """Why an address may not be reached by a resolved name ("" if it may)."""
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            return self.forbidden(address.ipv4_mapped)
+        if isinstance(address, ipaddress.IPv6Address):
+            # IPv4 carried inside IPv6 is judged as the IPv4 it reaches: mapped, 6to4
+            # (2002::/16) and Teredo (both ends); `ipaddress`'s own tables differ by release.
+            if address.ipv4_mapped is not None:
+                return self.forbidden(address.ipv4_mapped)
+            embedded = [address.sixtofour, *(address.teredo or ())]
+            for inner in embedded:
+                if inner is not None and (why := self.forbidden(inner)):
+                    return f"{why} inside an IPv6 address"
+            if address in SITE_LOCAL:
+                return "a site-local address"
         if address.is_loopback:
             return "a loopback address"
         if address in self.own_addresses:
@@ -200,6 +209,10 @@ class EgressPolicy:
 
     def describe(self) -> str:
         return ", ".join(str(rule) for rule in self.rules) or "nothing"
+
+
+# Deprecated (RFC 3879) but still routed on some networks; not in every release's tables.
+SITE_LOCAL = ipaddress.IPv6Network("fec0::/10")
 
 
 def _is_ip_literal(text: str) -> bool:
