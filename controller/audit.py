@@ -71,18 +71,21 @@ class AuditTrail:
         shots: Mapping[str, str | bytes] | None = None,
     ) -> None:
         """Raises: AuditError."""
-        clean = self._masked(data) if self._mask else data
-        self.log.append(kind, task=task, thread=thread, data=clean, shots=shots)
+        self.log.append(kind, task=task, thread=thread, data=self._clean(data), shots=shots)
 
-    def _masked(self, value: Any) -> Any:
+    def _clean(self, value: Any) -> Any:
+        """`value` as the log may hold it: secrets masked (keys too), and text a page or a
+        program controls made encodable, since a lone UTF-16 surrogate (which JavaScript
+        strings may hold) cannot be written as UTF-8 and would silently drop the entry."""
         if isinstance(value, str):
+            value = value.encode("utf-8", "replace").decode("utf-8")
             for secret in self._mask:
                 value = value.replace(secret, "***")
             return value
         if isinstance(value, Mapping):
-            return {k: self._masked(v) for k, v in value.items()}
+            return {self._clean(str(k)): self._clean(v) for k, v in value.items()}
         if isinstance(value, list | tuple):
-            return [self._masked(v) for v in value]
+            return [self._clean(v) for v in value]
         return value
 
     def head(self) -> dict[str, Any] | None:

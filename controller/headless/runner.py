@@ -333,7 +333,9 @@ class HeadlessRun:
                 if row.kind.value == "agent":
                     steps = controller.tasks.steps(task_id)
                     for step in steps[seen_steps:]:
-                        self.progress(index, task.name, self.taskfile.mask(_step_line(step)))
+                        # Masked before _step_line shortens it: a cut could split a secret.
+                        clean = _masked(step, self.taskfile.mask)
+                        self.progress(index, task.name, _step_line(clean))
                     seen_steps = len(steps)
                 if row.status in DONE:
                     break
@@ -420,7 +422,7 @@ def _masked(value: Any, mask: Callable[[str], str]) -> Any:
     if isinstance(value, list):
         return [_masked(v, mask) for v in value]
     if isinstance(value, Mapping):
-        return {k: _masked(v, mask) for k, v in value.items()}
+        return {_masked(k, mask): _masked(v, mask) for k, v in value.items()}
     return value
 
 
