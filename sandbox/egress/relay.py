@@ -36,26 +36,59 @@ def proxy_env() -> dict[str, str]:
     return env
 
 
-# Runs in the sandbox (python3 is in the image). Prints "ready" once listening; each accepted
-# connection is carried to the proxy's socket by two threads, one per direction.
+# Runs in the sandbox (python3 is in the image). Prints "ready" once listening. One thread and
+# one selector for every connection: a task that fills the container's pids limit cannot make
+# the relay fail to start a thread and exit, which would free 3128 for the task's own server
+# (the relay runs as nobody, so the task cannot kill it). A failure is one connection's, never
+# the relay's.
 RELAY = r"""
-import socket, sys, threading
+import selectors, socket, sys, time
 path, port = sys.argv[1], int(sys.argv[2])
-def pump(src, dst):
-    try:
-        while True:
-            data = src.recv(262144)
-            if not data:
-                break
-            dst.sendall(data)
-    except OSError:
-        pass
-    for sock, how in ((dst, socket.SHUT_WR), (src, socket.SHUT_RD)):
+CHUNK = 262144
+sel = selectors.DefaultSelector()
+peer, pending, done = {}, {}, {}
+def close(sock):
+    for s in (sock, peer.get(sock)):
+        if s is None or s not in peer:
+            continue
+        for table in (peer, pending, done):
+            table.pop(s, None)
         try:
-            sock.shutdown(how)
+            sel.unregister(s)
+        except (KeyError, ValueError):
+            pass
+        s.close()
+def update(sock):
+    # Read only while the other side has taken everything; write while something waits.
+    events = 0
+    if not done[sock] and not pending[peer[sock]]:
+        events |= selectors.EVENT_READ
+    if pending[sock]:
+        events |= selectors.EVENT_WRITE
+    try:
+        key = sel.get_key(sock)
+    except KeyError:
+        key = None
+    if events and key is None:
+        sel.register(sock, events)
+    elif events and key.events != events:
+        sel.modify(sock, events)
+    elif not events and key is not None:
+        sel.unregister(sock)
+def finish_half(sock):
+    # `sock` said EOF and all it sent has gone on: pass the EOF along (HTTP tunnels need it).
+    other = peer[sock]
+    if done[sock] and not pending[other]:
+        try:
+            other.shutdown(socket.SHUT_WR)
         except OSError:
             pass
-def carry(conn):
+        if done[other]:
+            close(sock)
+            return True
+    return False
+def accept(server):
+    conn, _ = server.accept()
     up = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         up.connect(path)
@@ -63,17 +96,62 @@ def carry(conn):
         conn.close()
         up.close()
         return
-    back = threading.Thread(target=pump, args=(up, conn), daemon=True)
-    back.start()
-    pump(conn, up)
-    back.join()
-    conn.close()
-    up.close()
+    peer[conn], peer[up] = up, conn
+    for s in (conn, up):
+        s.setblocking(False)
+        pending[s], done[s] = b"", False
+    for s in (conn, up):
+        update(s)
+def readable(sock):
+    other = peer[sock]
+    data = sock.recv(CHUNK)
+    if not data:
+        done[sock] = True
+        if not finish_half(sock):
+            update(sock)
+        return
+    try:
+        sent = other.send(data)
+    except BlockingIOError:
+        sent = 0
+    pending[other] = data[sent:]
+    update(sock)
+    update(other)
+def writable(sock):
+    if pending[sock]:
+        sent = sock.send(pending[sock])
+        pending[sock] = pending[sock][sent:]
+    if not pending[sock] and finish_half(peer[sock]):
+        return
+    update(sock)
+    update(peer[sock])
 server = socket.create_server(("127.0.0.1", port), backlog=128)
+server.setblocking(False)
+sel.register(server, selectors.EVENT_READ)
 print("ready", flush=True)
 while True:
-    conn, _ = server.accept()
-    threading.Thread(target=carry, args=(conn,), daemon=True).start()
+    try:
+        ready = sel.select()
+    except (OSError, MemoryError):
+        time.sleep(0.05)
+        continue
+    for key, events in ready:
+        sock = key.fileobj
+        try:
+            if sock is server:
+                accept(server)
+                continue
+            if events & selectors.EVENT_WRITE and sock in peer:
+                writable(sock)
+            if events & selectors.EVENT_READ and sock in peer:
+                readable(sock)
+        except BlockingIOError:
+            pass
+        except Exception:
+            if sock is server:
+                time.sleep(0.05)  # out of descriptors or memory: keep the port, try again
+            else:
+                close(sock)
 """
 
 
