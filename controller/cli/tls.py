@@ -19,6 +19,7 @@ import ipaddress
 import socket
 import sys
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import click
@@ -95,18 +96,42 @@ def _write_key(path: Path, key: object) -> None:
     write_private(path, pem.decode())
 
 
-def _load_or_make_ca(folder: Path) -> tuple[object, object, bool]:
-    """The CA's (certificate, key), made if missing; and whether it was made now."""
+def _subtrees(names: list[str], addresses: list[IPAddress]) -> list[Any]:
+    from cryptography import x509
+
+    trees: list[x509.GeneralName] = [x509.DNSName(n) for n in names]
+    trees += [x509.IPAddress(ipaddress.ip_network(a)) for a in addresses]
+    return trees
+
+
+def _load_or_make_ca(
+    folder: Path, names: list[str], addresses: list[IPAddress]
+) -> tuple[object, object, bool]:
+    """The CA's (certificate, key), made if missing; and whether it was made now.
+
+    The CA may vouch only for this controller's names and addresses (Name Constraints,
+    critical): a phone trusts it as a root, and whoever reads `ca.key` (a backup, a task given
+    the data directory by mistake) must not be able to impersonate any other site to it. A CA
+    whose constraints do not cover the names asked for now is made again (the phone installs
+    the new one).
+    """
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
 
+    wanted = _subtrees(names, addresses)
     cert_path, key_path = folder / CA_CERT, folder / CA_KEY
     if cert_path.is_file() and key_path.is_file():
         ca_cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
-        ca_key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
-        return ca_cert, ca_key, False
+        try:
+            limits = ca_cert.extensions.get_extension_for_class(x509.NameConstraints).value
+            permitted = set(limits.permitted_subtrees or ())
+        except x509.ExtensionNotFound:
+            permitted = set()  # an older, unlimited CA: replaced
+        if set(wanted) <= permitted:
+            ca_key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+            return ca_cert, ca_key, False
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name(
         [
@@ -124,6 +149,9 @@ def _load_or_make_ca(folder: Path) -> tuple[object, object, bool]:
         .not_valid_before(now - datetime.timedelta(hours=1))
         .not_valid_after(now + datetime.timedelta(days=CA_DAYS))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.NameConstraints(permitted_subtrees=wanted, excluded_subtrees=None), critical=True
+        )
         .add_extension(
             x509.KeyUsage(
                 digital_signature=True,
@@ -157,7 +185,7 @@ def issue(folder: Path, names: list[str], addresses: list[IPAddress]) -> tuple[P
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    ca_cert, ca_key, new_ca = _load_or_make_ca(folder)
+    ca_cert, ca_key, new_ca = _load_or_make_ca(folder, names, addresses)
     key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.datetime.now(datetime.UTC)
     alt: list[x509.GeneralName] = [x509.DNSName(n) for n in names]
