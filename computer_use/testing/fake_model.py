@@ -285,6 +285,11 @@ class FakeModel:
         with self._lock:
             self._script.extend(turns)
 
+    def add_next(self, *turns: Turn) -> None:
+        """Put turns before the rest of the script: a turn that must look again re-queues itself."""
+        with self._lock:
+            self._script.extendleft(reversed(turns))
+
     @property
     def remaining(self) -> int:
         with self._lock:

@@ -12,6 +12,7 @@ from test_agent_tasks import submit_agent
 
 from computer_use.testing.fake_model import (
     FakeModel,
+    FakeModelError,
     ModelRequest,
     Reply,
     ToolCall,
@@ -53,6 +54,29 @@ DIALOG = (
 )
 
 
+class ClickRedOnceShown:
+    """A turn: click the red window once a screenshot shows it, else take another screenshot.
+
+    The task's programs cannot read the screen (an untrusted X client), so the window's
+    program cannot say when the screen shows it; the model looks until it does, as a model
+    would (at most `tries` screenshots).
+    """
+
+    def __init__(self, model: FakeModel, tries: int = 50) -> None:
+        self.model = model
+        self.tries = tries
+
+    def __call__(self, request: ModelRequest) -> Reply:
+        try:
+            return click_red(request)
+        except (FakeModelError, LookupError, ValueError):
+            self.tries -= 1
+            if self.tries <= 0:
+                raise
+        self.model.add_next(self)
+        return Reply(tool_calls=[ToolCall("screenshot", {}, toolset="computer")])
+
+
 def click_red(request: ModelRequest) -> Reply:
     x, y = centre_of_largest_region(newest_screenshot(request.messages), RED, tolerance=60)
     return Reply(
@@ -78,7 +102,7 @@ def test_a_click_on_the_desktop_runs_only_after_approval_and_the_window_shows_it
     fake_model.add(
         Reply(text="Opening the dialog.", tool_calls=[bash(DIALOG)]),
         Reply(tool_calls=[ToolCall("screenshot", {}, toolset="computer")]),
-        click_red,
+        ClickRedOnceShown(fake_model),
         Reply(tool_calls=[bash("sleep 0.5; cat /tmp/clicked")]),
         Reply(tool_calls=[ToolCall("screenshot", {}, toolset="computer")]),
         saw_green,
@@ -99,8 +123,8 @@ def test_a_click_on_the_desktop_runs_only_after_approval_and_the_window_shows_it
     done = api.wait_task(task["id"], timeout_s=120)
     assert done["status"] == "succeeded", done
     tools = [s for s in done["steps"] if s["kind"] == "tools"]
-    assert tools[2]["results"][0]["is_error"] is False  # the click, after approval
-    assert tools[3]["results"][0]["text"] == "Send"  # the window got it
+    assert tools[-3]["results"][0]["is_error"] is False  # the click, after approval
+    assert tools[-2]["results"][0]["text"] == "Send"  # the window got it
     # The screenshot the model saw is stored by reference, not in the step.
     shot_step = [s for s in done["steps"] if s["kind"] == "tools"][1]
     assert len(shot_step["results"][0]["images"]) == 1
@@ -113,7 +137,7 @@ def test_a_denied_click_leaves_the_window_untouched_and_the_model_hears_why(
     fake_model.add(
         Reply(tool_calls=[bash(DIALOG)]),
         Reply(tool_calls=[ToolCall("screenshot", {}, toolset="computer")]),
-        click_red,
+        ClickRedOnceShown(fake_model),
         Reply(tool_calls=[bash("sleep 0.5; cat /tmp/clicked 2>/dev/null || echo not clicked")]),
         Reply(text="I did not send it."),
     )
@@ -126,10 +150,10 @@ def test_a_denied_click_leaves_the_window_untouched_and_the_model_hears_why(
     )
     done = api.wait_task(task["id"], timeout_s=120)
     tools = [s for s in done["steps"] if s["kind"] == "tools"]
-    denied = tools[2]["results"][0]
+    denied = tools[-2]["results"][0]
     assert denied["is_error"] and "not yet" in denied["text"]
     # The click never happened.
-    assert tools[3]["results"][0]["text"] == "not clicked"
+    assert tools[-1]["results"][0]["text"] == "not clicked"
 
 
 @pytest.mark.browser
