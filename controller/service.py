@@ -209,9 +209,7 @@ class Controller:
             log.warning("could not remove leftover sandboxes: %s", exc)
             return 0
         try:
-            from controller.cli.sandbox import _prune_vms
-
-            removed = [*removed, *_prune_vms(everything=False)]
+            removed = [*removed, *sandbox.prune_vms()]
         except Exception as exc:  # libvirt errors are its own; a sick libvirtd must not stop us
             log.warning("could not remove leftover VMs: %s", exc)
         if removed:

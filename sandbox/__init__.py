@@ -11,6 +11,7 @@ when that backend is asked for.
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from typing import Any
 
 from sandbox.base import (
@@ -71,6 +72,27 @@ def create(backend: str, spec: SandboxSpec, **options: Any) -> Sandbox:
     return sandbox
 
 
+def prune_vms(*, everything: bool = False) -> list[str]:
+    """Remove VMs of the libvirt backend whose controller died (all of ours with `everything`);
+    nothing when that backend is not installed or libvirtd is not running. Returns their names."""
+    try:
+        from sandbox.libvirt import connect as connect_libvirt
+        from sandbox.libvirt import prune_orphans
+    except ImportError:
+        return []
+    if not Path("/run/libvirt/libvirt-sock").exists():
+        return []
+    try:
+        conn = connect_libvirt()
+    except EngineUnavailable:
+        return []
+    try:
+        removed: list[str] = prune_orphans(conn, everything=everything)
+        return removed
+    finally:
+        conn.close()
+
+
 __all__ = [
     "BACKENDS",
     "DEFAULT_IMAGE",
@@ -94,4 +116,5 @@ __all__ = [
     "Spawner",
     "Stream",
     "create",
+    "prune_vms",
 ]

@@ -22,6 +22,7 @@ from sandbox import (
     SandboxError,
     SandboxSpec,
     Stream,
+    prune_vms,
 )
 from sandbox.base import DEADLINE_GRACE_S, DEFAULT_IMAGE
 from sandbox.egress import EgressRecord, PolicyInvalid
@@ -240,7 +241,7 @@ def run(
             options["client"] = client
             options["on_egress"] = _report_refusal
         else:
-            _prune_vms(everything=False)
+            prune_vms(everything=False)
         with create(backend, spec, **options) as box:
             result = box.exec(list(command), timeout_s=timeout_s, on_output=_write)
         # Repositories a daemon of the command made after it ended, renamed aside by stop().
@@ -281,29 +282,10 @@ def prune(everything: bool) -> None:
         removed = prune_orphans(connect(), everything=everything)
     except EngineUnavailable as exc:
         _fail(str(exc), ExitCode.ENGINE_UNAVAILABLE)
-    removed += _prune_vms(everything)
+    removed += prune_vms(everything=everything)
     for name in removed:
         click.echo(f"removed {name}")
     click.echo(f"{len(removed)} sandbox(es) removed", err=True)
-
-
-def _prune_vms(everything: bool) -> list[str]:
-    """VMs of the libvirt backend left behind, when that backend is installed and running."""
-    try:
-        from sandbox.libvirt import connect as connect_libvirt
-        from sandbox.libvirt import prune_orphans as prune_vms
-    except ImportError:
-        return []
-    if not Path("/run/libvirt/libvirt-sock").exists():
-        return []
-    try:
-        conn = connect_libvirt()
-    except EngineUnavailable:
-        return []
-    try:
-        return prune_vms(conn, everything=everything)
-    finally:
-        conn.close()
 
 
 @click.group()
