@@ -32,7 +32,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -66,9 +65,9 @@ from sandbox.errors import (
     SandboxNotRunning,
 )
 from sandbox.gitplant import git_entries, quarantine_new
+from sandbox.hostscan import after_exec, git_roots, git_skip
 from sandbox.ownership import sandbox_user
 from sandbox.seccomp import profile_json
-from sandbox.setid import strip_setid
 
 LABEL = "dispatch.sandbox"
 LABEL_PID = "dispatch.pid"
@@ -364,7 +363,7 @@ class DockerSandbox:
             self._verify_mounts()
             self._start_relay()
             # What is there before anything of the task's runs: the repositories it may keep.
-            self._git_known = git_entries(self._git_roots(), skip=self._git_skip())
+            self._git_known = git_entries(git_roots(self.spec), skip=git_skip(self.spec))
         except SandboxError:
             self.stop()
             raise
@@ -490,31 +489,8 @@ class DockerSandbox:
             workdir=workdir,
             output_cap_bytes=output_cap_bytes,
         )
-        mounted = {m.host for m in self.spec.mounts}
-        writable = [m.host for m in self.spec.mounts if not m.read_only]
-        if not writable:
-            return result
-        stripped = strip_setid(writable, since=started_at, skip=mounted)
-        known = self._git_known
-        # None: stop() came meanwhile, and searches itself, once the container is gone.
-        planted = (
-            () if known is None else quarantine_new(self._git_roots(), known, skip=self._git_skip())
-        )
-        if stripped or planted:
-            return replace(result, setid_stripped=stripped, git_quarantined=planted)
-        return result
-
-    def _git_roots(self) -> list[Path]:
-        """The read-write folders where a new repository is not allowed."""
-        return [
-            m.host
-            for m in self.spec.mounts
-            if not m.read_only
-            and not any(m.host == g or g in m.host.parents for g in self.spec.git_writable)
-        ]
-
-    def _git_skip(self) -> set[Path]:
-        return {m.host for m in self.spec.mounts} | set(self.spec.git_writable)
+        # None: stop() came meanwhile, and searches itself once the sandbox is gone.
+        return after_exec(result, self.spec, started_at=started_at, git_known=self._git_known)
 
     def _exec(
         self,
@@ -596,7 +572,7 @@ class DockerSandbox:
                 # A daemon of the task may have planted one after the last command's search.
                 known, self._git_known = self._git_known, None
                 self.git_quarantined_at_stop = quarantine_new(
-                    self._git_roots(), known, skip=self._git_skip()
+                    git_roots(self.spec), known, skip=git_skip(self.spec)
                 )
 
     def _remove(self) -> None:

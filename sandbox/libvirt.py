@@ -68,9 +68,9 @@ from sandbox.errors import (
     SandboxNotRunning,
 )
 from sandbox.gitplant import git_entries, quarantine_new
+from sandbox.hostscan import after_exec, git_roots, git_skip
 from sandbox.mounts import folder_identity
 from sandbox.ownership import sandbox_user
-from sandbox.setid import strip_setid
 from sandbox.vmagent import AgentLink, until_exit
 from sandbox.vmdomain import KERNEL_ARGS, METADATA_NS, DomainPlan, domain_xml, metadata_element
 from sandbox.vmimage import VmImage, default_vm_dir
@@ -298,7 +298,7 @@ class LibvirtSandbox:
                 self._verify_mounts(plan)
                 self._link = self._connect_agent(plan, BOOT_TIMEOUT_S)
             self._prepare_guest(plan)
-            self._git_known = git_entries(self._git_roots(), skip=self._git_skip())
+            self._git_known = git_entries(git_roots(self.spec), skip=git_skip(self.spec))
         except SandboxError:
             self.stop()
             raise
@@ -610,7 +610,7 @@ class LibvirtSandbox:
             if self._git_known is not None:
                 known, self._git_known = self._git_known, None
                 self.git_quarantined_at_stop = quarantine_new(
-                    self._git_roots(), known, skip=self._git_skip()
+                    git_roots(self.spec), known, skip=git_skip(self.spec)
                 )
 
     def _remove(self) -> None:
@@ -644,18 +644,8 @@ class LibvirtSandbox:
             workdir=workdir,
             output_cap_bytes=output_cap_bytes,
         )
-        mounted = {m.host for m in self.spec.mounts}
-        writable = [m.host for m in self.spec.mounts if not m.read_only]
-        if not writable:
-            return result
-        stripped = strip_setid(writable, since=started_at, skip=mounted)
-        known = self._git_known
-        planted = (
-            () if known is None else quarantine_new(self._git_roots(), known, skip=self._git_skip())
-        )
-        if stripped or planted:
-            return replace(result, setid_stripped=stripped, git_quarantined=planted)
-        return result
+        # None: stop() came meanwhile, and searches itself once the sandbox is gone.
+        return after_exec(result, self.spec, started_at=started_at, git_known=self._git_known)
 
     def _exec(
         self,
@@ -752,17 +742,6 @@ class LibvirtSandbox:
         result = self._exec(["sh", "-c", 'cat > "$1"', "sh", str(path)], stdin=data)
         if result.exit_code != 0:
             raise FileOperationFailed(_file_error(path, result))
-
-    def _git_roots(self) -> list[Path]:
-        return [
-            m.host
-            for m in self.spec.mounts
-            if not m.read_only
-            and not any(m.host == g or g in m.host.parents for g in self.spec.git_writable)
-        ]
-
-    def _git_skip(self) -> set[Path]:
-        return {m.host for m in self.spec.mounts} | set(self.spec.git_writable)
 
     def _deadline_passed(self) -> bool:
         return self._deadline_at is not None and time.time() >= self._deadline_at

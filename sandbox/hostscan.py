@@ -1,0 +1,52 @@
+"""What every backend checks on the host after a command ran with read-write folders.
+
+A command may leave setuid or setgid files in a read-write folder (stripped: on the host they
+would run as their owner) or make a git repository where git is protected (renamed aside: its
+hooks and config would run on the host the next time someone types `git` there). Both scans
+run on the host, whatever isolated the command, so the Docker and libvirt backends share them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import replace
+from pathlib import Path
+
+from sandbox.base import ExecResult, SandboxSpec
+from sandbox.gitplant import quarantine_new
+from sandbox.setid import strip_setid
+
+
+def git_roots(spec: SandboxSpec) -> list[Path]:
+    """The read-write folders where a new repository is not allowed."""
+    return [
+        m.host
+        for m in spec.mounts
+        if not m.read_only
+        and not any(m.host == g or g in m.host.parents for g in spec.git_writable)
+    ]
+
+
+def git_skip(spec: SandboxSpec) -> set[Path]:
+    return {m.host for m in spec.mounts} | set(spec.git_writable)
+
+
+def after_exec(
+    result: ExecResult,
+    spec: SandboxSpec,
+    *,
+    started_at: float,
+    git_known: Collection[Path] | None,
+) -> ExecResult:
+    """`result` with what the scans stripped and renamed aside (`git_known`: the repositories
+    there before; None when the sandbox is stopping, and its stop() searches itself)."""
+    writable = [m.host for m in spec.mounts if not m.read_only]
+    if not writable:
+        return result
+    stripped = strip_setid(writable, since=started_at, skip={m.host for m in spec.mounts})
+    planted = (
+        () if git_known is None else quarantine_new(git_roots(spec), git_known, skip=git_skip(spec))
+    )
+    if stripped or planted:
+        return replace(result, setid_stripped=stripped, git_quarantined=planted)
+    return result
