@@ -390,13 +390,16 @@ def test_to_screen_gives_the_pointer_for_a_click_without_a_coordinate(desktop: D
 @pytest.mark.skipif(shutil.which("xterm") is None, reason="xterm is not installed: run `make test`")
 def test_typing_into_xterm_runs_the_command_literally(tmp_path: Path) -> None:
     out = tmp_path / "typed.txt"
+    ready = tmp_path / "shell-ready"
     with open_desktop(tmp_path, (1280, 800), app=False) as desktop:
         terminal = subprocess.Popen(
-            ["xterm", "-geometry", "100x30+0+0", "-e", "sh"],
+            ["xterm", "-geometry", "100x30+0+0", "-e", "sh", "-c", f"touch {ready}; exec sh"],
             env={**desktop.server.env, "PS1": "$ ", "ENV": ""},
         )
         try:
             wait_for(lambda: window_mapped(desktop.server), "xterm to map its window")
+            # Keys typed before the shell reads its terminal are lost on a busy machine.
+            wait_for(ready.exists, "the shell in xterm to start")
             desktop.screenshot()
             desktop.run("left_click", coordinate=[300, 200])
             # Typed in pieces; one begins with "--" and names xdotool commands: it must reach
