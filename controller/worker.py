@@ -42,7 +42,7 @@ from controller.store.tasks import TaskStore, shutdown_reason
 from sandbox import ExecResult, Network, Outcome, Sandbox, SandboxSpec, Stream
 from sandbox.base import DEADLINE_GRACE_S
 from sandbox.egress import EgressRecord
-from sandbox.gitplant import GitScanIncomplete
+from sandbox.host.gitplant import GitScanIncomplete
 
 log = logging.getLogger(__name__)
 

@@ -106,7 +106,8 @@ class ExecResult:
     # Files in read-write folders that gained a setuid/setgid bit while the command ran; the
     # bits were removed. Never expected (the sandbox refuses to set them): a run with any fails.
     setid_stripped: tuple[Path, ...] = ()
-    # Git repositories the command made where git is protected, renamed aside (gitplant.py).
+    # Git repositories the command made where git is protected, renamed aside
+    # (sandbox/host/gitplant.py).
     git_quarantined: tuple[Path, ...] = ()
 
     @property

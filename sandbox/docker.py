@@ -7,7 +7,7 @@ process under Dispatch's seccomp profile from its first instruction (sandbox/sec
 ptrace, no setuid/setgid bits); every process, init included, also starts through the image's
 `confine` wrapper, a second filter with the same setuid/setgid rules. After each command the
 read-write folders are searched on the host for such bits all the same (sandbox/setid.py), and
-for git repositories the command made (sandbox/gitplant.py).
+for git repositories the command made (sandbox/host/gitplant.py).
 
 A timeout signals every process of that user in the container (`kill -1`), which reaches daemons
 that left the command's process group too, and cannot reach PID 1, so the sandbox survives for
@@ -64,8 +64,8 @@ from sandbox.errors import (
     SandboxError,
     SandboxNotRunning,
 )
-from sandbox.gitplant import git_entries, quarantine_new
-from sandbox.hostscan import after_exec, git_roots, git_skip
+from sandbox.host.gitplant import git_entries, quarantine_new
+from sandbox.host.scan import after_exec, git_roots, git_skip
 from sandbox.ownership import sandbox_user
 from sandbox.seccomp import profile_json
 

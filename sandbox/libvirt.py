@@ -1,6 +1,6 @@
 """The libvirt backend: one QEMU virtual machine per sandbox, with its own kernel.
 
-Each sandbox boots the VM image (`dispatch images build --vm`, sandbox/vmimage.py) through a
+Each sandbox boots the VM image (`dispatch images build --vm`, sandbox/vm/image.py) through a
 copy-on-write overlay of its own, the kernel loaded directly. The domain is defined from data
 built here with `xml.etree` (`domain_xml`): KVM when the host's libvirt offers it, plain QEMU
 emulation (TCG) otherwise; no network device unless the spec asks for the network; memory and
@@ -20,8 +20,8 @@ commands run as the sandbox user, with no_new_privs, on a read-only root with a 
 `stop()` destroys and undefines the domain and removes its overlay and socket. Domains carry
 metadata naming the process that made them, so `prune_orphans` finds a crashed controller's.
 
-Beside this module: the domain as data (vmdomain.py), the host end of the agent's channel
-(vmagent.py), saved states (vmsave.py), the disk image (vmimage.py).
+Beside this module: the domain as data (vm/domain.py), the host end of the agent's channel
+(vm/agent.py), saved states (vm/save.py), the disk image (vm/image.py).
 """
 
 from __future__ import annotations
@@ -67,14 +67,22 @@ from sandbox.errors import (
     SandboxError,
     SandboxNotRunning,
 )
-from sandbox.gitplant import git_entries, quarantine_new
-from sandbox.hostscan import after_exec, git_roots, git_skip
+from sandbox.host.gitplant import git_entries, quarantine_new
+from sandbox.host.scan import after_exec, git_roots, git_skip
 from sandbox.mounts import folder_identity
 from sandbox.ownership import sandbox_user
-from sandbox.vmagent import AgentLink, until_exit
-from sandbox.vmdomain import KERNEL_ARGS, METADATA_NS, DomainPlan, domain_xml, metadata_element
-from sandbox.vmimage import VmImage, default_vm_dir
-from sandbox.vmsave import RO_SLOTS, RW_SLOTS, SavedState, locked, read_header, retarget, write_copy
+from sandbox.vm.agent import AgentLink, until_exit
+from sandbox.vm.domain import KERNEL_ARGS, METADATA_NS, DomainPlan, domain_xml, metadata_element
+from sandbox.vm.image import VmImage, default_vm_dir
+from sandbox.vm.save import (
+    RO_SLOTS,
+    RW_SLOTS,
+    SavedState,
+    locked,
+    read_header,
+    retarget,
+    write_copy,
+)
 
 # libvirt prints every error to stderr unless told otherwise; they arrive here as exceptions.
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
@@ -190,7 +198,7 @@ class LibvirtSandbox:
         read_only = [m for m in ordered if m.read_only]
         writable = [m for m in ordered if not m.read_only]
         if len(read_only) <= RO_SLOTS and len(writable) <= RW_SLOTS:
-            # The fixed slots of a saved template (sandbox/vmsave.py).
+            # The fixed slots of a saved template (sandbox/vm/save.py).
             tags = {id(m): f"r{i}" for i, m in enumerate(read_only)}
             tags.update({id(m): f"w{i}" for i, m in enumerate(writable)})
             empty = self._image.root / "empty"

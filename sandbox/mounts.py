@@ -15,7 +15,7 @@ from pathlib import Path
 
 from sandbox.base import SCRATCH_PATHS, Mount
 from sandbox.errors import GrantRefused
-from sandbox.gitplant import is_git_layout
+from sandbox.host.gitplant import is_git_layout
 
 GIT = ".git"
 # How many folders one read-write folder may hold for the search for `.git` folders.

@@ -317,7 +317,7 @@ def build(offline: bool, base: str | None, vm: bool) -> None:
         client = connect()
         outcomes = build_all(client, offline=offline, base=base, progress=progress)
         if vm:
-            from sandbox.vmimage import build_vm
+            from sandbox.vm.image import build_vm
 
             built_vm = build_vm(client, offline=offline, base=base, progress=progress)
     except EngineUnavailable as exc:

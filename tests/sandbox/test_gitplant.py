@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from sandbox import SandboxSpec
-from sandbox.gitplant import GitScanIncomplete, git_entries, quarantine, quarantine_new
+from sandbox.host.gitplant import GitScanIncomplete, git_entries, quarantine, quarantine_new
 from sandbox.mounts import validate_mount
 from tests.sandbox.conftest import MakeSandbox
 
@@ -80,7 +80,7 @@ def test_an_unreadable_folder_fails_the_search_after_the_rest_is_made_inert(
         onerror(PermissionError(13, "Permission denied", str(tmp_path / "hidden")))
         yield from real_walk(top, onerror=onerror, followlinks=followlinks)
 
-    monkeypatch.setattr("sandbox.gitplant.os.walk", walk)
+    monkeypatch.setattr("sandbox.host.gitplant.os.walk", walk)
     with pytest.raises(GitScanIncomplete, match=r"hidden.*chmod u\+rx.*renamed aside: .*a/\.git"):
         quarantine_new([tmp_path], set())
     assert not planted.exists()

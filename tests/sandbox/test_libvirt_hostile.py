@@ -197,7 +197,7 @@ def test_killed_controller_leaves_nothing_after_prune() -> None:
     import libvirt
 
     from sandbox.libvirt import prune_orphans
-    from sandbox.vmimage import default_vm_dir
+    from sandbox.vm.image import default_vm_dir
 
     crasher = subprocess.Popen(
         [sys.executable, "-c", CRASHER], stdout=subprocess.PIPE, text=True, cwd=Path.cwd()

@@ -13,8 +13,8 @@ pytest.importorskip("libvirt")
 
 from sandbox import ImageBuildFailed, Mount, Network, SandboxError, SandboxSpec
 from sandbox.libvirt import METADATA_NS, LibvirtSandbox, domain_xml, metadata_element
-from sandbox.vmimage import vmlinux_from
-from sandbox.vmsave import HEADER, MAGIC, read_header, retarget, write_copy
+from sandbox.vm.image import vmlinux_from
+from sandbox.vm.save import HEADER, MAGIC, read_header, retarget, write_copy
 
 OWNER = (4321, 4321)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from sandbox.setid import SetidScanIncomplete, strip_setid
+from sandbox.host.setid import SetidScanIncomplete, strip_setid
 
 
 def mode(path: Path) -> int:

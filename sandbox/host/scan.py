@@ -13,8 +13,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from sandbox.base import ExecResult, SandboxSpec
-from sandbox.gitplant import quarantine_new
-from sandbox.setid import strip_setid
+from sandbox.host.gitplant import quarantine_new
+from sandbox.host.setid import strip_setid
 
 
 def git_roots(spec: SandboxSpec) -> list[Path]:

@@ -18,7 +18,7 @@ from collections.abc import Collection, Iterable
 from pathlib import Path
 
 from sandbox.errors import SandboxError
-from sandbox.hostwalk import HostWalk
+from sandbox.host.walk import HostWalk
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Searching read-write folders on the host after a command: bounded, blind to symlinks, and
 honest about what it could not search.
 
-The setuid scan (sandbox/setid.py) and the planted-repository scan (sandbox/gitplant.py) walk the
+The setuid scan (host/setid.py) and the planted-repository scan (host/gitplant.py) walk the
 same folders a task could write. A task can make a folder unreadable (`chmod 000`) to hide what
 it left there, or fill a grant with folders to make the walk endless, so a walk that could not
 see everything says so instead of passing.
