@@ -8,7 +8,9 @@ directory, the fake sandbox), with one task running, and for each run:
 1. the toolset asks: the `Confirmer` (the toolsets' confirm hook) is called for a click, with a
    1280x800 screenshot to encode and annotate, the policy says `ask`, the request is stored;
    measured until it is visible to a device polling `GET /api/v1/approvals?state=pending`
-   (every 2 ms) and until an `approval.requested` event arrives on `/api/v1/events`;
+   (every 2 ms) and until an `approval.requested` event arrives on `/api/v1/events`; a request
+   is announced while its two images are encoded and stored, so the device then fetches the
+   screenshot (`GET /api/v1/approvals/{id}/annotated`, which waits for it): measured too;
 2. a device posts the decision; measured until the confirm hook returns True (the action would
    start).
 
@@ -73,7 +75,7 @@ def screen(run: int = 0) -> Image.Image:
 
 
 class TimedGate(StoreGate):
-    """The controller's gate, noting when the request was made (its images ready)."""
+    """The controller's gate, noting when the request reached it (its images encoding)."""
 
     made: float = 0.0
 
@@ -145,7 +147,7 @@ def main() -> None:
     time.sleep(0.5)
 
     baseline, visible_api, visible_sse, decided = [], [], [], []
-    making, storing, fanning = [], [], []
+    making, storing, fanning, imaged = [], [], [], []
     for run in range(args.runs + 2):  # the first two warm up, untimed
         images.append(screen(run))
         started = time.perf_counter()
@@ -169,11 +171,15 @@ def main() -> None:
         approval_id = pending[0]["id"]
         while approval_id not in sse_seen:
             time.sleep(0.001)
+        shown = http.get(f"/api/v1/approvals/{approval_id}/annotated")
+        assert shown.status_code == 200 and shown.content.startswith(b"\x89PNG"), shown
+        seen_image = time.perf_counter()
         posted = time.perf_counter()
         http.post(f"/api/v1/approvals/{approval_id}/decision", json={"decision": "approve"})
         asker.join()
         visible_api.append(seen_api - asked)
         visible_sse.append(sse_seen[approval_id] - asked)
+        imaged.append(seen_image - asked)
         decided.append(returned[0] - posted)
         making.append(gate.made - asked)
         storing.append(committed[approval_id] - gate.made)
@@ -182,9 +188,10 @@ def main() -> None:
         "baseline GET /healthz": baseline[2:],
         "ask -> visible (API poll)": visible_api[2:],
         "ask -> visible (SSE)": visible_sse[2:],
-        "  images made": making[2:],
-        "  stored (blobs + commit)": storing[2:],
+        "  policy, capture -> gate": making[2:],
+        "  gate -> committed": storing[2:],
         "  commit -> SSE client": fanning[2:],
+        "ask -> annotated image served": imaged[2:],
         "decision -> action starts": decided[2:],
     }
     print(f"approval round trip, {args.runs} runs, 1280x800 screenshot, SQLite with fsync")

@@ -95,6 +95,7 @@ class StoreGate:
         self.audit = audit
 
     def request(self, req: ApprovalRequest) -> ApprovalOutcome:
+        # Announced at once; its images, encoding meanwhile, follow (no decision before them).
         stored = self.approvals.request(
             NewApproval(
                 task_id=req.task_id,
@@ -105,20 +106,24 @@ class StoreGate:
                 description=req.description,
                 model_reason=req.model_reason,
                 policy_rule=req.policy_rule,
-                screenshot_png=req.screenshot_png,
-                annotated_png=req.annotated_png,
+                screenshot_png=None,
+                annotated_png=None,
                 replaces=req.replaces,
+                images_follow=req.images is not None,
             )
         )
-        if self.audit is not None:
-            try:
-                self.audit.requested(
-                    stored.id, req.description, req.screenshot_png, req.annotated_png
-                )
-            except Exception:
-                # Not recorded, not shown: the request is withdrawn and the gate fails closed.
-                self.approvals.void(stored.id, "the audit log could not record the request")
-                raise
+        try:
+            screenshot, annotated = req.images.result() if req.images else (None, None)
+            if self.audit is not None:
+                self.audit.requested(stored.id, req.description, screenshot, annotated)
+            if screenshot is not None and annotated is not None:
+                self.approvals.attach_images(stored.id, screenshot, annotated)
+        except Exception:
+            # Not recorded or not shown: the request is withdrawn and the gate fails closed.
+            self.approvals.void(
+                stored.id, "the request's screenshot or its audit record could not be stored"
+            )
+            raise
         final = self.approvals.wait(stored.id, cancelled=self.cancelled)
         if self.audit is not None:
             self.audit.decided(final.id, final.state.value, final.decided_by, final.decision_reason)

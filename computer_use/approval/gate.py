@@ -6,7 +6,8 @@ sandbox's bash and edit tools). For each call it asks the policy:
 
     allow ──▶ run
     deny  ──▶ refused: the model reads which rule denied it
-    ask   ──▶ capture the screen, annotate it, ApprovalGate.request() blocks until
+    ask   ──▶ capture the screen, ApprovalGate.request() announces the request (its PNG and
+              annotated copy encoding in the background meanwhile) and blocks until
               approved ──▶ capture again, compare with the approved frame (approval.compare)
                            unchanged ──▶ run
                            changed   ──▶ a new request with the new screenshot (at most
@@ -27,13 +28,17 @@ application state behind it.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import enum
 import io
+import os
 import struct
+import threading
 import time
 import zlib
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Protocol
@@ -60,6 +65,21 @@ PNG_COMPRESS_LEVEL = 1
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Rows deflated per call: few calls, and no copy of the whole image.
 PNG_ROWS_PER_CHUNK = 32
+ENCODER_NICE = 10
+
+
+# Encodes a request's two images side by side while the request is announced (zlib and most
+# of Pillow's drawing run without the GIL).
+def _lower_priority() -> None:
+    # Linux gives each thread its own nice value: the encoding yields the CPU to the threads
+    # announcing the request and serving it.
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), ENCODER_NICE)
+
+
+_ENCODER = ThreadPoolExecutor(
+    max_workers=2, thread_name_prefix="approval-images", initializer=_lower_priority
+)
 
 
 class OutcomeKind(enum.StrEnum):
@@ -106,8 +126,7 @@ class ApprovalRequest:
     description: str
     model_reason: str
     policy_rule: str | None
-    screenshot_png: bytes | None
-    annotated_png: bytes | None
+    images: RequestImages | None
     created_at: float
     expires_at: float
     replaces: int | None = None
@@ -116,6 +135,46 @@ class ApprovalRequest:
     def __post_init__(self) -> None:
         object.__setattr__(self, "input", _frozen(self.input))
         object.__setattr__(self, "screen_input", _frozen(self.screen_input))
+
+    @property
+    def screenshot_png(self) -> bytes | None:
+        """The screenshot the person judges (PNG); waits for its encoding."""
+        return self.images.result()[0] if self.images is not None else None
+
+    @property
+    def annotated_png(self) -> bytes | None:
+        """The same marked with the action (PNG); waits for its encoding."""
+        return self.images.result()[1] if self.images is not None else None
+
+
+class RequestImages:
+    """A request's screenshot and its annotated copy, encoded side by side in the background
+    once `start()` is called (or on first `result()`): the gate may announce a request first
+    and store its images when they are ready (the controller's does, refusing decisions until
+    then), so the announcement does not wait for, nor compete with, the encoding."""
+
+    def __init__(
+        self, frame: Image.Image, tool: str, member: str, screen_input: Mapping[str, Any]
+    ) -> None:
+        self._frame = frame
+        self._mark = (tool, member, copy.deepcopy(dict(screen_input)))
+        self._jobs: tuple[Future[bytes], Future[bytes]] | None = None
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        with self._lock:
+            if self._jobs is None:
+                frame, (tool, member, marks) = self._frame, self._mark
+                self._jobs = (
+                    _ENCODER.submit(png, frame),
+                    _ENCODER.submit(lambda: png(annotate(frame, tool, member, marks))),
+                )
+
+    def result(self) -> tuple[bytes, bytes]:
+        """(screenshot, annotated), once both are encoded; re-raises an encoding's error."""
+        self.start()
+        assert self._jobs is not None
+        return self._jobs[0].result(), self._jobs[1].result()
 
 
 @dataclass(frozen=True)
@@ -133,6 +192,8 @@ class ApprovalGate(Protocol):
     def request(self, req: ApprovalRequest) -> ApprovalOutcome:
         """Block until the request is approved, denied, expired or cancelled.
 
+        `req.images` start encoding when first asked for: a gate may announce the request
+        first, but must not let it be decided before its images are stored and shown.
         Raising instead (the store is down, the task is gone) refuses the action.
         """
         ...
@@ -379,9 +440,8 @@ class Confirmer:
                 description=description,
                 model_reason=model_reason,
                 policy_rule=rule,
-                screenshot_png=png(frame) if frame is not None else None,
-                annotated_png=(
-                    png(annotate(frame, tool, member, screen_input)) if frame is not None else None
+                images=(
+                    RequestImages(frame, tool, member, screen_input) if frame is not None else None
                 ),
                 created_at=now,
                 expires_at=now + self.timeout_s,

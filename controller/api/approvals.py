@@ -47,8 +47,14 @@ class ApprovalOut(BaseModel):
     decided_by: int | None = Field(description="The device that decided.")
     decision_reason: str | None
     replaces: int | None = Field(description="The request this one replaced (screen changed).")
-    screenshot_url: str | None = Field(description="The screenshot the person judges (PNG).")
+    screenshot_url: str | None = Field(
+        description="The screenshot the person judges (PNG). A request is announced while its "
+        "images are still being stored; this URL then answers once they are (within moments)."
+    )
     annotated_url: str | None = Field(description="The same, marked with the action (PNG).")
+    images_ready: bool = Field(
+        description="Its images are stored; until then the request cannot be decided."
+    )
 
     @classmethod
     def of(cls, a: Approval) -> ApprovalOut:
@@ -70,8 +76,9 @@ class ApprovalOut(BaseModel):
             decided_by=a.decided_by,
             decision_reason=a.decision_reason,
             replaces=a.replaces,
-            screenshot_url=f"{base}/screenshot" if a.screenshot else None,
-            annotated_url=f"{base}/annotated" if a.annotated else None,
+            screenshot_url=f"{base}/screenshot" if a.screenshot or not a.images_ready else None,
+            annotated_url=f"{base}/annotated" if a.annotated or not a.images_ready else None,
+            images_ready=a.images_ready,
         )
 
 
@@ -106,7 +113,8 @@ def get_approval(approval_id: ApprovalId, c: Ctl) -> ApprovalOut:
 
 
 def _image(c: Controller, approval_id: int, which: str) -> Response:
-    approval = c.approvals.get(approval_id)
+    # A request is announced before its images are stored: wait for them.
+    approval = c.approvals.with_images(approval_id)
     sha = getattr(approval, which)
     if sha is None:
         raise NotFound(f"approval request {approval_id} has no {which} (the call is off-screen)")
@@ -120,7 +128,7 @@ def _image(c: Controller, approval_id: int, which: str) -> Response:
 @router.get(
     "/api/v1/approvals/{approval_id}/screenshot",
     response_class=Response,
-    responses={**PNG_RESPONSE, **errors(404, 422)},
+    responses={**PNG_RESPONSE, **errors(404, 409, 422)},
 )
 def approval_screenshot(approval_id: ApprovalId, c: Ctl) -> Response:
     """The screenshot taken just before asking: what the person judges."""
@@ -130,7 +138,7 @@ def approval_screenshot(approval_id: ApprovalId, c: Ctl) -> Response:
 @router.get(
     "/api/v1/approvals/{approval_id}/annotated",
     response_class=Response,
-    responses={**PNG_RESPONSE, **errors(404, 422)},
+    responses={**PNG_RESPONSE, **errors(404, 409, 422)},
 )
 def approval_annotated(approval_id: ApprovalId, c: Ctl) -> Response:
     """The screenshot marked with the action: where a click lands, what is typed."""

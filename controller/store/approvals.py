@@ -33,6 +33,9 @@ from controller.store.events import EventLog
 from controller.store.models import Approval, ApprovalState, Task, TaskStatus
 
 POLL_S = 0.5
+# How long a decision or an image request waits for a request's images to be stored (they
+# follow the announcement by tens of milliseconds) before it is refused.
+IMAGES_WAIT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,9 @@ class NewApproval:
     screenshot_png: bytes | None
     annotated_png: bytes | None
     replaces: int | None = None
+    # The images are still being made: the request is announced without them, and
+    # `attach_images` stores them (until then it cannot be decided).
+    images_follow: bool = False
 
 
 def approval_event(approval: Approval) -> dict[str, Any]:
@@ -85,8 +91,11 @@ class ApprovalStore:
         self.events = events
         self.blobs = blobs
         self.timeout_s = timeout_s
+        self.images_wait_s = IMAGES_WAIT_S
         self._on_task_state = on_task_state
         self._changed = threading.Condition()
+        # Counts wake-ups, so that one between a waiter's read and its wait is not lost.
+        self._generation = 0
 
     # --- reading -------------------------------------------------------------------------
 
@@ -115,13 +124,18 @@ class ApprovalStore:
     # --- changing ------------------------------------------------------------------------
 
     def request(self, new: NewApproval, now: float | None = None) -> Approval:
-        """Store a pending request (its images first) and mark its task waiting.
+        """Store a pending request (its images first, unless they follow) and mark its task
+        waiting.
 
         Raises:
             Conflict: the task is no longer active (it was cancelled meanwhile).
         """
         now = time.time() if now is None else now
-        screenshot, annotated = self._put_images(new.screenshot_png, new.annotated_png)
+        screenshot, annotated = (
+            (None, None)
+            if new.images_follow
+            else self._put_images(new.screenshot_png, new.annotated_png)
+        )
         with self.db.write() as session:
             task = session.get(Task, new.task_id)
             if task is None or not task.status.active or task.cancel_requested:
@@ -140,6 +154,7 @@ class ApprovalStore:
                 policy_rule=new.policy_rule,
                 screenshot=screenshot,
                 annotated=annotated,
+                images_ready=not new.images_follow,
                 state=ApprovalState.PENDING,
                 created_at=now,
                 expires_at=now + self.timeout_s,
@@ -150,6 +165,43 @@ class ApprovalStore:
             self._set_task(session, task, TaskStatus.WAITING_FOR_APPROVAL)
             self._event(session, "approval.requested", approval, task)
         return approval
+
+    def attach_images(self, approval_id: int, screenshot: bytes, annotated: bytes) -> None:
+        """Store the images of a request announced without them; it can be decided from now.
+
+        They are kept whatever became of the request meanwhile: what was asked stays on record.
+        """
+        shot_sha, marked_sha = self._put_images(screenshot, annotated)
+        with self.db.write() as session:
+            approval = session.get(Approval, approval_id)
+            if approval is not None:
+                approval.screenshot, approval.annotated = shot_sha, marked_sha
+                approval.images_ready = True
+        self._wake()
+
+    def with_images(self, approval_id: int, wait_s: float | None = None) -> Approval:
+        """The request once its images are stored, or once it has ended without them.
+
+        Raises:
+            NotFound: no such request.
+            Conflict: its images were still not stored after `wait_s` (`images_wait_s`).
+        """
+        deadline = time.monotonic() + (self.images_wait_s if wait_s is None else wait_s)
+        while True:
+            seen = self._generation
+            approval = self.get(approval_id)
+            if approval.images_ready or approval.state.final:
+                return approval
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise Conflict(
+                    f"the screenshot of approval request {approval_id} is still being stored; "
+                    "try again in a moment",
+                    code="approval_images_pending",
+                )
+            # Woken by `attach_images` in this process; another controller sharing the
+            # database is seen by asking again.
+            self._sleep(seen, min(left, 0.05))
 
     def decide(
         self,
@@ -166,6 +218,8 @@ class ApprovalStore:
             NotFound: no such request.
             Conflict: it was already decided, expired or voided (nothing changes).
         """
+        # Nobody can have judged a request whose screenshot is not stored yet.
+        self.with_images(approval_id)
         now = time.time() if now is None else now
         with self.db.write() as session:
             if device_id is not None:
@@ -192,6 +246,12 @@ class ApprovalStore:
                     f"approval request {approval_id} is already {approval.state.value}; it can "
                     "no longer be decided",
                     code=f"approval_{approval.state.value}",
+                )
+            if not approval.images_ready:
+                raise Conflict(
+                    f"the screenshot of approval request {approval_id} is still being stored; "
+                    "try again in a moment",
+                    code="approval_images_pending",
                 )
             state = ApprovalState.APPROVED if approve else ApprovalState.DENIED
             self._finish(session, approval, state, now, device_id, reason)
@@ -242,6 +302,7 @@ class ApprovalStore:
         A `cancelled()` task voids its request and returns it voided.
         """
         while True:
+            seen = self._generation
             approval = self.get(approval_id)
             if approval.state.final:
                 return approval
@@ -255,8 +316,7 @@ class ApprovalStore:
             if cancelled():
                 self.void(approval_id, "the task was cancelled")
                 continue
-            with self._changed:
-                self._changed.wait(min(POLL_S, max(approval.expires_at - now, 0.01)))
+            self._sleep(seen, min(POLL_S, max(approval.expires_at - now, 0.01)))
 
     def _put_images(
         self, screenshot: bytes | None, annotated: bytes | None
@@ -306,6 +366,12 @@ class ApprovalStore:
             task_id=approval.task_id,
         )
 
+    def _sleep(self, seen: int, timeout_s: float) -> None:
+        """Wait for a wake-up after the one numbered `seen` (at once if one came since)."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._generation != seen, timeout_s)
+
     def _wake(self) -> None:
         with self._changed:
+            self._generation += 1
             self._changed.notify_all()

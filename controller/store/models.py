@@ -185,6 +185,9 @@ class Approval(Base):
     # SHA-256 of the stored PNGs (see `controller.store.blobs`); None for calls off any screen.
     screenshot: Mapped[str | None] = mapped_column(String(64))
     annotated: Mapped[str | None] = mapped_column(String(64))
+    # False while the request's images are still being encoded and stored: it is announced
+    # first, and cannot be decided until they are there (the person has not seen them yet).
+    images_ready: Mapped[bool] = mapped_column(default=True)
     state: Mapped[ApprovalState] = mapped_column(_enum(ApprovalState))
     created_at: Mapped[float]
     expires_at: Mapped[float]

@@ -216,3 +216,93 @@ def test_a_request_is_visible_only_once_both_its_images_are_stored(
     # The same image twice is stored once.
     twice = stores.approvals.get(ask(stores, task, annotated_png=PNG))
     assert twice.screenshot == twice.annotated == digest(PNG)
+
+
+def test_a_request_announced_before_its_images_cannot_be_decided_until_they_are_stored(
+    stores: Stores,
+) -> None:
+    task = running_task(stores)
+    approval_id = ask(stores, task, screenshot_png=None, annotated_png=None, images_follow=True)
+    announced = stores.approvals.get(approval_id)
+    assert announced.state is ApprovalState.PENDING and not announced.images_ready
+    assert announced.screenshot is None
+    assert kinds(stores, task.id)[-1] == ("approval.requested", "pending")
+    before = kinds(stores, task.id)
+
+    # Nobody has seen it yet: a decision waits for the images, then is refused unchanged.
+    stores.approvals.images_wait_s = 0.2
+    with pytest.raises(Conflict, match="still being stored") as refused:
+        stores.approvals.decide(approval_id, approve=True, device_id=None)
+    assert refused.value.code == "approval_images_pending"
+    assert stores.approvals.get(approval_id).state is ApprovalState.PENDING
+    assert kinds(stores, task.id) == before
+
+    # One waiting for them (the screenshot route) gets them as soon as they are stored.
+    attacher = threading.Timer(
+        0.3, stores.approvals.attach_images, (approval_id, PNG, PNG + b"annotated")
+    )
+    attacher.start()
+    shown = stores.approvals.with_images(approval_id, wait_s=30)
+    attacher.join()
+    assert shown.images_ready
+    assert stores.blobs.get(shown.screenshot or "") == PNG
+    assert stores.blobs.get(shown.annotated or "") == PNG + b"annotated"
+    decided = stores.approvals.decide(approval_id, approve=True, device_id=None)
+    assert decided.state is ApprovalState.APPROVED
+
+
+def test_the_gate_announces_a_request_while_its_images_are_encoded(stores: Stores) -> None:
+    from computer_use.approval.gate import ApprovalRequest, OutcomeKind
+    from controller.agent_runner import StoreGate
+
+    task = running_task(stores)
+    release = threading.Event()
+
+    class SlowImages:
+        """Encoding that takes as long as the test wants."""
+
+        def start(self) -> None:
+            pass
+
+        def result(self) -> tuple[bytes, bytes]:
+            assert release.wait(30)
+            return PNG, PNG + b"annotated"
+
+    def request(images: object) -> ApprovalRequest:
+        return ApprovalRequest(
+            task_id=task.id,
+            tool="computer",
+            member="left_click",
+            input={"coordinate": [10, 20]},
+            screen_input={"coordinate": [20, 40]},
+            description="Click at (20, 40)",
+            model_reason="",
+            policy_rule="default",
+            images=images,  # type: ignore[arg-type]
+            created_at=time.time(),
+            expires_at=time.time() + 30,
+        )
+
+    gate = StoreGate(stores.approvals, cancelled=lambda: False)
+    outcomes: list[object] = []
+    asker = threading.Thread(target=lambda: outcomes.append(gate.request(request(SlowImages()))))
+    asker.start()
+    pending = wait_until(lambda: stores.approvals.search(task_id=task.id))
+    assert not pending[0].images_ready  # visible, its images still being made
+    release.set()
+    wait_until(lambda: stores.approvals.get(pending[0].id).images_ready)
+    stores.approvals.decide(pending[0].id, approve=True, device_id=None)
+    asker.join(30)
+    assert outcomes[0].kind is OutcomeKind.APPROVED  # type: ignore[attr-defined]
+    assert stores.blobs.get(stores.approvals.get(pending[0].id).screenshot or "") == PNG
+
+    # An encoding that fails withdraws the request it announced, and the call never runs.
+    class BrokenImages(SlowImages):
+        def result(self) -> tuple[bytes, bytes]:
+            raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space"):
+        gate.request(request(BrokenImages()))
+    withdrawn = stores.approvals.search(task_id=task.id)[0]
+    assert withdrawn.state is ApprovalState.VOID
+    assert "could not be stored" in (withdrawn.decision_reason or "")

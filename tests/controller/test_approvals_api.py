@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
@@ -146,3 +147,35 @@ def test_the_effective_default_policy_is_shown(api: Api) -> None:
     assert ("computer", "screenshot") in sandbox_rules
     # On the host display approval is the only fence: no computer member is let through.
     assert not any(tool == "computer" for tool, _ in host_rules)
+
+
+def test_a_request_announced_before_its_images_serves_them_once_stored(api: Api) -> None:
+    task = api.submit(["sleep", "30"])
+    api.wait_task(task["id"], ("running",))
+    approval = api.controller.approvals.request(
+        NewApproval(
+            task_id=task["id"],
+            tool="computer",
+            member="left_click",
+            input={"coordinate": [400, 300]},
+            screen_input={"coordinate": [800, 600]},
+            description="Click at (800, 600)",
+            model_reason="Pressing Send.",
+            policy_rule="default: computer.left_click asks",
+            screenshot_png=None,
+            annotated_png=None,
+            images_follow=True,
+        )
+    )
+    shown = api.get(f"/api/v1/approvals/{approval.id}").json()
+    assert shown["images_ready"] is False
+    assert shown["annotated_url"] == f"/api/v1/approvals/{approval.id}/annotated"
+    # The image route waits for the images instead of answering that there are none.
+    attacher = threading.Timer(
+        0.3, api.controller.approvals.attach_images, (approval.id, PNG, ANNOTATED)
+    )
+    attacher.start()
+    image = api.get(f"/api/v1/approvals/{approval.id}/annotated")
+    attacher.join()
+    assert image.status_code == 200 and image.content == ANNOTATED
+    assert api.get(f"/api/v1/approvals/{approval.id}").json()["images_ready"] is True

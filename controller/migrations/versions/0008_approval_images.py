@@ -1,0 +1,28 @@
+"""Approval requests announced before their images: approvals.images_ready
+
+Revision ID: 0008
+Revises: 0007
+Create Date: 2026-12-06
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0008"
+down_revision = "0007"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("approvals", schema=None) as batch_op:
+        batch_op.add_column(
+            sa.Column("images_ready", sa.Boolean(), nullable=False, server_default=sa.true())
+        )
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("approvals", schema=None) as batch_op:
+        batch_op.drop_column("images_ready")
