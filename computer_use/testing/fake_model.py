@@ -32,23 +32,33 @@ fixture at teardown) fails the test even if the agent swallowed the error — it
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import copy
-import io
 import itertools
 import json
 import socket
 import struct
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any
 
-from PIL import Image, ImageChops
+from computer_use.testing.script import (
+    FAULTS,
+    FakeModelError,
+    Fault,
+    ModelRequest,
+    Reply,
+    ToolCall,
+    Turn,
+    centre_of_largest_region,
+    click_largest_region,
+    newest_screenshot,
+)
+from computer_use.testing.wire import error_body, events, unpaired_tool_use
 
 __all__ = [
     "MESSAGE_THREADS_BETA",
@@ -68,103 +78,6 @@ __all__ = [
 MESSAGE_THREADS_BETA = "message-threads-2026-08-12"
 # The request fields a thread keeps from its `create`; the API refuses them on a `continue`.
 _CREATE_ONLY_FIELDS = ("system", "tools")
-
-
-class FakeModelError(AssertionError):
-    """The script and the requests disagreed: a test bug or an agent bug, never a flaky network."""
-
-
-@dataclass(frozen=True)
-class ToolCall:
-    """One `tool_use` block: `name` is the member, `toolset` the family (None for a plain tool)."""
-
-    name: str
-    input: Mapping[str, Any] = field(default_factory=dict)
-    toolset: str | None = "computer"
-    id: str | None = None
-
-
-@dataclass(frozen=True)
-class Reply:
-    """One model reply. `stop_reason` defaults to `tool_use` when there are tool calls."""
-
-    text: str | None = None
-    tool_calls: Sequence[ToolCall] = ()
-    stop_reason: str | None = None
-    input_tokens: int = 100
-    output_tokens: int = 20
-    delay_s: float = 0.0
-
-    def resolved_stop_reason(self) -> str:
-        if self.stop_reason is not None:
-            return self.stop_reason
-        return "tool_use" if self.tool_calls else "end_turn"
-
-
-FaultKind = Literal["rate_limited", "overloaded", "server_error", "unauthorized", "reset"]
-
-# status, error type, message: the API's own wording where it has one.
-_FAULTS: dict[str, tuple[int, str, str]] = {
-    "rate_limited": (
-        429,
-        "rate_limit_error",
-        "Number of request tokens has exceeded your rate limit.",
-    ),
-    "overloaded": (529, "overloaded_error", "Overloaded"),
-    "server_error": (500, "api_error", "Internal server error"),
-    "unauthorized": (401, "authentication_error", "invalid x-api-key"),
-}
-
-
-@dataclass(frozen=True)
-class Fault:
-    """An injected failure that takes the place of one reply."""
-
-    kind: FaultKind
-    retry_after_s: float | None = None
-    delay_s: float = 0.0
-
-    @classmethod
-    def rate_limited(cls, retry_after_s: float = 0.0) -> Fault:
-        return cls("rate_limited", retry_after_s=retry_after_s)
-
-    @classmethod
-    def overloaded(cls) -> Fault:
-        return cls("overloaded")
-
-    @classmethod
-    def server_error(cls) -> Fault:
-        return cls("server_error")
-
-    @classmethod
-    def unauthorized(cls) -> Fault:
-        return cls("unauthorized")
-
-    @classmethod
-    def connection_reset(cls) -> Fault:
-        """A TCP reset: after `message_start` and part of a text block when streaming."""
-        return cls("reset")
-
-
-@dataclass(frozen=True)
-class ModelRequest:
-    """What a scripted callable sees: the conversation as the model would see it."""
-
-    index: int
-    body: Mapping[str, Any]
-    messages: Sequence[Mapping[str, Any]]
-    system: Any
-    tools: Sequence[Mapping[str, Any]]
-
-    def tool_results(self) -> list[Mapping[str, Any]]:
-        """The `tool_result` blocks of the newest user message."""
-        for message in reversed(self.messages):
-            if message.get("role") == "user":
-                return [b for b in _blocks(message) if b.get("type") == "tool_result"]
-        return []
-
-
-Turn = Reply | Fault | Callable[[ModelRequest], Reply]
 
 
 @dataclass(frozen=True)
@@ -332,52 +245,6 @@ class FakeModel:
             )
 
 
-def _blocks(message: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    content = message.get("content")
-    if isinstance(content, str):
-        return [{"type": "text", "text": content}]
-    return [b for b in content or [] if isinstance(b, Mapping)]
-
-
-def _unpaired_tool_use(messages: Sequence[Mapping[str, Any]]) -> str | None:
-    """The API's 400 for a conversation whose tool calls and results do not pair up, or None."""
-    for index, message in enumerate(messages):
-        if message.get("role") != "assistant":
-            continue
-        calls = [b["id"] for b in _blocks(message) if b.get("type") == "tool_use"]
-        if not calls or index + 1 == len(messages):
-            continue  # the newest reply may end with calls (a resumed `pause_turn`)
-        results = {
-            b.get("tool_use_id")
-            for b in _blocks(messages[index + 1])
-            if b.get("type") == "tool_result"
-        }
-        missing = [c for c in calls if c not in results]
-        if missing:
-            return (
-                f"messages.{index + 1}: `tool_use` ids were found without `tool_result` blocks "
-                f"immediately after: {', '.join(missing)}. Each `tool_use` block must have a "
-                "corresponding `tool_result` block in the next message."
-            )
-    known = {b.get("id") for m in messages for b in _blocks(m) if b.get("type") == "tool_use"}
-    for index, message in enumerate(messages):
-        for block in _blocks(message):
-            if block.get("type") == "tool_result" and block.get("tool_use_id") not in known:
-                return (
-                    f"messages.{index}: unexpected `tool_use_id` found in `tool_result` blocks: "
-                    f"{block.get('tool_use_id')}. Each `tool_result` block must have a "
-                    "corresponding `tool_use` block in the previous message."
-                )
-    return None
-
-
-def _error_body(error_type: str, message: str, request_id: str, **details: Any) -> dict[str, Any]:
-    error: dict[str, Any] = {"type": error_type, "message": message}
-    if details:
-        error["details"] = details
-    return {"type": "error", "error": error, "request_id": request_id}
-
-
 class _Handler(BaseHTTPRequestHandler):
     model: FakeModel
     protocol_version = "HTTP/1.1"
@@ -428,7 +295,7 @@ class _Handler(BaseHTTPRequestHandler):
         if conversation is None:
             return  # an error was sent
         thread_source, messages, system, tools = conversation
-        problem = _unpaired_tool_use(messages)
+        problem = unpaired_tool_use(messages)
         if problem is not None:
             self._send_error(400, "invalid_request_error", problem, body=body, messages=messages)
             return
@@ -617,7 +484,7 @@ class _Handler(BaseHTTPRequestHandler):
                     self._message_json(Reply(text="This reply is cut off mid")), reset=True
                 )
             self._reset()
-        status, error_type, message = _FAULTS[fault.kind]
+        status, error_type, message = FAULTS[fault.kind]
         headers = {}
         if fault.retry_after_s is not None:
             headers["retry-after"] = f"{fault.retry_after_s:g}"
@@ -641,7 +508,7 @@ class _Handler(BaseHTTPRequestHandler):
         if retry is not None:
             extra["x-should-retry"] = "true" if retry else "false"
         self._send_json(
-            status, _error_body(error_type, message, request_id, **details), extra, request_id
+            status, error_body(error_type, message, request_id, **details), extra, request_id
         )
 
     def _send_json(
@@ -671,7 +538,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("connection", "close")
         self.end_headers()
         self.close_connection = True
-        for event in _events(message):
+        for event in events(message):
             self._event(event)
             if reset and event["type"] == "content_block_delta":
                 self.wfile.flush()
@@ -690,122 +557,3 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             pass
         raise _Abort
-
-
-def _events(message: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
-    """The SSE events of one message, each block sent in two deltas as the API splits them."""
-    usage = message["usage"]
-    start = {**message, "content": [], "stop_reason": None, "usage": {**usage, "output_tokens": 1}}
-    yield {"type": "message_start", "message": start}
-    for index, block in enumerate(message["content"]):
-        if block["type"] == "text":
-            yield {
-                "type": "content_block_start",
-                "index": index,
-                "content_block": {"type": "text", "text": ""},
-            }
-            text = block["text"]
-            for part in (text[: len(text) // 2], text[len(text) // 2 :]):
-                delta = {"type": "text_delta", "text": part}
-                yield {"type": "content_block_delta", "index": index, "delta": delta}
-        else:
-            yield {
-                "type": "content_block_start",
-                "index": index,
-                "content_block": {**block, "input": {}},
-            }
-            partial = json.dumps(block["input"])
-            for part in (partial[: len(partial) // 2], partial[len(partial) // 2 :]):
-                delta = {"type": "input_json_delta", "partial_json": part}
-                yield {"type": "content_block_delta", "index": index, "delta": delta}
-        yield {"type": "content_block_stop", "index": index}
-    yield {
-        "type": "message_delta",
-        "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
-        "usage": {"output_tokens": usage["output_tokens"]},
-    }
-    yield {"type": "message_stop"}
-
-
-# -- computing a click from the screenshot the model received -------------------------------------
-
-
-def newest_screenshot(messages: Sequence[Mapping[str, Any]]) -> Image.Image:
-    """The newest base64 image in the conversation (inside tool results or not), decoded."""
-    for message in reversed(messages):
-        for block in reversed(_blocks(message)):
-            for image in reversed(_images(block)):
-                return Image.open(io.BytesIO(base64.b64decode(image["source"]["data"]))).convert(
-                    "RGB"
-                )
-    raise FakeModelError("the conversation holds no image: did the agent send a screenshot?")
-
-
-def _images(block: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    if block.get("type") == "image" and block.get("source", {}).get("type") == "base64":
-        return [block]
-    if block.get("type") == "tool_result" and isinstance(block.get("content"), list):
-        return [
-            b for inner in block["content"] if isinstance(inner, Mapping) for b in _images(inner)
-        ]
-    return []
-
-
-def centre_of_largest_region(
-    image: Image.Image, rgb: tuple[int, int, int], *, tolerance: int = 0
-) -> tuple[int, int]:
-    """The centre of the bounding box of the largest 4-connected region of colour `rgb`.
-
-    Pillow has no connected-component labelling, so this walks the mask once (breadth first);
-    screenshots in tests are small and the walk touches only matching pixels.
-    """
-    rgb_image = image.convert("RGB")
-    width, height = rgb_image.size
-    mask = Image.new("L", rgb_image.size, 255)
-    for band, wanted in zip(rgb_image.split(), rgb, strict=True):
-        lut = [255 if abs(value - wanted) <= tolerance else 0 for value in range(256)]
-        mask = ImageChops.darker(mask, band.point(lut))  # a pixel-wise AND of 0/255 masks
-    bbox = mask.getbbox()
-    if bbox is None:
-        raise FakeModelError(f"no pixel of colour {rgb} (tolerance {tolerance}) in the screenshot")
-    data = bytearray(mask.tobytes())
-    best: tuple[int, int, int, int, int] | None = None  # size, x0, y0, x1, y1
-    x_min, y_min, x_max, y_max = bbox
-    for y in range(y_min, y_max):
-        for x in range(x_min, x_max):
-            if not data[y * width + x]:
-                continue
-            data[y * width + x] = 0
-            queue = [(x, y)]
-            size, x0, y0, x1, y1 = 0, x, y, x, y
-            while queue:
-                px, py = queue.pop()
-                size += 1
-                x0, y0, x1, y1 = min(x0, px), min(y0, py), max(x1, px), max(y1, py)
-                for nx, ny in ((px + 1, py), (px - 1, py), (px, py + 1), (px, py - 1)):
-                    if 0 <= nx < width and 0 <= ny < height and data[ny * width + nx]:
-                        data[ny * width + nx] = 0
-                        queue.append((nx, ny))
-            if best is None or size > best[0]:
-                best = (size, x0, y0, x1, y1)
-    assert best is not None
-    _, x0, y0, x1, y1 = best
-    return (x0 + x1) // 2, (y0 + y1) // 2
-
-
-def click_largest_region(
-    rgb: tuple[int, int, int],
-    *,
-    member: str = "left_click",
-    toolset: str = "computer",
-    text: str | None = None,
-) -> Callable[[ModelRequest], Reply]:
-    """A scripted turn clicking the centre of the largest `rgb` region of the newest screenshot."""
-
-    def turn(request: ModelRequest) -> Reply:
-        x, y = centre_of_largest_region(newest_screenshot(request.messages), rgb)
-        return Reply(
-            text=text, tool_calls=[ToolCall(member, {"coordinate": [x, y]}, toolset=toolset)]
-        )
-
-    return turn
