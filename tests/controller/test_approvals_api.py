@@ -20,8 +20,9 @@ def device_headers(api: Api, name: str = "phone") -> dict[str, str]:
     return {"Authorization": f"Bearer {paired['token']}"}
 
 
-def pending_request(api: Api) -> tuple[int, int]:
-    """A running task with one pending approval request: (task id, approval id)."""
+def pending_request(api: Api, *, images_follow: bool = False) -> tuple[int, int]:
+    """A running task with one pending approval request: (task id, approval id); with
+    `images_follow`, announced before its images are stored."""
     task = api.submit(["sleep", "30"])
     api.wait_task(task["id"], ("running",))
     approval = api.controller.approvals.request(
@@ -34,8 +35,9 @@ def pending_request(api: Api) -> tuple[int, int]:
             description="Click at (800, 600)",
             model_reason="Pressing Send.",
             policy_rule="default: computer.left_click asks",
-            screenshot_png=PNG,
-            annotated_png=ANNOTATED,
+            screenshot_png=None if images_follow else PNG,
+            annotated_png=None if images_follow else ANNOTATED,
+            images_follow=images_follow,
         )
     )
     return task["id"], approval.id
@@ -150,32 +152,16 @@ def test_the_effective_default_policy_is_shown(api: Api) -> None:
 
 
 def test_a_request_announced_before_its_images_serves_them_once_stored(api: Api) -> None:
-    task = api.submit(["sleep", "30"])
-    api.wait_task(task["id"], ("running",))
-    approval = api.controller.approvals.request(
-        NewApproval(
-            task_id=task["id"],
-            tool="computer",
-            member="left_click",
-            input={"coordinate": [400, 300]},
-            screen_input={"coordinate": [800, 600]},
-            description="Click at (800, 600)",
-            model_reason="Pressing Send.",
-            policy_rule="default: computer.left_click asks",
-            screenshot_png=None,
-            annotated_png=None,
-            images_follow=True,
-        )
-    )
-    shown = api.get(f"/api/v1/approvals/{approval.id}").json()
+    _, approval_id = pending_request(api, images_follow=True)
+    shown = api.get(f"/api/v1/approvals/{approval_id}").json()
     assert shown["images_ready"] is False
-    assert shown["annotated_url"] == f"/api/v1/approvals/{approval.id}/annotated"
+    assert shown["annotated_url"] == f"/api/v1/approvals/{approval_id}/annotated"
     # The image route waits for the images instead of answering that there are none.
     attacher = threading.Timer(
-        0.3, api.controller.approvals.attach_images, (approval.id, PNG, ANNOTATED)
+        0.3, api.controller.approvals.attach_images, (approval_id, PNG, ANNOTATED)
     )
     attacher.start()
-    image = api.get(f"/api/v1/approvals/{approval.id}/annotated")
+    image = api.get(f"/api/v1/approvals/{approval_id}/annotated")
     attacher.join()
     assert image.status_code == 200 and image.content == ANNOTATED
-    assert api.get(f"/api/v1/approvals/{approval.id}").json()["images_ready"] is True
+    assert api.get(f"/api/v1/approvals/{approval_id}").json()["images_ready"] is True
