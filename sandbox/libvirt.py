@@ -21,7 +21,8 @@ commands run as the sandbox user, with no_new_privs, on a read-only root with a 
 metadata naming the process that made them, so `prune_orphans` finds a crashed controller's.
 
 Beside this module: the domain as data (vm/domain.py), the host end of the agent's channel
-(vm/agent.py), saved states (vm/save.py), the disk image (vm/image.py).
+(vm/agent.py), saved states (vm/save.py), the disk image (vm/image.py), and removing what a
+crashed controller left (vm/prune.py).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ import threading
 import time
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
@@ -59,7 +60,7 @@ from sandbox.base import (
     SandboxSpec,
     Stream,
 )
-from sandbox.docker import LABEL_HOST, LABEL_PID, LABEL_PID_START, _is_orphan, owner_labels
+from sandbox.docker import LABEL_HOST, LABEL_PID, LABEL_PID_START, owner_labels
 from sandbox.errors import (
     EngineUnavailable,
     FileOperationFailed,
@@ -74,6 +75,7 @@ from sandbox.ownership import sandbox_user
 from sandbox.vm.agent import AgentLink, until_exit
 from sandbox.vm.domain import KERNEL_ARGS, METADATA_NS, DomainPlan, domain_xml, metadata_element
 from sandbox.vm.image import VmImage, default_vm_dir
+from sandbox.vm.prune import NAME_PREFIX, prune_orphans, remove_domain
 from sandbox.vm.save import (
     RO_SLOTS,
     RW_SLOTS,
@@ -88,7 +90,6 @@ from sandbox.vm.save import (
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
 
 DEFAULT_URI = "qemu:///system"
-NAME_PREFIX = "dispatch-"
 HOME = Path("/home/sandbox")
 # The guest kernel, the agent and the page cache live beside the sandbox's own memory limit.
 GUEST_OVERHEAD_MB = 192
@@ -100,7 +101,6 @@ BOOT_TIMEOUT_S = 120.0
 # A guest under working KVM answers within a few seconds; one that does not is not running.
 KVM_PROBE_S = 25.0
 ACCEL_FILE = "accel.json"
-RUN_DIR_GRACE_S = 600.0
 FILE_CAP_BYTES = 256 * MIB
 START_LIBVIRTD = (
     "start it: `sudo systemctl start libvirtd`, or where systemd does not run, "
@@ -771,71 +771,6 @@ class LibvirtSandbox:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
-
-
-def remove_domain(domain: libvirt.virDomain) -> None:
-    """Destroy (if running) and undefine a domain; gone already is fine."""
-    with contextlib.suppress(libvirt.libvirtError):
-        domain.destroy()
-    with contextlib.suppress(libvirt.libvirtError):
-        domain.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE)
-
-
-def domain_labels(domain: libvirt.virDomain) -> dict[str, str] | None:
-    """The metadata Dispatch put on a domain, or None if it is not one of Dispatch's."""
-    try:
-        text = domain.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, METADATA_NS)
-    except libvirt.libvirtError:
-        return None
-    root = ET.fromstring(text)
-    return {item.get("name", ""): item.text or "" for item in root}
-
-
-def prune_orphans(
-    conn: libvirt.virConnect,
-    *,
-    everything: bool = False,
-    match: Mapping[str, str] | None = None,
-    vm_dir: Path | None = None,
-) -> list[str]:
-    """Remove Dispatch VMs whose creating process is gone (or all of them), with their files.
-
-    Returns the names of the domains removed.
-    """
-    removed = []
-    for domain in conn.listAllDomains():
-        labels = domain_labels(domain)
-        if labels is None or not domain.name().startswith(NAME_PREFIX):
-            continue
-        if any(labels.get(f"spec.{k}") != v for k, v in (match or {}).items()):
-            continue
-        if everything or _is_orphan(labels):
-            remove_domain(domain)
-            run_dir = labels.get("run-dir")
-            if run_dir and Path(run_dir).name == domain.name():
-                shutil.rmtree(run_dir, ignore_errors=True)
-            removed.append(domain.name())
-    if not match:
-        removed += _prune_run_dirs(conn, vm_dir or default_vm_dir(), everything=everything)
-    return removed
-
-
-def _prune_run_dirs(conn: libvirt.virConnect, vm_dir: Path, *, everything: bool) -> list[str]:
-    """Overlays of VMs that are gone (one that stopped at its deadline, say)."""
-    names = {domain.name() for domain in conn.listAllDomains()}
-    removed = []
-    for run_dir in sorted((vm_dir / "run").glob(f"{NAME_PREFIX}*")):
-        if run_dir.name in names:
-            continue
-        try:
-            # A sandbox starting right now has a folder and no domain yet.
-            if not everything and time.time() - run_dir.stat().st_mtime < RUN_DIR_GRACE_S:
-                continue
-        except OSError:
-            continue
-        shutil.rmtree(run_dir, ignore_errors=True)
-        removed.append(run_dir.name)
-    return removed
 
 
 def _boot_id() -> str:
