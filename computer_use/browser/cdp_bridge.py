@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from computer_use.browser.toolset import CHROMIUM_FLAGS, BrowserFailed
+from computer_use.browser.launch import CHROMIUM_FLAGS, BrowserFailed
 from computer_use.screen.desktop import DESKTOP_USER
 from sandbox import Process, Sandbox, SandboxError, Spawner
 

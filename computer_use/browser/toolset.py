@@ -39,10 +39,7 @@ import base64
 import contextlib
 import io
 import itertools
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal
 
 from anthropic.tools import (
     BetaAbstractBrowserToolset20260801,
@@ -99,6 +96,14 @@ from computer_use.browser.approval import (
 )
 from computer_use.browser.domains import AllowedDomains, typed_url
 from computer_use.browser.fence import Refusal, RequestFence
+from computer_use.browser.launch import (
+    CHROMIUM,
+    CHROMIUM_FLAGS,
+    BrowserFailed,
+    BrowserLauncher,
+    LocalChromium,
+    first_line,
+)
 
 if TYPE_CHECKING:
     from anthropic.tools import BetaConfirmContext
@@ -111,7 +116,6 @@ if TYPE_CHECKING:
         Playwright,
     )
 
-CHROMIUM = Path("/usr/bin/chromium")
 MAX_IMAGE_EDGE_PX = 1568
 MAX_IMAGE_PIXELS = 1_150_000
 DEFAULT_VIEWPORT = (1280, 800)
@@ -128,67 +132,6 @@ MAX_TABS = 50
 # consequence is reported with the call that caused it rather than the next one.
 SETTLE_S = 0.15
 SCROLL_NOTCH_PX = 100
-# Chromium flags for every launch: no first-run noise, and WebRTC kept off non-proxied UDP.
-CHROMIUM_FLAGS = (
-    "--no-first-run",
-    "--no-default-browser-check",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--force-webrtc-ip-handling-policy=disable_non_proxied_udp",
-    # A document the fence re-delivers (to add its CSP) loses the address it came from, so
-    # Chromium's local-network checks would take every such page for a public one and block
-    # its requests to a site on a private address. The fence already limits every request to
-    # the named hosts.
-    "--disable-features=LocalNetworkAccessChecks",
-)
-
-
-class BrowserFailed(RuntimeError):
-    """Chromium could not be started or connected to (the message says which and why)."""
-
-
-class BrowserLauncher(Protocol):
-    """Where Chromium runs: gives a connected Playwright `Browser`, and takes it down."""
-
-    def connect(self, playwright: Playwright) -> Browser:
-        """Start (or reach) Chromium and return it connected. Raises BrowserFailed."""
-
-    def close(self) -> None:
-        """Stop what `connect` started."""
-
-
-@dataclass
-class LocalChromium:
-    """Debian's Chromium on this machine, headless (tests and development; no confinement)."""
-
-    executable: Path = CHROMIUM
-    extra_args: Sequence[str] = ()
-    _browser: Browser | None = field(default=None, init=False, repr=False)
-
-    def connect(self, playwright: Playwright) -> Browser:
-        from playwright.sync_api import Error as PlaywrightError
-
-        if not self.executable.exists():
-            raise BrowserFailed(
-                f"{self.executable} does not exist; install Debian's chromium package "
-                "(`apt-get install chromium`) or pass executable="
-            )
-        try:
-            self._browser = playwright.chromium.launch(
-                executable_path=str(self.executable),
-                headless=True,
-                args=[*CHROMIUM_FLAGS, *self.extra_args],
-            )
-        except PlaywrightError as exc:
-            raise BrowserFailed(f"Chromium did not start: {_first_line(exc)}") from None
-        return self._browser
-
-    def close(self) -> None:
-        browser, self._browser = self._browser, None
-        if browser is not None:
-            with contextlib.suppress(Exception):
-                browser.close()
 
 
 class ChromiumBrowser(BetaAbstractBrowserToolset20260801):
@@ -286,7 +229,7 @@ class ChromiumBrowser(BetaAbstractBrowserToolset20260801):
             self._teardown()
             if isinstance(exc, BrowserFailed):
                 raise
-            raise BrowserFailed(f"the browser failed to start: {_first_line(exc)}") from None
+            raise BrowserFailed(f"the browser failed to start: {first_line(exc)}") from None
         except BaseException:
             self._teardown()
             raise
@@ -592,7 +535,7 @@ class ChromiumBrowser(BetaAbstractBrowserToolset20260801):
                 raise ToolError(
                     f"refused: {refused[-1].reason}. The tab stayed at {page.url}"
                 ) from None
-            raise ToolError(f"could not open {input.url}: {_first_line(exc)}") from None
+            raise ToolError(f"could not open {input.url}: {first_line(exc)}") from None
         refused = [r for r in self.fence.since(mark) if r.document]
         if refused and response is None:
             self._reported = self.fence.mark()
@@ -744,7 +687,7 @@ class ChromiumBrowser(BetaAbstractBrowserToolset20260801):
                     for key in reversed(keys):
                         page.keyboard.up(key)
         except PlaywrightError as exc:
-            raise ToolError(f"the click did not happen: {_first_line(exc)}") from None
+            raise ToolError(f"the click did not happen: {first_line(exc)}") from None
         return self._settle(page)
 
     def left_click(
@@ -855,7 +798,7 @@ class ChromiumBrowser(BetaAbstractBrowserToolset20260801):
                 for press in input.text.split():
                     page.keyboard.press(browser_page.chord(press))
         except PlaywrightError as exc:
-            raise ToolError(f"could not press {input.text!r}: {_first_line(exc)}") from None
+            raise ToolError(f"could not press {input.text!r}: {first_line(exc)}") from None
         return self._settle(page)
 
     def hold_key(
@@ -872,7 +815,7 @@ class ChromiumBrowser(BetaAbstractBrowserToolset20260801):
                 pressed.append(key)
             page.wait_for_timeout(min(MAX_WAIT_S, max(0.0, input.duration)) * 1000)
         except PlaywrightError as exc:
-            raise ToolError(f"could not hold {input.text!r}: {_first_line(exc)}") from None
+            raise ToolError(f"could not hold {input.text!r}: {first_line(exc)}") from None
         finally:
             for key in reversed(pressed):
                 with contextlib.suppress(PlaywrightError):
@@ -907,7 +850,7 @@ class ChromiumBrowser(BetaAbstractBrowserToolset20260801):
                 element.fill(_field_text(value))
         except PlaywrightError as exc:
             raise ToolError(
-                f"could not set {input.target.ref} ({kind.rstrip(':')}): {_first_line(exc)}"
+                f"could not set {input.target.ref} ({kind.rstrip(':')}): {first_line(exc)}"
             ) from None
         return self._settle(page)
 
@@ -961,6 +904,11 @@ def _field_text(value: str | float | bool) -> str:
     return str(value)
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+__all__ = [
+    "CHROMIUM",
+    "CHROMIUM_FLAGS",
+    "BrowserFailed",
+    "BrowserLauncher",
+    "ChromiumBrowser",
+    "LocalChromium",
+]
