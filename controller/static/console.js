@@ -65,8 +65,9 @@ function carryOver(from, to) {
 
 const refreshing = new Map();
 
-// Refresh `selector` from `url` soon; bursts of events make one request at a time.
-function refresh(key, url, place) {
+// Refresh `key` from `url`: at once (a person may be waiting for this card), and events that
+// arrive meanwhile make one more request a little later, so a burst costs two requests.
+function refresh(key, url, place, waitMs = 0) {
   let state = refreshing.get(key);
   if (!state) { state = { busy: false, again: false }; refreshing.set(key, state); }
   if (state.busy) { state.again = true; return; }
@@ -77,9 +78,9 @@ function refresh(key, url, place) {
       if (fresh) place(fresh);
     } finally {
       state.busy = false;
-      if (state.again) { state.again = false; refresh(key, url, place); }
+      if (state.again) { state.again = false; refresh(key, url, place, 60); }
     }
-  }, 60);
+  }, waitMs);
 }
 
 function replaceOrAdd(id, container, position) {
