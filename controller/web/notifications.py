@@ -104,7 +104,7 @@ def send_test(c: Controller, device: Device) -> list[TestSent]:
         thread={},
         task={},
     )
-    for name, target in (("ntfy", "ntfy"), ("webhook", "the webhook")):
+    for name, target in (("ntfy", "ntfy"), ("webhook", "Webhook")):
         notifier = c.notify.notifiers.get(name)
         if notifier is None:
             continue

@@ -167,6 +167,7 @@ def test_watch_the_screen_zoom_the_request_and_read_the_verified_audit_timeline(
     # (the screenshot runs without asking; the next click waits for the phone).
     corner = approve_until(console, page, task_id, "(5, 5)")
     wait_until(lambda: screen_img.get_attribute("src") != before, 30, "the live screen to change")
+    page.evaluate("document.querySelector('img[data-role=screen]').scrollIntoView()")
     console.shot(page, "live-screen")
     corner.locator("button[data-action=approve]").click()
     wait_status(page, task_id, "succeeded", 60)
