@@ -141,7 +141,8 @@ function onEvent(message) {
   const kind = event.kind;
   const head = event.data && event.data.audit_head;
   if (head) seenAuditHead(`${head.seq}:${head.hash}`);
-  if (page === "audit" && event.task_id === taskId) {
+  // Output is not in the audit log; steps, approvals and state changes are.
+  if (page === "audit" && event.task_id === taskId && kind !== "task.output") {
     refresh("audit", `/fragments/tasks/${taskId}/audit`, (fresh) => {
       document.getElementById("audit").replaceWith(fresh);
       auditPageHead();
@@ -193,8 +194,11 @@ function wake() {
 // rewritten (or an entry was edited): every page then says so, loudly, until it is accepted.
 
 const HEAD_KEY = "dispatch.audit.head";
+// A check reads the whole log on the controller: while a task runs, at most one every 5 s.
+const HEAD_CHECK_MS = 5000;
 let headBusy = false;
 let headNext = null;
+let headCheckedAt = 0;
 
 function auditAlarm(summary, kept) {
   const box = document.getElementById("audit-alarm");
@@ -209,13 +213,18 @@ async function seenAuditHead(head) {
   if (kept === head) return;
   if (headBusy) { headNext = head; return; }
   headBusy = true;
+  const wait = headCheckedAt + HEAD_CHECK_MS - Date.now();
+  if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+  headCheckedAt = Date.now();
   try {
-    const found = await api("GET", `/api/v1/audit/verify?head=${encodeURIComponent(kept)}`);
+    // Another tab may have moved the kept head on meanwhile.
+    const against = localStorage.getItem(HEAD_KEY) || kept;
+    const found = await api("GET", `/api/v1/audit/verify?head=${encodeURIComponent(against)}`);
     if (found.ok) {
       const h = found.report.head;
       localStorage.setItem(HEAD_KEY, `${h.seq}:${h.hash}`);
     } else {
-      auditAlarm(found.summary, kept);
+      auditAlarm(found.summary, against);
     }
   } catch (error) {
     // Offline or signed out: the next page or event checks again.
