@@ -90,3 +90,33 @@ def test_the_notification_test_needs_the_csrf_token_and_reports_each_channel(api
         )
     assert sent.status_code == 200, sent.text
     assert sent.json() == {"results": []}  # no subscription, no ntfy, no webhook
+
+
+def test_the_notification_settings_never_show_a_token_secret_or_query() -> None:
+    from types import SimpleNamespace
+
+    from controller.settings import NotifySettings, NtfySettings, WebhookSettings
+    from controller.web.notifications import notify_view, shown_url
+
+    assert shown_url("https://hooks.example:8443/in/abc?token=s3cret#x") == (
+        "https://hooks.example:8443/in/abc?…"
+    )
+    assert shown_url("http://[::1]:9/h") == "http://[::1]:9/h"
+    settings = SimpleNamespace(
+        notify=NotifySettings(
+            ntfy=NtfySettings(url="https://ntfy.sh", topic="my-topic", token="tk_secret"),
+            webhook=WebhookSettings(url="https://example.com/hook?sig=q_secret", secret="w_secret"),
+        )
+    )
+    c = SimpleNamespace(
+        settings=settings,
+        notify=SimpleNamespace(
+            vapid_public_key=None, store=SimpleNamespace(subscriptions=lambda _id: [])
+        ),
+    )
+    shown = notify_view(c, SimpleNamespace(id=1))  # type: ignore[arg-type]
+    text = repr(shown)
+    assert "my-topic" in text and "https://example.com/hook?…" in text
+    assert shown["ntfy"]["token"] is True and shown["webhook"]["signed"] is True
+    for secret in ("tk_secret", "q_secret", "w_secret"):
+        assert secret not in text
