@@ -48,7 +48,8 @@ def test_an_edited_entry_is_named_on_the_audit_page(api: Api) -> None:
         page = b.get(f"/tasks/{task_id}/audit")
     assert page.status_code == 200
     assert 'data-ok="false"' in page.text and "NOT verified" in page.text
-    assert "First bad entry: #1 (line 1): edited" in page.text
+    assert 'First bad entry: <a href="#seq-1">#1</a> (line 1): edited' in page.text
+    assert 'class="entry kind-task_submitted bad" id="seq-1"' in page.text
 
 
 def test_the_export_download_is_the_cli_export_as_a_zip_and_verifies_on_its_own(
