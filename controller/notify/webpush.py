@@ -93,9 +93,15 @@ def public_key(vapid: Vapid) -> str:
 
 
 def default_subject(public_url: str) -> str:
-    """A VAPID contact: the controller's https address, else a placeholder address."""
-    if urlsplit(public_url).scheme == "https":
-        return public_url.rstrip("/")
+    """A VAPID contact: the controller's https address, else a placeholder address.
+
+    Only a bare https://host is a contact pywebpush accepts: with a port or a path (the usual
+    https://192.168.1.20:8420) it refuses to sign, and every push would fail.
+    """
+    parts = urlsplit(public_url)
+    host = parts.hostname or ""
+    if parts.scheme == "https" and re.fullmatch(r"localhost|[\w-]+\.[\w.-]+", host):
+        return f"https://{host}"
     return "mailto:dispatch@localhost"
 
 

@@ -6,6 +6,7 @@ const csrf = document.querySelector('meta[name="csrf-token"]').content;
 const body = document.body;
 const page = body.dataset.page;
 const threadId = Number(body.dataset.threadId || 0);
+const taskId = Number(body.dataset.taskId || 0);
 
 function signedOut() {
   location.assign("/pair#signed-out");
@@ -64,8 +65,9 @@ function carryOver(from, to) {
 
 const refreshing = new Map();
 
-// Refresh `selector` from `url` soon; bursts of events make one request at a time.
-function refresh(key, url, place) {
+// Refresh `key` from `url`: at once (a person may be waiting for this card), and events that
+// arrive meanwhile make one more request a little later, so a burst costs two requests.
+function refresh(key, url, place, waitMs = 0) {
   let state = refreshing.get(key);
   if (!state) { state = { busy: false, again: false }; refreshing.set(key, state); }
   if (state.busy) { state.again = true; return; }
@@ -76,9 +78,9 @@ function refresh(key, url, place) {
       if (fresh) place(fresh);
     } finally {
       state.busy = false;
-      if (state.again) { state.again = false; refresh(key, url, place); }
+      if (state.again) { state.again = false; refresh(key, url, place, 60); }
     }
-  }, 60);
+  }, waitMs);
 }
 
 function replaceOrAdd(id, container, position) {
@@ -137,6 +139,15 @@ function onEvent(message) {
   const event = JSON.parse(message.data);
   lastEventId = Math.max(lastEventId, event.id);
   const kind = event.kind;
+  const head = event.data && event.data.audit_head;
+  if (head) seenAuditHead(`${head.seq}:${head.hash}`);
+  // Output is not in the audit log; steps, approvals and state changes are.
+  if (page === "audit" && event.task_id === taskId && kind !== "task.output") {
+    refresh("audit", `/fragments/tasks/${taskId}/audit`, (fresh) => {
+      document.getElementById("audit").replaceWith(fresh);
+      auditPageHead();
+    });
+  }
   if (kind.startsWith("approval.")) refreshPending();
   if (page === "threads" && (kind === "thread.created" || kind === "task.state")) {
     refresh("threads", "/fragments/threads", (fresh) => {
@@ -169,6 +180,156 @@ function connect() {
     if (check && check.status === 401) { stream.close(); signedOut(); return; }
     if (stream.readyState === EventSource.CLOSED) setTimeout(connect, 2000);
   };
+}
+
+// A phone that slept, or lost its network, comes back with a stream that may have died
+// meanwhile: open it again at once, from the last event this page saw.
+function wake() {
+  if (document.visibilityState !== "visible") return;
+  if (!stream || stream.readyState !== EventSource.OPEN) connect();
+}
+
+// --- the audit chain's head ------------------------------------------------------------
+// The console keeps the last head it saw. A later log that does not extend it was cut or
+// rewritten (or an entry was edited): every page then says so, loudly, until it is accepted.
+
+const HEAD_KEY = "dispatch.audit.head";
+// A check reads the whole log on the controller: while a task runs, at most one every 5 s.
+const HEAD_CHECK_MS = 5000;
+let headBusy = false;
+let headNext = null;
+let headCheckedAt = 0;
+
+function auditAlarm(summary, kept) {
+  const box = document.getElementById("audit-alarm");
+  box.querySelector('[data-role="summary"]').textContent = summary;
+  box.querySelector('[data-role="kept"]').textContent = kept;
+  box.hidden = false;
+}
+
+async function seenAuditHead(head) {
+  const kept = localStorage.getItem(HEAD_KEY);
+  if (!kept) { localStorage.setItem(HEAD_KEY, head); return; }
+  if (kept === head) return;
+  if (headBusy) { headNext = head; return; }
+  headBusy = true;
+  const wait = headCheckedAt + HEAD_CHECK_MS - Date.now();
+  if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+  headCheckedAt = Date.now();
+  try {
+    // Another tab may have moved the kept head on meanwhile.
+    const against = localStorage.getItem(HEAD_KEY) || kept;
+    const found = await api("GET", `/api/v1/audit/verify?head=${encodeURIComponent(against)}`);
+    if (found.ok) {
+      const h = found.report.head;
+      localStorage.setItem(HEAD_KEY, `${h.seq}:${h.hash}`);
+    } else {
+      auditAlarm(found.summary, against);
+    }
+  } catch (error) {
+    // Offline or signed out: the next page or event checks again.
+  } finally {
+    headBusy = false;
+    if (headNext) { const next = headNext; headNext = null; seenAuditHead(next); }
+  }
+}
+
+function auditPageHead() {
+  const shown = document.getElementById("audit");
+  if (!shown) return false;
+  if (shown.dataset.auditOk === "false") {
+    auditAlarm(shown.querySelector('[data-role="verification"] .meta').textContent,
+      localStorage.getItem(HEAD_KEY) || shown.dataset.auditHead);
+  }
+  seenAuditHead(shown.dataset.auditHead);
+  return true;
+}
+
+async function checkAuditHead() {
+  if (auditPageHead()) return;
+  const response = await fetch("/api/v1/audit/head", { credentials: "same-origin" }).catch(() => null);
+  if (!response || !response.ok) return;
+  const head = await response.json();
+  seenAuditHead(`${head.seq}:${head.hash}`);
+}
+
+// --- notifications: Web Push through the service worker --------------------------------------
+
+function keyBytes(base64url) {
+  const padded = base64url.replace(/-/g, "+").replace(/_/g, "/") + "=".repeat((4 - base64url.length % 4) % 4);
+  return Uint8Array.from(atob(padded), (c) => c.charCodeAt(0));
+}
+
+function pushSupported() {
+  return "serviceWorker" in navigator && "PushManager" in window && "Notification" in window;
+}
+
+async function pushState() {
+  const state = document.getElementById("push-state");
+  if (!state) return;
+  if (!pushSupported()) {
+    state.textContent = "This browser cannot receive Web Push (on an iPhone, add the console to the home screen first).";
+    state.dataset.state = "unsupported";
+    return;
+  }
+  const registration = await navigator.serviceWorker.register("/sw.js");
+  const subscription = await registration.pushManager.getSubscription().catch(() => null);
+  state.dataset.state = subscription ? "subscribed" : "not-subscribed";
+  state.textContent = subscription
+    ? "This browser is subscribed."
+    : `This browser is not subscribed (permission: ${Notification.permission}).`;
+}
+
+async function pushSubscribe(button) {
+  const box = button.closest(".card");
+  if (!pushSupported()) throw new Error("this browser cannot receive Web Push");
+  const registration = await navigator.serviceWorker.register("/sw.js");
+  await navigator.serviceWorker.ready;
+  const permission = await Notification.requestPermission();
+  if (permission !== "granted") throw new Error(`notifications are ${permission} for this site; allow them in the browser's site settings`);
+  const { public_key: key } = await api("GET", "/api/v1/push/key");
+  let subscription;
+  try {
+    subscription = await registration.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey: keyBytes(key) });
+  } catch (error) {
+    throw new Error(`the browser's push service refused the subscription (${error.name}: ${error.message})`);
+  }
+  await api("POST", "/api/v1/push/subscriptions", subscription.toJSON());
+  box.querySelector(".error").hidden = true;
+  location.reload();
+}
+
+async function pushUnsubscribe() {
+  if (pushSupported()) {
+    const registration = await navigator.serviceWorker.getRegistration();
+    const subscription = registration && await registration.pushManager.getSubscription();
+    if (subscription) await subscription.unsubscribe();
+  }
+  for (const row of document.querySelectorAll("li[data-subscription-id]")) {
+    await api("DELETE", `/api/v1/push/subscriptions/${row.dataset.subscriptionId}`);
+  }
+  location.reload();
+}
+
+async function pushTest(button) {
+  button.disabled = true;
+  const { results } = await api("POST", "/settings/notifications/test");
+  const list = document.getElementById("test-results");
+  list.replaceChildren(...results.map((r) => {
+    const item = document.createElement("li");
+    item.dataset.channel = r.channel;
+    item.dataset.delivered = String(r.delivered);
+    item.textContent = `${r.target}: ${r.delivered ? "sent" : `not sent (${r.error})`}`;
+    item.className = r.delivered ? "ok" : "error";
+    return item;
+  }));
+  if (!results.length) {
+    const item = document.createElement("li");
+    item.textContent = "Nothing to send to: subscribe this device, or set [notify.ntfy] or [notify.webhook].";
+    list.append(item);
+  }
+  list.hidden = false;
+  button.disabled = false;
 }
 
 // --- countdowns and unread marks -------------------------------------------------------------
@@ -272,6 +433,17 @@ document.addEventListener("click", async (event) => {
       if (!confirm(`Forget /memories/${button.dataset.path}?`)) return;
       await api("DELETE", memoryUrl(button.dataset.path));
       location.reload();
+    } else if (action === "audit-accept") {
+      const response = await fetch("/api/v1/audit/head", { credentials: "same-origin" });
+      const head = await response.json();
+      localStorage.setItem(HEAD_KEY, `${head.seq}:${head.hash}`);
+      document.getElementById("audit-alarm").hidden = true;
+    } else if (action === "push-subscribe") {
+      await pushSubscribe(button);
+    } else if (action === "push-unsubscribe") {
+      await pushUnsubscribe();
+    } else if (action === "push-test") {
+      await pushTest(button);
     } else if (action === "signout") {
       if (!confirm("Sign out? This device's pairing is revoked; pair again to come back.")) return;
       await fetch("/signout", { method: "POST", headers: { "X-CSRF-Token": csrf }, credentials: "same-origin" });
@@ -343,6 +515,10 @@ document.addEventListener("DOMContentLoaded", () => {
   markUnread();
   markSeen();
   connect();
+  checkAuditHead();
+  document.addEventListener("visibilitychange", wake);
+  window.addEventListener("online", wake);
+  if (page === "settings") pushState();
   if (location.hash.startsWith("#task-")) {
     const card = document.getElementById(location.hash.slice(1));
     if (card) card.scrollIntoView();

@@ -23,7 +23,6 @@ import anyio.to_thread
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
-from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from controller.api.routes import (
     MAX_ID,
@@ -37,17 +36,16 @@ from controller.auth import role_of, shown_name
 from controller.errors import ApiError, BadRequest, NotFound
 from controller.service import Controller
 from controller.store.models import Approval, ApprovalState, Device, Task, TaskKind, TaskStatus
-from controller.web import results
+from controller.web import audit, notifications, results
 from controller.web.session import (
     clear_cookie_header,
     cookie_header,
-    csrf_token,
     is_tls,
     origin_error,
 )
+from controller.web.templating import common, pending_count, render, templates
 
 STATIC = Path(__file__).parent.parent / "static"
-TEMPLATES = Path(__file__).parent / "templates"
 ASSET_TYPES = {
     ".css": "text/css; charset=utf-8",
     ".js": "text/javascript; charset=utf-8",
@@ -73,50 +71,7 @@ STATUS_WORDS = {
     TaskStatus.INTERRUPTED: "interrupted",
 }
 
-templates = Environment(
-    loader=FileSystemLoader(TEMPLATES),
-    autoescape=select_autoescape(["html"]),
-    trim_blocks=True,
-    lstrip_blocks=True,
-)
-
-
-def _clock(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds))
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, rest = divmod(int(seconds), 60)
-    return f"{minutes} min {rest} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60} min"
-
-
-def _size(count: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if count < 1024 or unit == "GB":
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1024  # type: ignore[assignment]
-    return str(count)
-
-
-templates.filters["clock"] = _clock
-templates.filters["duration"] = _duration
-templates.filters["size"] = _size
 templates.globals["status_words"] = STATUS_WORDS
-
-
-def render(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
-    """A page or fragment from `templates/`, never cached (it shows live state)."""
-    session = request.scope.get("state", {}).get("session")
-    context.setdefault("csrf", csrf_token(session) if session else "")
-    context.setdefault("path", request.url.path)
-    body = templates.get_template(name).render(**context)
-    return HTMLResponse(body, status_code=status, headers={"Cache-Control": "no-store"})
 
 
 # --- what the templates show -------------------------------------------------------------
@@ -208,16 +163,6 @@ def _devices_for(c: Controller, tasks: Iterable[Task]) -> dict[int, Device]:
     return c.auth.devices_by_id(t.submitted_by for t in tasks)
 
 
-def _pending_count(c: Controller) -> int:
-    now = time.time()
-    return sum(1 for a in c.approvals.search(state=ApprovalState.PENDING) if a.expires_at > now)
-
-
-def _common(c: Controller, device: Device) -> dict[str, Any]:
-    # Read before the page's data, so the event stream resumes from before what it shows.
-    return {"device": device, "after": c.events.last_id(), "pending": _pending_count(c)}
-
-
 # --- public: pairing, assets, the CA certificate -------------------------------------------
 
 public = APIRouter(include_in_schema=False)
@@ -266,6 +211,17 @@ def asset(name: str) -> Response:
     return Response(path.read_bytes(), media_type=kind, headers={"Cache-Control": "no-cache"})
 
 
+@public.get("/sw.js")
+def service_worker() -> Response:
+    """The service worker that shows Web Push notifications; at the root, so its scope is the
+    whole console."""
+    return Response(
+        (STATIC / "sw.js").read_bytes(),
+        media_type=ASSET_TYPES[".js"],
+        headers={"Cache-Control": "no-cache"},
+    )
+
+
 @public.get("/ca.crt")
 def ca_certificate(c: Ctl) -> Response:
     """The local certificate authority `dispatch tls init` made, for a phone to install."""
@@ -301,13 +257,13 @@ ApprovalId = Annotated[int, PathParam(ge=1, le=MAX_ID)]
 
 @pages.get("/")
 def threads_page(request: Request, c: Ctl, device: Authed) -> HTMLResponse:
-    common = _common(c, device)
-    return render(request, "threads.html", rows=thread_rows(c), **common)
+    shared = common(c, device)
+    return render(request, "threads.html", rows=thread_rows(c), **shared)
 
 
 @pages.get("/threads/{thread_id}")
 def thread_page(request: Request, thread_id: ThreadId, c: Ctl, device: Authed) -> HTMLResponse:
-    common = _common(c, device)
+    shared = common(c, device)
     history = c.threads.history(thread_id)
     devices = _devices_for(c, history.tasks)
     items: list[tuple[int, str, Any]] = [(m.position, "message", m) for m in history.messages]
@@ -322,7 +278,7 @@ def thread_page(request: Request, thread_id: ThreadId, c: Ctl, device: Authed) -
         tools=AGENT_TOOLS,
         default_tools=DEFAULT_AGENT_TOOLS,
         host_display=c.settings.host_display,
-        **common,
+        **shared,
     )
 
 
@@ -335,7 +291,7 @@ def task_page(task_id: TaskId, c: Ctl) -> RedirectResponse:
 
 @pages.get("/approvals")
 def approvals_page(request: Request, c: Ctl, device: Authed) -> HTMLResponse:
-    common = _common(c, device)
+    shared = common(c, device)
     found = c.approvals.search(limit=50)
     devices = c.auth.devices_by_id(a.decided_by for a in found)
     views = [approval_view(a, devices) for a in found]
@@ -344,19 +300,19 @@ def approvals_page(request: Request, c: Ctl, device: Authed) -> HTMLResponse:
         "approvals.html",
         pending_views=[v for v in views if v["pending"]],
         decided_views=[v for v in views if not v["pending"]][:20],
-        **common,
+        **shared,
     )
 
 
 @pages.get("/memory")
 def memory_page(request: Request, c: Ctl, device: Authed) -> HTMLResponse:
-    common = _common(c, device)
-    return render(request, "memory.html", files=c.memory.files(), **common)
+    shared = common(c, device)
+    return render(request, "memory.html", files=c.memory.files(), **shared)
 
 
 @pages.get("/settings")
 def settings_page(request: Request, c: Ctl, device: Authed) -> HTMLResponse:
-    common = _common(c, device)
+    shared = common(c, device)
     devices = [
         {"device": d, "name": shown_name(d), "role": role_of(d).value} for d in c.auth.devices()
     ]
@@ -366,7 +322,8 @@ def settings_page(request: Request, c: Ctl, device: Authed) -> HTMLResponse:
         folders=c.settings.folders,
         devices=devices,
         has_ca=(c.settings.data_dir / CA_FILE).is_file(),
-        **common,
+        notify=notifications.notify_view(c, device),
+        **shared,
     )
 
 
@@ -399,7 +356,7 @@ def threads_fragment(request: Request, c: Ctl) -> HTMLResponse:
 @fragments.get("/fragments/pending")
 def pending_fragment(c: Ctl) -> Response:
     """How many requests wait for a decision (the badge in the navigation)."""
-    return Response(str(_pending_count(c)), media_type="text/plain")
+    return Response(str(pending_count(c)), media_type="text/plain")
 
 
 @fragments.get("/images/{sha}")
@@ -450,3 +407,8 @@ def sign_out(request: Request, c: Ctl, device: Authed) -> Response:
 
 # `app` includes these by these names.
 actions = fragments
+
+# The audit and notification pages live in their own modules, under the same session rules.
+pages.include_router(audit.pages)
+fragments.include_router(audit.fragments)
+fragments.include_router(notifications.fragments)

@@ -37,6 +37,7 @@ PUBLIC = {
     ("GET", "/static/{name}"),
     ("GET", "/ca.crt"),
     ("GET", "/ca"),
+    ("GET", "/sw.js"),  # the service worker that shows Web Push notifications
 }
 # The console's pages: without a session a browser is sent to /pair (303), not given a 401.
 PAGES = {
@@ -46,6 +47,7 @@ PAGES = {
     ("GET", "/approvals"),
     ("GET", "/memory"),
     ("GET", "/settings"),
+    ("GET", "/tasks/{task_id}/audit"),
 }
 # The owner's powers: a device token gets 403 `owner_only` (revoking is allowed on itself only).
 OWNER_ONLY = {("POST", "/api/v1/pairing-codes"), ("DELETE", "/api/v1/devices/{device_id}")}
@@ -97,6 +99,9 @@ DEVICE = {
     ("GET", "/images/{sha}"),
     ("GET", "/tasks/{task_id}/files"),
     ("POST", "/signout"),
+    ("GET", "/fragments/tasks/{task_id}/audit"),
+    ("GET", "/tasks/{task_id}/audit/export"),
+    ("POST", "/settings/notifications/test"),
     *PAGES,
 }
 

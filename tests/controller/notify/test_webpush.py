@@ -227,3 +227,14 @@ def test_web_push_can_be_turned_off(start_api: Callable[..., Api]) -> None:
     response = api.get("/api/v1/push/key")
     assert response.status_code == 409
     assert "[notify.webpush]" in response.json()["error"]["message"]
+
+
+def test_the_default_vapid_contact_is_one_pywebpush_signs_for_a_controller_with_a_port() -> None:
+    from py_vapid import _check_sub
+
+    from controller.notify.webpush import default_subject
+
+    # `dispatch tls init`'s usual address: https with an IP and a port.
+    for url in ("https://192.168.1.20:8420", "https://dispatch.example.com/", "http://x:1"):
+        assert _check_sub(default_subject(url)), url
+    assert default_subject("https://192.168.1.20:8420") == "https://192.168.1.20"

@@ -22,6 +22,9 @@ from conftest import wait_until, write_config
 REPO = Path(__file__).parents[3]
 CHROMIUM = Path("/usr/bin/chromium")
 PHONE = {"width": 390, "height": 844}
+# Screenshots of every page, kept after the run (git ignores the folder); the docs' console-*.png
+# are copied from here.
+ARTIFACTS = REPO / "test-artifacts" / "console"
 
 
 def dispatch_cli(env: dict[str, str], *args: str) -> str:
@@ -79,7 +82,8 @@ class Console:
         return code
 
     def shot(self, page: Any, name: str) -> Path:
-        """A screenshot of the page as a test artifact (the test's tmp dir)."""
+        """A screenshot of the page as a test artifact (test-artifacts/console/)."""
+        self.artifacts.mkdir(parents=True, exist_ok=True)
         path = self.artifacts / f"console-{name}.png"
         page.screenshot(path=str(path))
         return path
@@ -94,8 +98,12 @@ class Console:
 
 
 def start_console(
-    workspace: Path, artifacts: Path, extra_env: dict[str, str] | None = None
+    workspace: Path,
+    artifacts: Path = ARTIFACTS,
+    extra_env: dict[str, str] | None = None,
+    config: str = "",
 ) -> Iterator[Console]:
+    """`dispatch serve` over TLS; `config` is added to its config.toml."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -104,7 +112,7 @@ def start_console(
         **os.environ,
         "PYTHONPATH": str(REPO),
         "DISPATCH_DATA_DIR": str(data_dir),
-        "DISPATCH_CONFIG": str(write_config(workspace)),
+        "DISPATCH_CONFIG": str(write_config(workspace, config)),
         "DISPATCH_PORT": str(port),
         "DISPATCH_SANDBOX_BACKEND": "fake",
         "DISPATCH_APPROVAL_TIMEOUT_S": "600",

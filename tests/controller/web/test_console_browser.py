@@ -2,7 +2,7 @@
 over HTTPS with `dispatch tls init`'s certificate: pairing, threads, tasks, approvals from the
 card, two devices, revocation, and cross-site requests.
 
-A screenshot of every page is saved under the test's tmp dir (`console-*.png`).
+A screenshot of every page is saved under test-artifacts/console/ (`console-*.png`).
 """
 
 from __future__ import annotations
@@ -23,14 +23,14 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 @pytest.fixture
 def console(
-    request: pytest.FixtureRequest, workspace: Path, tmp_path: Path, fake_model: FakeModel
+    request: pytest.FixtureRequest, workspace: Path, fake_model: FakeModel
 ) -> Iterator[Console]:
     """The controller; `@pytest.mark.approval_timeout_s(N)` shortens how long a request waits."""
     marker = request.node.get_closest_marker("approval_timeout_s")
     env = {"ANTHROPIC_BASE_URL": fake_model.url, "ANTHROPIC_API_KEY": "test-key"}
     if marker is not None:
         env["DISPATCH_APPROVAL_TIMEOUT_S"] = str(marker.args[0])
-    yield from start_console(workspace, tmp_path, env)
+    yield from start_console(workspace, extra_env=env)
 
 
 @pytest.fixture
