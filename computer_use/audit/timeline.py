@@ -11,6 +11,7 @@ and a Content-Security-Policy forbids it to load anything else.
 from __future__ import annotations
 
 import html
+import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -74,7 +75,8 @@ def _words(found: Entry, proposals: Mapping[str, str]) -> tuple[str, str, str | 
     match found.kind:
         case Kind.TASK_SUBMITTED:
             by = f" by {_s(d['by'], 80)}" if d.get("by") else ""
-            return f"Task submitted{by}", f"{_s(d.get('type'))}: {_s(d.get('request'))}", None
+            request = json.dumps(d.get("request"), ensure_ascii=False, default=str)
+            return f"Task submitted{by}", f"{_s(d.get('type'))}: {_s(request)}", None
         case Kind.TASK_STARTED:
             return "Task started", _s(d.get("where", "")), None
         case Kind.MODEL_TURN:
