@@ -43,6 +43,7 @@ from controller.api.routes import submit_task
 from controller.api.schemas import AgentTaskCreate
 from controller.errors import ApiError
 from controller.folders import check_folders
+from controller.headless import template
 from controller.headless.taskfile import FileTask, TaskFile
 from controller.service import Controller
 from controller.settings import FolderGrant, Settings
@@ -271,8 +272,10 @@ class HeadlessRun:
         progress: Progress,
         stop: threading.Event,
         artifacts: Path | None = None,
+        template_dir: Path | None = None,
     ) -> None:
         self.taskfile = taskfile
+        self.template_dir = template_dir
         self.settings = settings
         self.progress = progress
         self.stop = stop
@@ -282,6 +285,9 @@ class HeadlessRun:
     def run(self) -> RunReport:
         """Raises: RunError (CONFIG or INFRASTRUCTURE) before any task ran."""
         started = time.monotonic()
+        database = self.settings.sqlite_path
+        if self.template_dir is not None and database is not None:
+            template.prepare(database, self.template_dir)  # else the controller migrates
         controller = Controller(self.settings)
         controller.start()
         try:
