@@ -237,6 +237,57 @@ def test_sigterm_during_a_run_leaves_no_container_behind(tmp_path: Path) -> None
     assert containers_mounting(work) == []
 
 
+# `dispatch run`, then the top-level packages it loaded, written to the file named first.
+LOADED = """
+import atexit, sys
+out = sys.argv.pop(1)
+atexit.register(lambda: open(out, "w").write(" ".join({m.split(".")[0] for m in sys.modules})))
+from controller.cli import main
+main()
+"""
+
+
+def packages_loaded(tmp_path: Path, taskfile: Path, cache: Path) -> set[str]:
+    """The packages a `dispatch run` of `taskfile` loaded, with `cache` as its cache folder."""
+    out = tmp_path / "loaded.txt"
+    done = subprocess.run(
+        [sys.executable, "-c", LOADED, str(out), "run", str(taskfile)],
+        capture_output=True,
+        text=True,
+        env={
+            **os.environ,
+            "XDG_CONFIG_HOME": str(tmp_path / "config"),
+            "XDG_CACHE_HOME": str(cache),
+        },
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr
+    return set(out.read_text().split())
+
+
+def test_a_command_run_migrates_nothing_once_the_template_database_is_made(
+    tmp_path: Path,
+) -> None:
+    tasks = write(tmp_path / "tasks.yaml", 'tasks:\n  - name: ok\n    command: ["true"]\n')
+    cache = tmp_path / "cache"
+    assert "alembic" in packages_loaded(tmp_path, tasks, cache)  # the first run makes it
+    assert list(cache.glob("dispatch/empty-*.sqlite"))
+    assert "alembic" not in packages_loaded(tmp_path, tasks, cache)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="controller.worker, .service, .audit and .agent_runner load the agent stack, and "
+    "the run submits through controller.api.routes (FastAPI): see docs/benchmarks.md",
+)
+@pytest.mark.parametrize("package", ["anthropic", "fastapi"])
+def test_a_command_run_loads_neither_the_agent_nor_the_web_stack(
+    tmp_path: Path, package: str
+) -> None:
+    tasks = write(tmp_path / "tasks.yaml", 'tasks:\n  - name: ok\n    command: ["true"]\n')
+    assert package not in packages_loaded(tmp_path, tasks, tmp_path / "cache")
+
+
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "ci"
 
 
