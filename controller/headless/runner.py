@@ -51,7 +51,11 @@ from controller.store.models import TaskStatus
 from sandbox import EngineUnavailable, ImageMissing, SandboxError
 
 log = logging.getLogger(__name__)
-POLL_S = 0.1
+# How often the run looks at its task: for a command, one indexed read of its row, and a CI
+# job waits up to this long for nothing after the command has ended; an agent task's look also
+# reads all its steps, and its steps take seconds anyway.
+POLL_S = 0.02
+AGENT_POLL_S = 0.1
 DONE = {
     TaskStatus.SUCCEEDED,
     TaskStatus.FAILED,
@@ -165,6 +169,10 @@ def run_settings(
             grants[path] = "rw" if folder.mode == "rw" else grants.get(path, "ro")
     settings = replace(
         base,
+        # No device can subscribe to Web Push without the HTTP server, so a run has nobody to
+        # push to; not starting it spares making a VAPID key and loading pywebpush and aiohttp.
+        # ntfy and the webhook still tell of the run's tasks.
+        notify=replace(base.notify, webpush=replace(base.notify.webpush, enabled=False)),
         data_dir=data_dir,
         database_url=None,
         folders=tuple(FolderGrant(path, mode) for path, mode in grants.items()),
@@ -345,7 +353,7 @@ class HeadlessRun:
                     seen_steps = len(steps)
                 if row.status in DONE:
                     break
-                time.sleep(POLL_S)
+                time.sleep(AGENT_POLL_S if row.kind.value == "agent" else POLL_S)
             reports.append(self._report(controller, task, task_id))
         return reports
 
