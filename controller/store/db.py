@@ -10,8 +10,8 @@ pairing code is claimed once, two submissions naming a new thread create it once
 claimed only while no other task of its thread runs. Taken first, before any row lock, the lock
 cannot deadlock with them. Migrations take another advisory lock, so controllers that start
 together on a fresh database do not both create the tables. A database already at the newest
-migration is seen as such without loading Alembic (a tenth of a second or more, which
-`dispatch run` pays on every run).
+migration is seen as such without loading Alembic (a tenth of a second or more to load, paid
+by every start and, before its template database, by every `dispatch run`).
 """
 
 from __future__ import annotations
