@@ -16,6 +16,7 @@ import sqlite3
 from collections.abc import Mapping
 from pathlib import Path
 
+from controller.errors import ConfigError
 from controller.store.db import Database, migration_head
 
 log = logging.getLogger(__name__)
@@ -64,8 +65,9 @@ def prepare(database: Path, cache_dir: Path) -> bool:
     """Put an empty, migrated database at `database` (which must not exist yet) from the
     template in `cache_dir`, building the template first if needed.
 
-    False when nothing was copied (the file or its folder is missing, the migrations have no
-    single head, the cache cannot be written): the controller then migrates as it always does.
+    False when nothing was copied (the file exists already or its folder does not, the
+    migrations have no single head, the cache or the file cannot be written): the controller
+    then migrates as it always does, and reports what is wrong with the data directory.
     """
     head = migration_head()
     if head is None or database.exists() or not database.parent.is_dir():
@@ -75,15 +77,18 @@ def prepare(database: Path, cache_dir: Path) -> bool:
         if not is_at(template, head):
             build(template)
         data = template.read_bytes()
-    except (OSError, sqlite3.Error) as exc:
+    except (OSError, sqlite3.Error, ConfigError) as exc:
         log.warning("no template database in %s (%s); migrating a new one", cache_dir, exc)
         return False
-    # Created private, as the controller would make it, before any byte is in it.
-    fd = os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        # Created private, as the controller would make it, before any byte is in it.
+        fd = os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError:
+        return False
     try:
         with os.fdopen(fd, "wb") as copy:
             copy.write(data)
     except OSError:
         database.unlink(missing_ok=True)
-        raise
+        return False
     return True

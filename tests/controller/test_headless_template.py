@@ -80,6 +80,17 @@ def test_an_existing_database_is_left_alone(tmp_path: Path) -> None:
     assert not template.prepare(tmp_path / "missing" / "dispatch.db", tmp_path / "cache")
 
 
+def test_a_cache_that_cannot_be_written_leaves_the_migration_to_the_controller(
+    tmp_path: Path,
+) -> None:
+    blocked = tmp_path / "cache"
+    blocked.write_text("a file where the cache folder would be")
+    database = tmp_path / "dispatch.db"
+    assert not template.prepare(database, blocked)
+    assert not database.exists()
+    assert schema(migrated(database)) == schema(migrated(tmp_path / "other.db"))
+
+
 def test_a_database_at_the_head_is_opened_without_loading_alembic(tmp_path: Path) -> None:
     database = migrated(tmp_path / "dispatch.db")
     code = (
