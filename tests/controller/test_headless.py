@@ -243,9 +243,9 @@ def test_sigterm_during_a_run_leaves_no_container_behind(tmp_path: Path) -> None
 
 # `dispatch run`, then the top-level packages it loaded, written to the file named first.
 LOADED = """
-import atexit, sys
-out = sys.argv.pop(1)
-atexit.register(lambda: open(out, "w").write(" ".join({m.split(".")[0] for m in sys.modules})))
+import atexit, pathlib, sys
+out = pathlib.Path(sys.argv.pop(1))
+atexit.register(lambda: out.write_text(" ".join({m.split(".")[0] for m in sys.modules})))
 from controller.cli import main
 main()
 """
