@@ -33,8 +33,9 @@ def is_at(path: Path, head: str) -> bool:
     """Whether the SQLite file at `path` is a database at migration `head`."""
     if not path.is_file():
         return False
+    uri = f"{path.absolute().as_uri()}?mode=ro"  # percent-encoded: any path fits
     try:
-        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        with contextlib.closing(sqlite3.connect(uri, uri=True)) as db:
             rows = db.execute("SELECT version_num FROM alembic_version").fetchall()
     except sqlite3.Error:
         return False
