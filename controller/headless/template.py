@@ -16,6 +16,8 @@ import sqlite3
 from collections.abc import Mapping
 from pathlib import Path
 
+from sqlalchemy import URL
+
 from controller.errors import ConfigError
 from controller.store.db import Database, migration_head
 
@@ -47,7 +49,9 @@ def build(template: Path) -> None:
     template.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     scratch = template.with_name(f".{template.name}.{os.getpid()}")
     try:
-        database = Database(f"sqlite:///{scratch}")
+        # Rendered by SQLAlchemy: a '?', '#' or '%' in the path is escaped, not cut off.
+        url = URL.create("sqlite", database=str(scratch)).render_as_string(hide_password=False)
+        database = Database(url)
         try:
             database.migrate()
         finally:
@@ -77,6 +81,8 @@ def prepare(database: Path, cache_dir: Path) -> bool:
     try:
         if not is_at(template, head):
             build(template)
+            if not is_at(template, head):  # never copy what the migrations did not make
+                raise ConfigError(f"{template} is not at migration {head} once built")
         data = template.read_bytes()
     except (OSError, sqlite3.Error, ConfigError) as exc:
         log.warning("no template database in %s (%s); migrating a new one", cache_dir, exc)

@@ -80,6 +80,16 @@ def test_an_existing_database_is_left_alone(tmp_path: Path) -> None:
     assert not template.prepare(tmp_path / "missing" / "dispatch.db", tmp_path / "cache")
 
 
+def test_a_cache_path_with_url_characters_gets_its_template(tmp_path: Path) -> None:
+    # A database URL would cut such a path at the '?' or '#' unless it is escaped.
+    odd = tmp_path / "a%3F#b?c d"
+    odd.mkdir()
+    assert template.prepare(odd / "first.db", odd / "cache")
+    assert template.prepare(odd / "second.db", odd / "cache")
+    assert schema(odd / "second.db") == schema(migrated(tmp_path / "migrated.db"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a%3F#b?c d", "migrated.db"]
+
+
 def test_a_cache_that_cannot_be_written_leaves_the_migration_to_the_controller(
     tmp_path: Path,
 ) -> None:
