@@ -63,11 +63,10 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import idna
-from anthropic.types.beta import BetaBrowserMemberName, BetaComputerMemberName
 
 from computer_use.errors import PolicyError
 
@@ -93,8 +92,66 @@ __all__ = [
 
 TOOLS = ("bash", "edit", "computer", "browser", "memory")
 
-COMPUTER_MEMBERS = frozenset(get_args(BetaComputerMemberName))
-BROWSER_MEMBERS = frozenset(get_args(BetaBrowserMemberName))
+# The members of the SDK's toolsets (`anthropic.types.beta.BetaComputerMemberName` and
+# `BetaBrowserMemberName`), written out: importing the SDK's types takes a second or more, and
+# `dispatch run` of command tasks (or `dispatch serve`'s settings) never needs them otherwise.
+# tests/computer_use/test_policy_members.py fails when the installed SDK's lists differ.
+COMPUTER_MEMBERS = frozenset(
+    {
+        "cursor_position",
+        "double_click",
+        "hold_key",
+        "key",
+        "left_click",
+        "left_click_drag",
+        "left_mouse_down",
+        "left_mouse_up",
+        "middle_click",
+        "mouse_move",
+        "right_click",
+        "screenshot",
+        "scroll",
+        "triple_click",
+        "type",
+        "wait",
+        "zoom",
+    }
+)
+BROWSER_MEMBERS = frozenset(
+    {
+        "close_tab",
+        "double_click",
+        "file_upload",
+        "find",
+        "form_input",
+        "get_page_text",
+        "hold_key",
+        "hover",
+        "javascript_exec",
+        "key",
+        "left_click",
+        "left_click_drag",
+        "left_mouse_down",
+        "left_mouse_up",
+        "list_tabs",
+        "middle_click",
+        "mouse_move",
+        "navigate",
+        "new_tab",
+        "read_console",
+        "read_network",
+        "read_page",
+        "right_click",
+        "screenshot",
+        "scroll",
+        "scroll_to",
+        "switch_tab",
+        "triple_click",
+        "type",
+        "wait",
+        "zoom",
+    }
+)
 # Member lists from the SDK's toolsets (`anthropic` 2.14). A member with an effect on the screen,
 # the page or the outside world asks; reading what is already on screen does not. A member the SDK
 # adds later is in neither list and falls to the default (ask) until it is classified here.

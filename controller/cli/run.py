@@ -102,6 +102,7 @@ def run(
         temporary_data_dir,
     )
     from controller.headless.taskfile import TaskFileError, load
+    from controller.headless.template import default_cache_dir
     from controller.settings import load_settings
 
     def fail(message: str, code: int) -> None:
@@ -133,7 +134,9 @@ def run(
         preflight(settings, tasks)
         with host_display(settings, tasks) as settings:
             progress = Progress(len(tasks.tasks), live=sys.stderr.isatty(), quiet=False)
-            headless = HeadlessRun(tasks, settings, progress=progress, stop=stop)
+            headless = HeadlessRun(
+                tasks, settings, progress=progress, stop=stop, template_dir=default_cache_dir()
+            )
             result = headless.run()
         if received:
             result.exit_code = (

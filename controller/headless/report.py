@@ -13,9 +13,6 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
-from computer_use.audit.chain import AUDIT_FOLDER
-from computer_use.audit.export import NoSuchTask, export_task
-from computer_use.audit.shots import media_type
 from controller.headless.runner import Result, RunReport, TaskReport
 
 # Characters XML 1.0 cannot carry at all (a task's output may hold any byte).
@@ -120,6 +117,12 @@ def write_artifacts(report: RunReport, folder: Path) -> None:
     """Per task: its output, its steps (JSON and readable), its screenshots, its audit export
     (`dispatch audit verify --export DIR/TASK/audit` checks it on its own, and its index.html
     is the offline timeline); and the summary."""
+    # Here, not at the top: the export's timeline draws with Pillow and SciPy (0.4 s to load),
+    # which a run without --artifacts never needs.
+    from computer_use.audit.chain import AUDIT_FOLDER
+    from computer_use.audit.export import NoSuchTask, export_task
+    from computer_use.audit.shots import media_type
+
     folder.mkdir(parents=True, exist_ok=True)
     audit_dir = report.data_dir / AUDIT_FOLDER if report.data_dir is not None else None
     for task in report.tasks:

@@ -43,6 +43,7 @@ from controller.api.routes import submit_task
 from controller.api.schemas import AgentTaskCreate
 from controller.errors import ApiError
 from controller.folders import check_folders
+from controller.headless import template
 from controller.headless.taskfile import FileTask, TaskFile
 from controller.service import Controller
 from controller.settings import FolderGrant, Settings
@@ -50,7 +51,11 @@ from controller.store.models import TaskStatus
 from sandbox import EngineUnavailable, ImageMissing, SandboxError
 
 log = logging.getLogger(__name__)
-POLL_S = 0.1
+# How often the run looks at its task: for a command, one indexed read of its row, and a CI
+# job waits up to this long for nothing after the command has ended; an agent task's look also
+# reads all its steps, and its steps take seconds anyway.
+POLL_S = 0.02
+AGENT_POLL_S = 0.1
 DONE = {
     TaskStatus.SUCCEEDED,
     TaskStatus.FAILED,
@@ -164,6 +169,10 @@ def run_settings(
             grants[path] = "rw" if folder.mode == "rw" else grants.get(path, "ro")
     settings = replace(
         base,
+        # No device can subscribe to Web Push without the HTTP server, so a run has nobody to
+        # push to; not starting it spares making a VAPID key and loading pywebpush and aiohttp.
+        # ntfy and the webhook still tell of the run's tasks.
+        notify=replace(base.notify, webpush=replace(base.notify.webpush, enabled=False)),
         data_dir=data_dir,
         database_url=None,
         folders=tuple(FolderGrant(path, mode) for path, mode in grants.items()),
@@ -271,8 +280,10 @@ class HeadlessRun:
         progress: Progress,
         stop: threading.Event,
         artifacts: Path | None = None,
+        template_dir: Path | None = None,
     ) -> None:
         self.taskfile = taskfile
+        self.template_dir = template_dir
         self.settings = settings
         self.progress = progress
         self.stop = stop
@@ -282,6 +293,9 @@ class HeadlessRun:
     def run(self) -> RunReport:
         """Raises: RunError (CONFIG or INFRASTRUCTURE) before any task ran."""
         started = time.monotonic()
+        database = self.settings.sqlite_path
+        if self.template_dir is not None and database is not None:
+            template.prepare(database, self.template_dir)  # else the controller migrates
         controller = Controller(self.settings)
         controller.start()
         try:
@@ -339,7 +353,7 @@ class HeadlessRun:
                     seen_steps = len(steps)
                 if row.status in DONE:
                     break
-                time.sleep(POLL_S)
+                time.sleep(AGENT_POLL_S if row.kind.value == "agent" else POLL_S)
             reports.append(self._report(controller, task, task_id))
         return reports
 
