@@ -23,6 +23,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from anthropic.tools import ToolError
+
 import sandbox
 from computer_use.agent.loop import (
     AgentOutcome,
@@ -44,13 +46,12 @@ from computer_use.approval.gate import (
     thaw,
 )
 from computer_use.approval.policy import AnyPolicy, Call, FolderMode, Verdict
-from controller.agent_tasks import task_policy
-from controller.audit import AgentAudit, AuditedConfirmer, AuditTrail
+from controller.agent_services import AgentServices, SandboxStartFailed, backend_of
+from controller.audit import AgentAudit
 from controller.folders import FolderPlan
 from controller.settings import Settings
 from controller.store.approvals import ApprovalStore, NewApproval
 from controller.store.blobs import BlobStore
-from controller.store.memory import MemoryStore
 from controller.store.models import ApprovalState, Task
 from controller.store.tasks import TaskStore
 from sandbox import Network, Sandbox, SandboxSpec
@@ -203,50 +204,29 @@ def thread_context(earlier: Sequence[Mapping[str, Any]]) -> str:
     return "Earlier in this thread:\n" + "\n\n".join(reversed(parts))
 
 
-class SandboxStartFailed(Exception):
-    """The task's sandbox could not start because its engine is away: the task waits."""
+class AuditedConfirmer(Confirmer):
+    """The gate, with its write-ahead proposal before it decides and its refusals recorded."""
 
-    def __init__(self, cause: Exception) -> None:
-        super().__init__(str(cause))
-        self.cause = cause
+    def __init__(self, *args: Any, audit: AgentAudit, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.audit = audit
 
-
-@dataclass
-class AgentServices:
-    """The controller's stores an agent job uses; one per controller."""
-
-    settings: Settings
-    tasks: TaskStore
-    approvals: ApprovalStore
-    blobs: BlobStore
-    memory: MemoryStore
-    audit: AuditTrail | None = None
-    # A device's name for the audit log, from its id (None: nobody).
-    who: Callable[[int | None], str] = lambda device: f"device {device}"
-
-    def job(
+    def check(
         self,
-        task: Task,
-        plan: FolderPlan,
+        tool: str,
+        member: str,
+        input: Mapping[str, Any],
         *,
-        factory: Callable[[str, SandboxSpec], Sandbox],
-        attach: Callable[[Sandbox], bool],
-        cancelled: Callable[[], bool],
-        on_sandbox: Callable[[str], None],
-        on_egress: Callable[[Any], None] | None = None,
-    ) -> AgentJob:
-        return AgentJob(
-            services=self,
-            task=task,
-            plan=plan,
-            policy=task_policy(self.settings, dict(task.agent or {})),
-            context=thread_context(self.tasks.earlier_in_thread(task)),
-            factory=factory,
-            attach=attach,
-            cancelled=cancelled,
-            on_sandbox=on_sandbox,
-            on_egress=on_egress,
-        )
+        tool_use_id: str | None = None,
+        tab_url: str | None = None,
+    ) -> None:
+        why = self.stated_reason(tool_use_id)
+        action_id = self.audit.propose(tool, member, input, tool_use_id, why)
+        try:
+            super().check(tool, member, input, tool_use_id=tool_use_id, tab_url=tab_url)
+        except ToolError as exc:
+            self.audit.refused(action_id, str(exc))
+            raise
 
 
 @dataclass
@@ -408,11 +388,6 @@ class AgentJob:
         from controller.screens import screen_toolsets
 
         return screen_toolsets(self, tools, box, policy, gate)
-
-
-def backend_of(task: Task, settings: Settings) -> str:
-    """The sandbox backend a task runs in: its `isolation: "vm"` asks for a libvirt VM."""
-    return "libvirt" if task.isolation == "vm" else settings.sandbox_backend
 
 
 def outcome_status(result: AgentResult) -> str:

@@ -23,10 +23,6 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from anthropic.tools import ToolError
-
-from computer_use.approval.annotate import describe
-from computer_use.approval.gate import Confirmer
 from computer_use.audit.chain import AUDIT_FOLDER, AuditLog
 from computer_use.audit.entry import Head, Kind
 from computer_use.errors import AuditError
@@ -148,6 +144,9 @@ class AuditTrail:
         reason: str,
     ) -> None:
         """Raises: AuditError (the action must not run)."""
+        # Here, not at the top: it draws with Pillow and SciPy, and only agents propose actions.
+        from computer_use.approval.annotate import describe
+
         data = {
             "action_id": action_id,
             "tool": tool,
@@ -319,29 +318,4 @@ class AgentAudit:
             )
 
 
-class AuditedConfirmer(Confirmer):
-    """The gate, with its write-ahead proposal before it decides and its refusals recorded."""
-
-    def __init__(self, *args: Any, audit: AgentAudit, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.audit = audit
-
-    def check(
-        self,
-        tool: str,
-        member: str,
-        input: Mapping[str, Any],
-        *,
-        tool_use_id: str | None = None,
-        tab_url: str | None = None,
-    ) -> None:
-        why = self.stated_reason(tool_use_id)
-        action_id = self.audit.propose(tool, member, input, tool_use_id, why)
-        try:
-            super().check(tool, member, input, tool_use_id=tool_use_id, tab_url=tab_url)
-        except ToolError as exc:
-            self.audit.refused(action_id, str(exc))
-            raise
-
-
-__all__ = ["AgentAudit", "AuditTrail", "AuditedConfirmer"]
+__all__ = ["AgentAudit", "AuditTrail"]

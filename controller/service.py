@@ -19,7 +19,7 @@ from typing import Any
 import sandbox
 from computer_use.audit.retention import prune as prune_screenshots
 from computer_use.errors import AuditError
-from controller.agent_runner import AgentServices
+from controller.agent_services import AgentServices
 from controller.audit import AuditTrail
 from controller.auth import Auth
 from controller.disk import DiskGuard

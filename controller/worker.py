@@ -24,13 +24,12 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import OperationalError
 
 import sandbox
-from computer_use.agent.loop import AgentOutcome, AgentResult
-from controller.agent_runner import AgentServices, SandboxStartFailed, backend_of
+from controller.agent_services import AgentServices, SandboxStartFailed, backend_of
 from controller.audit import AuditTrail
 from controller.disk import DiskGuard, LowSpace
 from controller.errors import FolderNotGranted
@@ -43,6 +42,9 @@ from sandbox import ExecResult, Network, Outcome, Sandbox, SandboxSpec, Stream
 from sandbox.base import DEADLINE_GRACE_S
 from sandbox.egress import EgressRecord
 from sandbox.host.gitplant import GitScanIncomplete
+
+if TYPE_CHECKING:
+    from computer_use.agent.loop import AgentResult
 
 log = logging.getLogger(__name__)
 
@@ -436,6 +438,8 @@ class Runner:
 
     def _execute_agent(self, handle: Handle) -> None:
         """Run an agent task (see controller.agent_runner) and record how it ended."""
+        from computer_use.agent.loop import AgentOutcome  # the agent stack, for agents only
+
         task = handle.task
         if self.agents is None:
             self._finish(handle, None, "this controller was started without agent support")

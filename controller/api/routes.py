@@ -23,9 +23,7 @@ from fastapi.responses import HTMLResponse, PlainTextResponse, Response, Streami
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.exc import OperationalError
 
-from controller.agent_tasks import check_agent_task
 from controller.api.schemas import (
-    AgentTaskCreate,
     AnyTaskCreate,
     DeviceOut,
     ErrorResponse,
@@ -34,12 +32,10 @@ from controller.api.schemas import (
     MessageCreate,
     MessageItem,
     MessageOut,
-    NetworkAllow,
     PairingCodeOut,
     PairRequest,
     PairResponse,
     RevokedDevice,
-    TaskCreate,
     TaskDetail,
     TaskItem,
     TaskOut,
@@ -49,14 +45,11 @@ from controller.api.schemas import (
 )
 from controller.auth import Auth, require_owner, shown_name
 from controller.disk import is_disk_full
-from controller.errors import BadRequest, Forbidden, InsufficientStorage, Unprocessable
-from controller.folders import check_folders
+from controller.errors import BadRequest, InsufficientStorage, Unprocessable
 from controller.service import Controller
-from controller.settings import Settings, expand_allow
 from controller.store.models import Device, Task, TaskKind, TaskStatus
-from controller.store.tasks import NewTask
+from controller.submission import check_network, submit
 from sandbox import Network
-from sandbox.egress import PolicyInvalid
 
 MAX_ID = 2**63 - 1
 EVENT_ID = re.compile(r"[0-9]{1,18}")
@@ -167,64 +160,6 @@ class OwnerOnly:
     async def __call__(self, device: Authed) -> Device:
         require_owner(device, self.action, self.command)
         return device
-
-
-def network_choice(
-    choice: str | NetworkAllow, settings: Settings
-) -> tuple[Network, tuple[str, ...]]:
-    """A submission's `network` as a mode and its allow list (presets expanded, checked).
-
-    Raises:
-        Unprocessable: `bad_network_allow`, naming the entry and the fix.
-    """
-    if not isinstance(choice, NetworkAllow):
-        return Network(choice), ()
-    try:
-        return Network.ALLOWLIST, expand_allow(choice.allow, settings)
-    except PolicyInvalid as exc:
-        raise Unprocessable(f"network.allow: {exc}", code="bad_network_allow") from None
-
-
-def check_network(device: Device, network: Network, settings: Settings) -> None:
-    """Refuse network `open` to a device unless the owner allowed it (`allow_open_network`).
-
-    Raises:
-        Forbidden: `open_network_not_allowed`, naming the setting and how to set it.
-    """
-    if network is not Network.OPEN or device.is_owner or settings.allow_open_network:
-        return
-    raise Forbidden(
-        f'network "open" is the owner\'s decision and this controller does not allow it for '
-        f"devices: device {device.name!r} (id {device.id}) has the device role and the "
-        "allow_open_network setting is false. Ask without network access, or have the owner set "
-        "allow_open_network = true in config.toml (or DISPATCH_ALLOW_OPEN_NETWORK=true) and "
-        "restart the controller",
-        code="open_network_not_allowed",
-    )
-
-
-def check_isolation(body: AnyTaskCreate, network: Network) -> None:
-    """What a VM (`isolation: "vm"`, the libvirt backend) cannot do yet, refused up front.
-
-    Raises:
-        Unprocessable: `vm_unsupported`, naming what to change.
-    """
-    if body.isolation != "vm":
-        return
-    if network is Network.ALLOWLIST:
-        raise Unprocessable(
-            'isolation "vm" cannot use network "allowlist" yet (its egress proxy serves '
-            'containers only); use isolation "container", or network "none" or "open"',
-            code="vm_unsupported",
-        )
-    if isinstance(body, AgentTaskCreate) and {"computer", "browser"} & set(body.tools):
-        screen = "sandbox" if body.display == "sandbox" or "browser" in body.tools else None
-        if screen:
-            raise Unprocessable(
-                'isolation "vm" has no desktop or browser yet; use isolation "container" for '
-                'the computer and browser tools, or display "host" for the computer tool',
-                code="vm_unsupported",
-            )
 
 
 def tasks_out(c: Controller, tasks: list[Task]) -> list[TaskOut]:
@@ -439,32 +374,7 @@ def submit_task(body: AnyTaskCreate, c: Ctl, device: Authed) -> Response:
     (the default) or `agent`. Network `{"allow": [...]}` gives restricted internet (those
     domains and presets only, through Dispatch's logging proxy); `open` needs the owner's token
     or the `allow_open_network` setting."""
-    settings = c.settings
-    network, allow = network_choice(body.network, settings)
-    check_network(device, network, settings)
-    timeout_s = body.timeout_s if body.timeout_s is not None else settings.default_task_timeout_s
-    if timeout_s > settings.max_task_timeout_s:
-        raise Unprocessable(
-            f"timeout_s {timeout_s:g} is above the limit of {settings.max_task_timeout_s:g} s; "
-            "ask for less (the limit is the max_task_timeout_s setting)",
-            code="timeout_too_long",
-        )
-    agent = check_agent_task(body, settings) if isinstance(body, AgentTaskCreate) else None
-    check_isolation(body, network)
-    mounts = check_folders(((f.path, f.mode) for f in body.folders), settings)
-    c.disk.refuse_if_low()
-    new = NewTask(
-        thread=body.thread,
-        command=body.command if isinstance(body, TaskCreate) else [],
-        mounts=mounts,
-        network=network,
-        timeout_s=timeout_s,
-        kind=TaskKind.AGENT if agent is not None else TaskKind.COMMAND,
-        agent=agent,
-        allow=allow,
-        isolation=body.isolation,
-    )
-    task = TaskOut.of(c.tasks.submit(new, device_id=device.id), device)
+    task = TaskOut.of(submit(body, c, device), device)
     # Serialised here, not validated again by FastAPI: this is the API's busiest route.
     return Response(task.model_dump_json(), status_code=202, media_type="application/json")
 

@@ -39,7 +39,6 @@ import yaml
 from computer_use.approval.policy import Policy
 from computer_use.errors import PolicyError
 from controller.agent_tasks import check_agent_task
-from controller.api.routes import submit_task
 from controller.api.schemas import AgentTaskCreate
 from controller.errors import ApiError
 from controller.folders import check_folders
@@ -48,6 +47,7 @@ from controller.headless.taskfile import FileTask, TaskFile
 from controller.service import Controller
 from controller.settings import FolderGrant, Settings
 from controller.store.models import TaskStatus
+from controller.submission import submit
 from sandbox import EngineUnavailable, ImageMissing, SandboxError
 
 log = logging.getLogger(__name__)
@@ -303,8 +303,7 @@ class HeadlessRun:
             self._check_all(controller)
             ids: list[int] = []
             for task in self.taskfile.tasks:
-                response = submit_task(task.body, controller, owner)
-                ids.append(int(_json(response.body)["id"]))
+                ids.append(submit(task.body, controller, owner).id)
             reports = self._wait(controller, ids)
         finally:
             controller.stop()
@@ -384,13 +383,6 @@ class HeadlessRun:
             screenshots=screenshots,
             task_id=task_id,
         )
-
-
-def _json(body: bytes | memoryview) -> dict[str, Any]:
-    import json
-
-    value: dict[str, Any] = json.loads(bytes(body))
-    return value
 
 
 def _result(status: TaskStatus, outcome: str | None) -> Result:

@@ -282,11 +282,6 @@ def test_a_command_run_migrates_nothing_once_the_template_database_is_made(
     assert "pywebpush" not in loaded
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="controller.worker, .service, .audit and .agent_runner load the agent stack, and "
-    "the run submits through controller.api.routes (FastAPI): see docs/benchmarks.md",
-)
 @pytest.mark.parametrize("package", ["anthropic", "fastapi"])
 def test_a_command_run_loads_neither_the_agent_nor_the_web_stack(
     tmp_path: Path, package: str

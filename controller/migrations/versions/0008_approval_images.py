@@ -17,10 +17,12 @@ depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("approvals", schema=None) as batch_op:
-        batch_op.add_column(
-            sa.Column("images_ready", sa.Boolean(), nullable=False, server_default=sa.true())
-        )
+    # A plain ADD COLUMN (SQLite allows it with a constant default), not a batch copy of the
+    # table: the copy would write its foreign keys in an order that varies from run to run.
+    op.add_column(
+        "approvals",
+        sa.Column("images_ready", sa.Boolean(), nullable=False, server_default=sa.true()),
+    )
 
 
 def downgrade() -> None:
