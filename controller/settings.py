@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 import sandbox
@@ -184,8 +184,12 @@ class Settings:
 
     @property
     def effective_database_url(self) -> str:
-        """The configured database, or SQLite in the data directory."""
-        return self.database_url or f"sqlite:///{self.data_dir / 'dispatch.db'}"
+        """The configured database, or SQLite in the data directory (its path escaped, so a
+        `?` or `#` in it is part of the file name, not the URL's query)."""
+        if self.database_url:
+            return self.database_url
+        path = str(self.data_dir / "dispatch.db")
+        return URL.create("sqlite", database=path).render_as_string(hide_password=False)
 
     @property
     def url(self) -> str:

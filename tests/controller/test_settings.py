@@ -10,11 +10,13 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from sqlalchemy.engine import make_url
 
 from controller.cli import main
 from controller.errors import ConfigError, FolderNotGranted
 from controller.folders import check_folder
 from controller.settings import FolderGrant, Settings, load_settings
+from controller.store.db import Database
 
 REPO = Path(__file__).parents[2]
 
@@ -33,6 +35,21 @@ def test_defaults_use_the_xdg_data_directory(tmp_path: Path) -> None:
     assert (settings.host, settings.port, settings.max_concurrent_tasks) == ("127.0.0.1", 8420, 2)
     assert settings.sandbox_backend == "docker"
     assert settings.effective_database_url == f"sqlite:///{settings.data_dir / 'dispatch.db'}"
+
+
+def test_a_data_directory_with_url_characters_keeps_its_database_there(tmp_path: Path) -> None:
+    data_dir = tmp_path / "odd?name#here"
+    settings = load_settings({"data_dir": data_dir}, env(tmp_path))
+    url = make_url(settings.effective_database_url)
+    # Unescaped, SQLite would open tmp_path/"odd" and take the rest for URL options.
+    assert url.database == str(data_dir / "dispatch.db")
+    data_dir.mkdir()
+    database = Database(settings.effective_database_url)
+    try:
+        database.migrate()
+    finally:
+        database.dispose()
+    assert (data_dir / "dispatch.db").is_file()
 
 
 def test_flags_beat_environment_which_beats_the_config_file(tmp_path: Path) -> None:
