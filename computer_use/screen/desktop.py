@@ -85,13 +85,24 @@ wait
 """
 # The screen's terminal: its shell is the desktop user's (the task's programs may not touch the
 # screen), in the task's folder when that user may enter it, and files it makes are readable by
-# the task (umask 022). Waited for, so the first screenshot shows it.
+# the task (umask 022). Its shell is waited for (keys typed into an xterm before its shell has a
+# terminal are lost), not its window: on a busy machine the window manager may take seconds to
+# map it, and the agent looks again until it shows.
 TERMINAL = """(umask 022; cd {folder} 2>/dev/null || true
- SHELL=/bin/bash exec xterm -geometry {geometry} -title Terminal >/dev/null 2>&1) &
-until xdotool search --onlyvisible --class xterm >/dev/null 2>&1; do
+ exec xterm -geometry {geometry} -title Terminal -e sh -c 'touch {ready}; exec bash' \\
+   >/dev/null 2>&1) &
+until [ -e {ready} ]; do
   [ "$(date +%s)" -lt $end ] || fail "its terminal"; sleep 0.05
-done"""
+done
+# Until it shows: ask again for its window to be mapped (a map request made while openbox is
+# still starting can be lost, and the window then never shows), then give it the keyboard's
+# focus, so the first keys typed reach it.
+(until xdotool search --onlyvisible --name '^Terminal$' windowactivate >/dev/null 2>&1; do
+  [ "$(date +%s)" -lt $end ] || exit 0; sleep 0.2
+  xdotool search --name '^Terminal$' windowmap >/dev/null 2>&1 || true
+done) &"""
 TERMINAL_GEOMETRY = "100x30+40+40"
+TERMINAL_READY = f"{HOME}/.terminal-started"
 MAX_PIXELS = 8192 * 8192
 
 
@@ -137,7 +148,9 @@ class SandboxDesktop:
                 "folders owned by another user)"
             )
         width, height = self.requested.width, self.requested.height
-        opened = TERMINAL.format(folder=shlex.quote(folder), geometry=TERMINAL_GEOMETRY)
+        opened = TERMINAL.format(
+            folder=shlex.quote(folder), geometry=TERMINAL_GEOMETRY, ready=TERMINAL_READY
+        )
         script = X_SERVER.format(
             home=HOME,
             sockets=SOCKET_DIR,
