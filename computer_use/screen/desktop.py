@@ -62,9 +62,9 @@ fail() {{
 }}
 mkdir -m 0700 {home} {sockets} 2>/dev/null || fail "its folders ({home}, {sockets} already exist)"
 cd {home}
-cookie=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
-echo "add {display} . $cookie" | xauth -q -f {auth} source -
 export DISPLAY={display} XAUTHORITY={auth} HOME={home}
+cookie=$(python3 -I -c 'import secrets; print(secrets.token_hex(16))')
+echo "add {display} . $cookie" | xauth -q -f {auth} source -
 Xvfb {display} -screen 0 {width}x{height}x24 -nolisten tcp -nolisten local -noreset \\
   -auth {auth} >{xvfb_log} 2>&1 &
 end=$(($(date +%s) + {timeout_s}))
@@ -103,6 +103,17 @@ done
 done) &"""
 TERMINAL_GEOMETRY = "100x30+40+40"
 TERMINAL_READY = f"{HOME}/.terminal-started"
+# Isolated (-I): no user site-packages, whose .pth files run at start, from a home the task
+# could have written (the image gives the desktop user /tmp), no PYTHON* variables.
+SCREEN_AGENT = (
+    "env",
+    f"HOME={HOME}",
+    f"DISPLAY={DISPLAY}",
+    f"XAUTHORITY={XAUTHORITY}",
+    "python3",
+    "-I",
+    "/usr/local/bin/dispatch-screen-agent",
+)
 MAX_PIXELS = 8192 * 8192
 
 
@@ -175,10 +186,7 @@ class SandboxDesktop:
                 f"the desktop did not start ({what} failed or was not ready within "
                 f"{timeout_s:g} s){': ' + logs if logs else ''}"
             )
-        self._agent = self.spawner.spawn(
-            ["env", f"DISPLAY={DISPLAY}", f"XAUTHORITY={XAUTHORITY}", "dispatch-screen-agent"],
-            user=DESKTOP_USER,
-        )
+        self._agent = self.spawner.spawn(SCREEN_AGENT, user=DESKTOP_USER)
         header, _ = self._ask({"op": "size"})
         self.size = ScreenSize(int(header["width"]), int(header["height"]))
         return self.size
