@@ -104,7 +104,7 @@ done) &"""
 TERMINAL_GEOMETRY = "100x30+40+40"
 TERMINAL_READY = f"{HOME}/.terminal-started"
 # Isolated (-I): no user site-packages, whose .pth files run at start, from a home the task
-# could have written (the image gives the desktop user /tmp), no PYTHON* variables.
+# could have written (images before this one gave the desktop user /tmp), no PYTHON* variables.
 SCREEN_AGENT = (
     "env",
     f"HOME={HOME}",
@@ -151,7 +151,7 @@ class SandboxDesktop:
             DesktopFailed: the sandbox runs as the desktop user, or the screen did not come up
                 in time (the message has Xvfb's words).
         """
-        uid, _, folder = self._task_user()
+        uid, folder = self._task_user()
         if uid == DESKTOP_USER[0]:
             raise DesktopFailed(
                 f"the sandbox runs as uid {uid}, the desktop's own user, so its programs could "
@@ -191,12 +191,12 @@ class SandboxDesktop:
         self.size = ScreenSize(int(header["width"]), int(header["height"]))
         return self.size
 
-    def _task_user(self) -> tuple[int, int, str]:
-        """The task's uid and gid, and the folder its commands start in."""
-        said = self.box.exec(["sh", "-c", "id -u; id -g; pwd"], timeout_s=30)
+    def _task_user(self) -> tuple[int, str]:
+        """The task's uid and the folder its commands start in."""
+        said = self.box.exec(["sh", "-c", "id -u; pwd"], timeout_s=30)
         try:
-            uid, gid, folder = said.stdout.decode().split("\n")[:3]
-            return int(uid), int(gid), folder
+            uid, folder = said.stdout.decode().split("\n")[:2]
+            return int(uid), folder
         except ValueError:
             raise DesktopFailed(f"could not tell the sandbox's user ({said.describe()})") from None
 
