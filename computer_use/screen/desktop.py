@@ -38,6 +38,9 @@ from computer_use.screen.x11 import X11Error, X11Screen
 from sandbox import Process, Sandbox, SandboxError, Spawner
 
 DESKTOP_USER = (1001, 1001)
+# The group of terminals (a pty is 0620, owner and tty): a task in it could write into the
+# screen's terminals.
+TTY_GROUP = 5
 DISPLAY = ":0"
 START_TIMEOUT_S = 30.0
 # Both made by the desktop user at start, 0700; mkdir fails (and the desktop with it) if the
@@ -151,12 +154,13 @@ class SandboxDesktop:
             DesktopFailed: the sandbox runs as the desktop user, or the screen did not come up
                 in time (the message has Xvfb's words).
         """
-        uid, folder = self._task_user()
-        if uid == DESKTOP_USER[0]:
+        uid, groups, folder = self._task_user()
+        if uid == DESKTOP_USER[0] or TTY_GROUP in groups:
+            who = f"uid {uid}, the desktop's own user" if uid == DESKTOP_USER[0] else "group tty"
             raise DesktopFailed(
-                f"the sandbox runs as uid {uid}, the desktop's own user, so its programs could "
-                "drive the screen; run the task as another user (the sandbox_user setting, or "
-                "folders owned by another user)"
+                f"the sandbox runs as {who}, so its programs could drive the screen or write "
+                "into its terminals; run the task as another user (the sandbox_user setting, or "
+                "folders owned by another user and group)"
             )
         width, height = self.requested.width, self.requested.height
         opened = TERMINAL.format(
@@ -191,12 +195,12 @@ class SandboxDesktop:
         self.size = ScreenSize(int(header["width"]), int(header["height"]))
         return self.size
 
-    def _task_user(self) -> tuple[int, str]:
-        """The task's uid and the folder its commands start in."""
-        said = self.box.exec(["sh", "-c", "id -u; pwd"], timeout_s=30)
+    def _task_user(self) -> tuple[int, set[int], str]:
+        """The task's uid, its groups and the folder its commands start in."""
+        said = self.box.exec(["sh", "-c", "id -u; id -G; pwd"], timeout_s=30)
         try:
-            uid, folder = said.stdout.decode().split("\n")[:2]
-            return int(uid), folder
+            uid, groups, folder = said.stdout.decode().split("\n")[:3]
+            return int(uid), {int(g) for g in groups.split()}, folder
         except ValueError:
             raise DesktopFailed(f"could not tell the sandbox's user ({said.describe()})") from None
 

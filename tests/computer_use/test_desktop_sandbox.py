@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from computer_use.screen.desktop import DESKTOP_USER, DesktopFailed, SandboxDesktop
+from computer_use.screen.desktop import DESKTOP_USER, TTY_GROUP, DesktopFailed, SandboxDesktop
 from sandbox import Mount, SandboxSpec
 from sandbox.images import DESKTOP_IMAGE
 from tests.sandbox.conftest import MakeSandbox
@@ -160,7 +160,12 @@ def test_a_folder_the_task_made_first_stops_the_desktop(make_sandbox: MakeSandbo
         SandboxDesktop(box).start(timeout_s=20)
 
 
-def test_a_sandbox_running_as_the_desktop_user_gets_no_desktop(make_sandbox: MakeSandbox) -> None:
-    box = make_sandbox("docker", SandboxSpec(image=DESKTOP_IMAGE, user=DESKTOP_USER))
-    with pytest.raises(DesktopFailed, match="the desktop's own user"):
+@pytest.mark.parametrize(
+    ("user", "said"), [(DESKTOP_USER, "the desktop's own user"), ((1000, TTY_GROUP), "group tty")]
+)
+def test_a_sandbox_running_as_the_desktop_user_or_tty_gets_no_desktop(
+    make_sandbox: MakeSandbox, user: tuple[int, int], said: str
+) -> None:
+    box = make_sandbox("docker", SandboxSpec(image=DESKTOP_IMAGE, user=user))
+    with pytest.raises(DesktopFailed, match=said):
         SandboxDesktop(box).start(timeout_s=20)
