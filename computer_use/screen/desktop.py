@@ -8,19 +8,22 @@ the sandbox controls: what comes back is a small JSON header and raw pixels.
 The screen runs as the image's `desktop` user (uid 1001), not as the task's user, so a task's
 timeout (which signals every process of the task's user) leaves it standing.
 
-The X server admits only holders of a cookie. The screen's own clients (the window manager,
-the screen agent, the agent's Chromium) hold a trusted one, readable by the desktop user alone.
-The task's user gets an *untrusted* one (the X SECURITY extension, as `ssh -X` uses it): its
-programs can open and draw their own windows, which the agent then drives, but cannot read the
-screen, synthesise input (no XTEST) or send events to the screen's own windows. Without that, a
-shell step the policy allows (`bash` over read-only folders) could click and type on the screen
-with xdotool and so act without the approval every screen action needs.
+The task's user cannot connect to the X server at all. Nothing the task runs without an
+approval (a `bash` step, a command) may change the screen the person judges, and any X client
+can: even an untrusted one (the SECURITY extension) may lay an override-redirect window over
+the others, grab the keyboard or warp the pointer. So the server listens on its Unix socket
+alone (no TCP, and no abstract socket, which file modes do not guard and which the container's
+one network namespace would share), in a folder only the desktop user may enter, and admits
+only holders of a cookie kept in the desktop user's private home. Every window on the screen is
+the desktop user's: the terminal the desktop starts with (`TERMINAL`), and what the agent opens
+from it or from the window manager's menu, each keystroke and click approved.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import shlex
 import threading
 import time
 from collections.abc import Sequence
@@ -35,43 +38,85 @@ from computer_use.screen.x11 import X11Error, X11Screen
 from sandbox import Process, Sandbox, SandboxError, Spawner
 
 DESKTOP_USER = (1001, 1001)
+# The group of terminals (a pty is 0620, owner and tty): a task in it could write into the
+# screen's terminals.
+TTY_GROUP = 5
 DISPLAY = ":0"
 START_TIMEOUT_S = 30.0
-XVFB_LOG = "/tmp/.dispatch-xvfb.log"
-OPENBOX_LOG = "/tmp/.dispatch-openbox.log"
-# Made by the desktop user at start (mkdir fails, and the desktop with it, if anything is there):
-# 0711, so the task's user reaches TASK_XAUTHORITY by name and nothing else in it.
-X11_DIR = "/tmp/.dispatch-x11"
-XAUTHORITY = f"{X11_DIR}/trusted"  # 0600, the desktop user's
-TASK_XAUTHORITY = f"{X11_DIR}/task"  # 0644, untrusted; the image's XAUTHORITY for the task's user
-# Run as the desktop user: a trusted cookie (passed to xauth on stdin, never in a command line
-# another user could read in /proc), Xvfb admitting only cookie holders (-noreset: a server reset
-# when its last client leaves would drop the untrusted cookie), openbox, then the task's
-# untrusted cookie; "ready" once windows can be opened and are managed. Daemons log to files:
-# nobody reads their streams, and a window manager blocked on a full pipe stops mapping windows.
+# Both made by the desktop user at start, 0700; mkdir fails (and the desktop with it) if the
+# task made either first. HOME holds the cookie, the logs and every dot-file the screen's
+# programs read (a shell's .bashrc, openbox's autostart): none of it the task's to plant.
+HOME = "/tmp/.dispatch-desktop"
+XAUTHORITY = f"{HOME}/.Xauthority"
+XVFB_LOG = f"{HOME}/xvfb.log"
+OPENBOX_LOG = f"{HOME}/openbox.log"
+# The folder of the X server's socket, fixed by libxtrans; see X_SERVER.
+SOCKET_DIR = "/tmp/.X11-unix"
+# Run as the desktop user: a cookie (passed to xauth on stdin, never in a command line another
+# user could read in /proc), Xvfb on its Unix socket alone (-nolisten local: no abstract socket;
+# -noreset: one server for the sandbox's life), openbox, and the terminal; "ready" once windows
+# can be opened and are managed, else what failed and the logs' last words, on one line.
+# Daemons log to files: nobody reads their streams, and a window manager blocked on a full pipe
+# stops mapping windows.
 X_SERVER = """set -eu
 umask 077
-mkdir -m 0711 {dir}
-cookie=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
+fail() {{
+  echo "$1: $(tail -q -c 200 {xvfb_log} {openbox_log} 2>/dev/null | tr -s '\\n' ' ')"; exit 1
+}}
+mkdir -m 0700 {home} {sockets} 2>/dev/null || fail "its folders ({home}, {sockets} already exist)"
+cd {home}
+export DISPLAY={display} XAUTHORITY={auth} HOME={home}
+cookie=$(python3 -I -c 'import secrets; print(secrets.token_hex(16))')
 echo "add {display} . $cookie" | xauth -q -f {auth} source -
-export DISPLAY={display} XAUTHORITY={auth} HOME=/tmp
-Xvfb {display} -screen 0 {width}x{height}x24 -nolisten tcp -noreset -auth {auth} \\
-  +extension SECURITY >{xvfb_log} 2>&1 &
+Xvfb {display} -screen 0 {width}x{height}x24 -nolisten tcp -nolisten local -noreset \\
+  -auth {auth} >{xvfb_log} 2>&1 &
 end=$(($(date +%s) + {timeout_s}))
 until xdpyinfo >/dev/null 2>&1; do
-  [ "$(date +%s)" -lt $end ] || {{ echo "X server"; exit 1; }}; sleep 0.05
+  [ "$(date +%s)" -lt $end ] || fail "its X server"; sleep 0.05
 done
+# libxtrans opens the socket's folder to everyone (mode 1777) when it makes the socket in it;
+# shut again, so only the desktop user reaches the socket (the cookie guarded that instant).
+chmod 0700 {sockets}
 openbox >{openbox_log} 2>&1 &
 # Windows appear once the window manager takes their map requests: wait for its check window.
 until xprop -root _NET_SUPPORTING_WM_CHECK | grep -q window; do
-  [ "$(date +%s)" -lt $end ] || {{ echo "window manager"; exit 1; }}; sleep 0.05
+  [ "$(date +%s)" -lt $end ] || fail "its window manager"; sleep 0.05
 done
-xauth -q -f {task}.new generate {display} . untrusted timeout 0
-chmod 0644 {task}.new
-mv {task}.new {task}
+{terminal}
 echo ready
 wait
 """
+# The screen's terminal: its shell is the desktop user's (the task's programs may not touch the
+# screen), in the task's folder when that user may enter it, and files it makes are readable by
+# the task (umask 022). Its shell is waited for (keys typed into an xterm before its shell has a
+# terminal are lost), not its window: on a busy machine the window manager may take seconds to
+# map it, and the agent looks again until it shows.
+TERMINAL = """(umask 022; cd {folder} 2>/dev/null || true
+ exec xterm -geometry {geometry} -title Terminal -e sh -c 'touch {ready}; exec bash' \\
+   >/dev/null 2>&1) &
+until [ -e {ready} ]; do
+  [ "$(date +%s)" -lt $end ] || fail "its terminal"; sleep 0.05
+done
+# Until it shows: ask again for its window to be mapped (a map request made while openbox is
+# still starting can be lost, and the window then never shows), then give it the keyboard's
+# focus, so the first keys typed reach it.
+(until xdotool search --onlyvisible --name '^Terminal$' windowactivate >/dev/null 2>&1; do
+  [ "$(date +%s)" -lt $end ] || exit 0; sleep 0.2
+  xdotool search --name '^Terminal$' windowmap >/dev/null 2>&1 || true
+done) &"""
+TERMINAL_GEOMETRY = "100x30+40+40"
+TERMINAL_READY = f"{HOME}/.terminal-started"
+# Isolated (-I): no user site-packages, whose .pth files run at start, from a home the task
+# could have written (images before this one gave the desktop user /tmp), no PYTHON* variables.
+SCREEN_AGENT = (
+    "env",
+    f"HOME={HOME}",
+    f"DISPLAY={DISPLAY}",
+    f"XAUTHORITY={XAUTHORITY}",
+    "python3",
+    "-I",
+    "/usr/local/bin/dispatch-screen-agent",
+)
 MAX_PIXELS = 8192 * 8192
 
 
@@ -101,22 +146,36 @@ class SandboxDesktop:
         self._lock = threading.Lock()
         self.size = self.requested
 
-    def start(self, timeout_s: float = START_TIMEOUT_S) -> ScreenSize:
-        """Start Xvfb and openbox as the desktop user and attach to the screen agent.
+    def start(self, timeout_s: float = START_TIMEOUT_S, *, terminal: bool = True) -> ScreenSize:
+        """Start Xvfb, openbox and (unless `terminal` is false) a terminal as the desktop user,
+        and attach to the screen agent.
 
         Raises:
-            DesktopFailed: the screen did not come up in time (the message has Xvfb's words).
+            DesktopFailed: the sandbox runs as the desktop user, or the screen did not come up
+                in time (the message has Xvfb's words).
         """
+        uid, groups, folder = self._task_user()
+        if uid == DESKTOP_USER[0] or TTY_GROUP in groups:
+            who = f"uid {uid}, the desktop's own user" if uid == DESKTOP_USER[0] else "group tty"
+            raise DesktopFailed(
+                f"the sandbox runs as {who}, so its programs could drive the screen or write "
+                "into its terminals; run the task as another user (the sandbox_user setting, or "
+                "folders owned by another user and group)"
+            )
         width, height = self.requested.width, self.requested.height
+        opened = TERMINAL.format(
+            folder=shlex.quote(folder), geometry=TERMINAL_GEOMETRY, ready=TERMINAL_READY
+        )
         script = X_SERVER.format(
-            dir=X11_DIR,
+            home=HOME,
+            sockets=SOCKET_DIR,
             display=DISPLAY,
             auth=XAUTHORITY,
-            task=TASK_XAUTHORITY,
             width=width,
             height=height,
             xvfb_log=XVFB_LOG,
             openbox_log=OPENBOX_LOG,
+            terminal=opened if terminal else "",
             timeout_s=max(1, round(timeout_s)),
         )
         server = self.spawner.spawn(["sh", "-c", script], user=DESKTOP_USER)
@@ -126,21 +185,24 @@ class SandboxDesktop:
         except SandboxError:
             said = ""
         if said != "ready":
-            logs = self.box.exec(
-                ["sh", "-c", f"tail -c 300 {XVFB_LOG} {OPENBOX_LOG} 2>&1"], timeout_s=10
-            )
-            what = f"its {said}" if said else "its X server"
+            what, _, logs = (said or "its X server").partition(": ")
             raise DesktopFailed(
-                f"the desktop did not start ({what} was not ready within {timeout_s:g} s): "
-                + logs.stdout.decode(errors="replace").strip()
+                f"the desktop did not start ({what} failed or was not ready within "
+                f"{timeout_s:g} s){': ' + logs if logs else ''}"
             )
-        self._agent = self.spawner.spawn(
-            ["env", f"DISPLAY={DISPLAY}", f"XAUTHORITY={XAUTHORITY}", "dispatch-screen-agent"],
-            user=DESKTOP_USER,
-        )
+        self._agent = self.spawner.spawn(SCREEN_AGENT, user=DESKTOP_USER)
         header, _ = self._ask({"op": "size"})
         self.size = ScreenSize(int(header["width"]), int(header["height"]))
         return self.size
+
+    def _task_user(self) -> tuple[int, set[int], str]:
+        """The task's uid, its groups and the folder its commands start in."""
+        said = self.box.exec(["sh", "-c", "id -u; id -G; pwd"], timeout_s=30)
+        try:
+            uid, groups, folder = said.stdout.decode().split("\n")[:3]
+            return int(uid), {int(g) for g in groups.split()}, folder
+        except ValueError:
+            raise DesktopFailed(f"could not tell the sandbox's user ({said.describe()})") from None
 
     def _ask(self, request: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
         agent = self._agent

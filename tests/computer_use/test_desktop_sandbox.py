@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from computer_use.screen.desktop import SandboxDesktop
-from sandbox import SandboxSpec
+from computer_use.screen.desktop import DESKTOP_USER, TTY_GROUP, DesktopFailed, SandboxDesktop
+from sandbox import Mount, SandboxSpec
 from sandbox.images import DESKTOP_IMAGE
 from tests.sandbox.conftest import MakeSandbox
 
@@ -24,6 +25,30 @@ def poll(predicate, timeout_s: float, what: str):  # type: ignore[no-untyped-def
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
         time.sleep(0.1)
+
+
+def windows(desktop: SandboxDesktop, *search: str) -> str:
+    """The ids of the windows `xdotool search` finds; none (its exit status 1) is ""."""
+    try:
+        return desktop.xdotool(["search", *search]).strip()
+    except DesktopFailed:
+        return ""
+
+
+def focused(desktop: SandboxDesktop) -> str:
+    """The name of the window with the keyboard's focus; "" while none has it."""
+    try:
+        return desktop.xdotool(["getwindowfocus", "getwindowname"]).strip()
+    except DesktopFailed:
+        return ""
+
+
+def type_in_terminal(desktop: SandboxDesktop, text: str) -> None:
+    """What an agent does, each key approved: type into the screen's terminal (which has the
+    keyboard's focus once it shows)."""
+    poll(lambda: windows(desktop, "--onlyvisible", "--name", "^Terminal$"), 60, "the terminal")
+    poll(lambda: focused(desktop) == "Terminal", 20, "the terminal to have the focus")
+    desktop.xdotool(["type", "--delay", "20", text])
 
 
 @pytest.fixture
@@ -42,15 +67,39 @@ def test_the_screen_starts_at_the_asked_size_and_is_captured(desktop: SandboxDes
     assert image.mode == "RGB"
 
 
-def test_an_application_window_appears_and_the_pointer_moves(desktop: SandboxDesktop) -> None:
+def test_the_screen_starts_with_a_terminal_that_opens_windows(desktop: SandboxDesktop) -> None:
     before = desktop.capture()
-    # Started by the task's user, as the agent's bash would.
-    desktop.box.exec(["sh", "-c", "xterm -geometry 60x10+100+100 -bg white -fg black &"])
-    poll(lambda: desktop.xdotool(["search", "--class", "xterm"]).strip(), 20, "an xterm window")
+    type_in_terminal(desktop, "xterm -geometry 60x10+500+400 -title opened &\n")
+    poll(lambda: windows(desktop, "--name", "opened"), 20, "an xterm window")
     poll(lambda: desktop.capture().tobytes() != before.tobytes(), 10, "the window to be drawn")
     desktop.xdotool(["mousemove", "321", "234"])
     location = desktop.xdotool(["getmouselocation", "--shell"])
     assert "X=321" in location and "Y=234" in location
+
+
+def test_the_terminal_reads_a_granted_folder_others_may_read(
+    make_sandbox: MakeSandbox, workspace: Path
+) -> None:
+    # The screen's programs run as the desktop user: in a granted folder they have what its
+    # modes give everyone else (the task's own tools, bash and edit, have the owner's rights).
+    workspace.chmod(0o755)
+    (workspace / "notes.txt").write_text("from the folder\n")
+    box = make_sandbox("docker", SandboxSpec(image=DESKTOP_IMAGE, mounts=(Mount(workspace),)))
+    desktop = SandboxDesktop(box, width=1024, height=768)
+    desktop.start()
+    try:
+        type_in_terminal(desktop, "cat notes.txt > /tmp/seen; id -u >> /tmp/seen\n")
+        seen = poll(
+            lambda: (
+                box.exec(["cat", "/tmp/seen"]).stdout.count(b"\n") == 2
+                and box.exec(["cat", "/tmp/seen"]).stdout
+            ),
+            20,
+            "the terminal's command",
+        )
+        assert seen == f"from the folder\n{DESKTOP_USER[0]}\n".encode()
+    finally:
+        desktop.close()
 
 
 def test_a_task_timeout_does_not_take_the_screen_down(desktop: SandboxDesktop) -> None:
@@ -58,34 +107,65 @@ def test_a_task_timeout_does_not_take_the_screen_down(desktop: SandboxDesktop) -
     assert result.outcome.value == "timed_out"
     # Every process of the task's user got SIGTERM/SIGKILL; the screen runs as another user.
     assert desktop.capture().size == (1024, 768)
-    assert desktop.box.exec(["xdpyinfo", "-display", ":0"]).ok
+    assert "X=" in desktop.xdotool(["getmouselocation", "--shell"])
 
 
-# Run as the task's user: what its programs may and may not do with the screen's X server.
+# Run as the task's user: every way to the screen's X server it could try.
 X_PROBE = """
-from Xlib import X, display, error
-d = display.Display()
-print("xtest", d.has_extension("XTEST"))
-try:
-    d.screen().root.get_image(0, 0, 8, 8, X.ZPixmap, 0xFFFFFFFF)
-    print("read screen: yes")
-except error.XError as exc:
-    print("read screen:", type(exc).__name__)
+import socket
+from Xlib import display
+for name in [":0", "unix:0", "localhost:0"]:
+    try:
+        display.Display(name)
+        print(name, "connected")
+    except Exception as exc:
+        print(name, type(exc).__name__)
+for address in ["\\0/tmp/.X11-unix/X0", "/tmp/.X11-unix/X0"]:
+    s = socket.socket(socket.AF_UNIX)
+    try:
+        s.connect(address)
+        print(repr(address), "connected")
+    except OSError as exc:
+        print(repr(address), exc.strerror)
 """
 
 
-def test_the_tasks_programs_cannot_read_or_drive_the_screen(desktop: SandboxDesktop) -> None:
-    # A shell step the policy allows must not click or type around the approval gate.
+def test_the_tasks_programs_cannot_reach_the_screen(desktop: SandboxDesktop) -> None:
+    # A shell step the policy allows must not click, type, draw, grab or warp around the
+    # approval gate: it cannot even connect.
     desktop.xdotool(["mousemove", "200", "150"])
     moved = desktop.box.exec(["xdotool", "mousemove", "7", "9", "click", "1"])
     assert not moved.ok
     assert "X=200" in desktop.xdotool(["getmouselocation", "--shell"])
-    probe = desktop.box.exec(["python3", "-c", X_PROBE])
-    assert probe.stdout.decode().split("\n")[:2] == ["xtest False", "read screen: BadAccess"]
-    # The trusted cookie is the desktop user's alone, and without a cookie the server says no.
-    assert not desktop.box.exec(["cat", "/tmp/.dispatch-x11/trusted"]).ok
-    refused = desktop.box.exec(["env", "XAUTHORITY=/dev/null", "xdpyinfo"])
-    assert not refused.ok and b"unable to open display" in refused.stderr
-    # Its own windows still open, and the agent (trusted) still sees and drives them.
-    desktop.box.exec(["sh", "-c", "xterm -geometry 40x5+50+50 -title mine &"])
-    poll(lambda: desktop.xdotool(["search", "--name", "mine"]).strip(), 20, "the task's window")
+    probe = desktop.box.exec(["python3", "-c", X_PROBE]).stdout.decode().splitlines()
+    assert probe == [
+        ":0 DisplayConnectionError",
+        "unix:0 DisplayConnectionError",
+        "localhost:0 DisplayConnectionError",
+        "'\\x00/tmp/.X11-unix/X0' Connection refused",
+        "'/tmp/.X11-unix/X0' Permission denied",
+    ]
+    refused = desktop.box.exec(["sh", "-c", "xterm -title mine"], timeout_s=30)
+    assert not refused.ok and b"Can't open display" in refused.stderr
+    # The desktop's home (its cookie, its dot-files) is its own.
+    assert not desktop.box.exec(["ls", "/tmp/.dispatch-desktop"]).ok
+    assert not windows(desktop, "--name", "mine")
+
+
+def test_a_folder_the_task_made_first_stops_the_desktop(make_sandbox: MakeSandbox) -> None:
+    # Made before the screen starts, the socket's folder would be the task's to open.
+    box = make_sandbox("docker", SandboxSpec(image=DESKTOP_IMAGE))
+    assert box.exec(["mkdir", "-m", "0777", "/tmp/.X11-unix"]).ok
+    with pytest.raises(DesktopFailed, match="already exist"):
+        SandboxDesktop(box).start(timeout_s=20)
+
+
+@pytest.mark.parametrize(
+    ("user", "said"), [(DESKTOP_USER, "the desktop's own user"), ((1000, TTY_GROUP), "group tty")]
+)
+def test_a_sandbox_running_as_the_desktop_user_or_tty_gets_no_desktop(
+    make_sandbox: MakeSandbox, user: tuple[int, int], said: str
+) -> None:
+    box = make_sandbox("docker", SandboxSpec(image=DESKTOP_IMAGE, user=user))
+    with pytest.raises(DesktopFailed, match=said):
+        SandboxDesktop(box).start(timeout_s=20)

@@ -1,20 +1,15 @@
-"""Review 3: the task's untrusted X client can still draw over the screen's own windows, grab
-the keyboard and move the pointer.
+"""Review 3: a program the task runs without an approval must not change the screen the person
+judges: no window painted over the screen's own, no keyboard grab, no pointer warp.
 
-The untrusted cookie stops XTEST, reading the screen and sending events to other clients'
-windows, but not creating an override-redirect window: one the window manager does not manage,
-stacked above everything. A shell step the policy allows (no approval) can therefore paint
-whatever it likes over the agent's Chromium or any window, and the screenshot the model reasons
-on and the person approves shows the task's picture, while a click at a point the overlay leaves
-uncovered still reaches the real window below. E.g. over a real "Delete all files? [OK]" dialog
-the task paints "Close this advert?" everywhere but the OK button; the person approves "click
-OK". The approval is only as good as the screenshot; the untrusted cookie does not protect it.
-
-Worse, XGrabKeyboard is allowed to an untrusted client: the task's program grabs the keyboard
-and receives every key the agent types afterwards (a password the person approved typing into
-a login form), which the real window never gets. And XWarpPointer is allowed: a loop of warps
-puts the pointer where the task wants between the agent's `mousemove` and its `click`, so a
-click the person approved at one point lands on another (another window, another button).
+An untrusted X cookie (the SECURITY extension) was not enough: it stops XTEST, reading the
+screen and sending events to other clients' windows, but still lets a client lay an
+override-redirect window over everything (the screenshot the person approves shows the task's
+picture while the click reaches the real window below), grab the keyboard (a password the
+person approved typing goes to the task's program) and warp the pointer between the agent's
+move and its click. Now the task's user cannot connect to the screen's X server at all (see
+computer_use/screen/desktop.py). Each attack below is run as a shell step would run it, as the
+task's user, and tries every way in: the display named in its environment, the Unix socket by
+path and in the abstract namespace, TCP, and the screen's own cookie.
 """
 
 from __future__ import annotations
@@ -29,19 +24,39 @@ from sandbox import SandboxSpec
 from sandbox.images import DESKTOP_IMAGE
 from tests.sandbox.conftest import MakeSandbox
 
-pytestmark = [
-    pytest.mark.docker,
-    # Open, and documented (README, "Security model of the desktop sandbox"): on the sandbox's
-    # own screen every window is a program the task started, so the task can already do inside
-    # them whatever it could make a redirected click do; the sandbox boundary, not the X server,
-    # is what keeps that inside. The planned fix keeps the task's X clients off the agent's
-    # server altogether. strict: these fail loudly once that lands, so the marker goes.
-    pytest.mark.xfail(
-        strict=True,
-        reason="review 3: untrusted X clients can still warp the "
-        "pointer, grab the keyboard and draw override-redirect windows",
-    ),
-]
+pytestmark = pytest.mark.docker
+
+# Run first by every attack (task user): connect to the screen's X server by every route the
+# container offers; print how each failed, and exit 3 if none worked.
+CONNECT = """
+import os, socket
+from Xlib import display
+tried = []
+for name in [os.environ.get("DISPLAY") or ":0", "unix:0", "localhost:0", "127.0.0.1:0"]:
+    for auth in [os.environ.get("XAUTHORITY"), "/tmp/.dispatch-desktop/.Xauthority"]:
+        if auth:
+            os.environ["XAUTHORITY"] = auth
+        try:
+            d = display.Display(name)
+            break
+        except Exception as exc:
+            tried.append(f"{name} {auth}: {type(exc).__name__}")
+    else:
+        continue
+    break
+else:
+    for address in ["\\0/tmp/.X11-unix/X0", "/tmp/.X11-unix/X0"]:
+        s = socket.socket(socket.AF_UNIX)
+        try:
+            s.connect(address)
+            tried.append(f"{address!r}: connected")
+        except OSError as exc:
+            tried.append(f"{address!r}: {exc.strerror}")
+    print("refused:", "; ".join(tried), flush=True)
+    raise SystemExit(3)
+print("connected", flush=True)
+"""
+
 
 # The screen's own window (run as the desktop user with the trusted cookie, like the agent's
 # Chromium; override-redirect only so that it sits exactly there): green, 400x300 at 100,100;
@@ -60,11 +75,12 @@ while True:
     if e.type == X.ButtonPress:
         open("/tmp/real-clicked", "w").write(f"{e.event_x},{e.event_y}")
 """
-# The task's overlay (task user, untrusted cookie): red, override-redirect, over the left half
-# of the real window; the right half (where the click goes) is left uncovered.
-OVERLAY = """
-from Xlib import X, display
-d = display.Display()
+# The task's overlay (task user): red, override-redirect, over the left half of the real window;
+# the right half (where the click goes) is left uncovered.
+OVERLAY = (
+    CONNECT
+    + """
+from Xlib import X
 s = d.screen()
 w = s.root.create_window(100, 100, 200, 300, 0, s.root_depth, background_pixel=0xFF0000,
                          override_redirect=True, event_mask=X.ExposureMask)
@@ -75,6 +91,7 @@ while True:
     if d.next_event().type == X.Expose:
         open("/tmp/overlay-ready", "a").close()
 """
+)
 
 
 def poll(predicate, timeout_s: float, what: str):  # type: ignore[no-untyped-def]
@@ -107,6 +124,19 @@ def is_green(rgb: tuple[int, int, int]) -> bool:
     return rgb[1] > 150 and rgb[0] < 80
 
 
+def attack(desktop: SandboxDesktop, name: str, script: str) -> str:
+    """Start `script` in the background as a shell step would (task user, no approval); what it
+    said about its connection (its first line: "refused: ..." or "connected")."""
+    log = f"/tmp/{name}.log"
+    desktop.box.exec(["sh", "-c", f"python3 -c '{script}' >{log} 2>&1 &"])
+    said = poll(
+        lambda: desktop.box.exec(["head", "-n", "1", log]).stdout.decode().strip(),
+        20,
+        f"the {name} attack to connect or give up",
+    )
+    return str(said)
+
+
 def test_the_tasks_window_cannot_paint_over_the_screens_own_windows(
     desktop: SandboxDesktop,
 ) -> None:
@@ -117,21 +147,10 @@ def test_the_tasks_window_cannot_paint_over_the_screens_own_windows(
     try:
         assert real.read_line().strip() == b"ready"
         poll(lambda: is_green(pixel(desktop, 200, 250)), 20, "the real window to be drawn")
-        # A shell step the policy lets through without asking anyone.
-        started = desktop.box.exec(
-            [
-                "sh",
-                "-c",
-                f"python3 -c '{OVERLAY}' >/dev/null 2>&1 & "
-                "for i in $(seq 200); do [ -e /tmp/overlay-ready ] && exit 0; sleep 0.1; done; "
-                "exit 1",
-            ]
-        )
-        assert started.ok, started.stderr
-        # Wait (with a deadline) for the overlay to show; if it never does, the check passes.
-        deadline = time.monotonic() + 5
-        while is_green(pixel(desktop, 200, 250)) and time.monotonic() < deadline:
-            time.sleep(0.1)
+        said = attack(desktop, "overlay", OVERLAY)
+        if said == "connected":  # then give it the time to show (with a deadline)
+            ready = lambda: desktop.box.exec(["test", "-e", "/tmp/overlay-ready"]).ok  # noqa: E731
+            poll(ready, 20, "the overlay to be mapped")
         covered = pixel(desktop, 200, 250)
         # The click an approver would judge goes to the uncovered right half: the real window.
         desktop.xdotool(["mousemove", "400", "250", "click", "1"])
@@ -140,18 +159,20 @@ def test_the_tasks_window_cannot_paint_over_the_screens_own_windows(
         )
         assert clicked, clicked
         assert is_green(covered), (
-            f"the task's untrusted window painted over the screen's own window: {covered} "
-            "where the real window is green"
+            f"the task's window painted over the screen's own window: {covered} where the real "
+            f"window is green (the task's program: {said})"
         )
+        assert said.startswith("refused:"), said
     finally:
         real.close()
 
 
-# The task's key logger (task user, untrusted cookie): grabs the keyboard on a 1x1 window of its
-# own and writes every key press it receives to /tmp/keys.
-GRAB = """
-from Xlib import X, display
-d = display.Display()
+# The task's key logger (task user): grabs the keyboard on a 1x1 window of its own and writes
+# every key press it receives to /tmp/keys.
+GRAB = (
+    CONNECT
+    + """
+from Xlib import X
 s = d.screen()
 w = s.root.create_window(0, 0, 1, 1, 0, s.root_depth, override_redirect=True,
                          event_mask=X.KeyPressMask)
@@ -166,12 +187,18 @@ while True:
         keys.write(f"{e.detail} ")
         keys.flush()
 """
+)
 
 
 def test_the_tasks_program_cannot_grab_what_the_agent_types(desktop: SandboxDesktop) -> None:
     # A shell step the policy lets through; then the agent types a password the person approved.
-    desktop.box.exec(["sh", "-c", f"python3 -c '{GRAB}' >/tmp/grab.log 2>&1 &"])
-    said = poll(lambda: desktop.box.exec(["cat", "/tmp/grab.log"]).stdout.strip(), 20, "the grab")
+    said = attack(desktop, "grab", GRAB)
+    if said == "connected":
+        poll(
+            lambda: desktop.box.exec(["cat", "/tmp/grab.log"]).stdout.count(b"\n") > 1,
+            20,
+            "the grab",
+        )
     desktop.xdotool(["type", "hunter2"])
     # Wait (with a deadline) for keys to arrive; if none ever do, the check passes.
     deadline = time.monotonic() + 3
@@ -180,25 +207,26 @@ def test_the_tasks_program_cannot_grab_what_the_agent_types(desktop: SandboxDesk
         logged = desktop.box.exec(["cat", "/tmp/keys"]).stdout.strip()
         time.sleep(0.1)
     assert not logged, (
-        f"the task's untrusted client grabbed the keyboard ({said!r}) and received the agent's "
-        f"typing as key codes {logged.decode()}"
+        f"the task's program grabbed the keyboard and received the agent's typing as key codes "
+        f"{logged.decode()}"
     )
+    assert said.startswith("refused:"), said
 
 
-# The task's pointer thief (task user, untrusted cookie): XWarpPointer in a loop, so the
-# pointer sits at 300,250 (the real window) whenever the agent's click is sent.
-WARP = """
-from Xlib import display
-d = display.Display()
+# The task's pointer thief (task user): XWarpPointer in a loop, so the pointer sits at 300,250
+# (the real window) whenever the agent's click is sent.
+WARP = (
+    CONNECT
+    + """
 root = d.screen().root
 open("/tmp/warping", "w").close()
 while True:
     root.warp_pointer(300, 250)
     d.flush()
 """
+)
 
 
-@pytest.mark.xfail(strict=False, reason="review 3: a race; it may miss on a given run")
 def test_the_tasks_program_cannot_move_the_pointer_under_an_approved_click(
     desktop: SandboxDesktop,
 ) -> None:
@@ -208,9 +236,7 @@ def test_the_tasks_program_cannot_move_the_pointer_under_an_approved_click(
     )
     try:
         assert real.read_line().strip() == b"ready"
-        for _ in range(3):  # a few loops: the race is won more often than not by each
-            desktop.box.exec(["sh", "-c", f"python3 -c '{WARP}' >/dev/null 2>&1 &"])
-        poll(lambda: desktop.box.exec(["test", "-e", "/tmp/warping"]).ok, 20, "the warp loop")
+        said = attack(desktop, "warp", WARP)
         # The approved click: on the empty desktop at 800,600, far from the real window. Sent as
         # `X11Screen.click` sends it; a few times, as an agent's clicks come.
         clicked = b""
@@ -221,7 +247,8 @@ def test_the_tasks_program_cannot_move_the_pointer_under_an_approved_click(
                 break
         assert not clicked, (
             f"a click approved at 800,600 landed on the real window at {clicked.decode()}: the "
-            "task's untrusted client moved the pointer (XWarpPointer) between move and click"
+            "task's program moved the pointer (XWarpPointer) between move and click"
         )
+        assert said.startswith("refused:"), said
     finally:
         real.close()

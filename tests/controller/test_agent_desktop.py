@@ -4,7 +4,9 @@ it on the screenshot they were shown."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from conftest import Api
@@ -24,9 +26,9 @@ pytestmark = pytest.mark.docker
 RED = (255, 0, 0)
 GREEN = (0, 192, 0)
 # A window with one red "button" (python-xlib, in the desktop image): a click on it turns it
-# green and writes "Send" to /tmp/clicked. Run by the model's bash step, as a task would; the
-# task's programs cannot read the screen (an untrusted X client), so the window says when it is
-# drawn: /tmp/ready appears at its first Expose, once the window manager has mapped it.
+# green and writes "Send" to /tmp/clicked. The model's bash step writes it; the task's programs
+# cannot reach the screen, so the model starts it from the screen's terminal (typing, which the
+# person approves), as a program on the screen, the desktop user's.
 APP = """
 from Xlib import X, display
 d = display.Display()
@@ -37,28 +39,33 @@ w.map()
 d.sync()
 while True:
     e = d.next_event()
-    if e.type == X.Expose:
-        open("/tmp/ready", "a").close()
-    elif e.type == X.ButtonPress:
+    if e.type == X.ButtonPress:
         open("/tmp/clicked", "w").write("Send")
         w.change_attributes(background_pixel=0x00C000)
         w.clear_area()
         d.sync()
 """
-# Until the window is drawn: a loaded machine can take seconds.
-DIALOG = (
-    f"cat > /tmp/app.py <<'EOF'\n{APP}\nEOF\n"
-    "python3 /tmp/app.py & "
-    "for i in $(seq 300); do [ -e /tmp/ready ] && exit 0; sleep 0.1; done; "
-    "echo 'the window never showed'; exit 1"
-)
+WRITE_APP = f"cat > /tmp/app.py <<'EOF'\n{APP}\nEOF"
+START_APP = ToolCall("type", {"text": "python3 /tmp/app.py &\n"}, toolset="computer")
+
+
+def approve_until(api: Api, member: str, timeout_s: float = 180) -> dict[str, Any]:
+    """Approve the pending requests (the typing that starts the window, asked again if the screen
+    changed before it ran) until one for `member` waits; that one, undecided."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for request in api.get("/api/v1/approvals?state=pending").json():
+            if request["member"] == member:
+                return dict(request)
+            api.post(f"/api/v1/approvals/{request['id']}/decision", json={"decision": "approve"})
+        time.sleep(0.2)
+    raise AssertionError(f"no {member} request within {timeout_s} s")
 
 
 class ClickRedOnceShown:
     """A turn: click the red window once a screenshot shows it, else take another screenshot.
 
-    The task's programs cannot read the screen (an untrusted X client), so the window's
-    program cannot say when the screen shows it; the model looks until it does, as a model
+    A window takes a moment to show on a busy machine; the model looks until it does, as a model
     would (at most `tries` screenshots).
     """
 
@@ -100,7 +107,8 @@ def test_a_click_on_the_desktop_runs_only_after_approval_and_the_window_shows_it
 ) -> None:
     api = make_agent_api(real_sandbox=True, sandbox_backend="docker")
     fake_model.add(
-        Reply(text="Opening the dialog.", tool_calls=[bash(DIALOG)]),
+        Reply(tool_calls=[bash(WRITE_APP)]),
+        Reply(text="Opening the dialog.", tool_calls=[START_APP]),
         Reply(tool_calls=[ToolCall("screenshot", {}, toolset="computer")]),
         ClickRedOnceShown(fake_model),
         Reply(tool_calls=[bash("sleep 0.5; cat /tmp/clicked")]),
@@ -108,10 +116,10 @@ def test_a_click_on_the_desktop_runs_only_after_approval_and_the_window_shows_it
         saw_green,
     )
     task = submit_agent(api, "Send the report", tools=["bash", "computer"], display="sandbox")
-    waiting = api.wait_task(task["id"], ("waiting_for_approval",), timeout_s=120)
-    assert waiting["status"] == "waiting_for_approval"
-    request = api.get("/api/v1/approvals?state=pending").json()[0]
-    assert request["tool"] == "computer" and request["member"] == "left_click"
+    typing = api.wait_task(task["id"], ("waiting_for_approval",), timeout_s=120)
+    assert typing["status"] == "waiting_for_approval"
+    request = approve_until(api, "left_click")
+    assert request["tool"] == "computer"
     assert request["model_reason"] == "Clicking Send."
     assert request["description"].startswith("Click")
     screenshot = api.get(request["screenshot_url"])
@@ -126,7 +134,7 @@ def test_a_click_on_the_desktop_runs_only_after_approval_and_the_window_shows_it
     assert tools[-3]["results"][0]["is_error"] is False  # the click, after approval
     assert tools[-2]["results"][0]["text"] == "Send"  # the window got it
     # The screenshot the model saw is stored by reference, not in the step.
-    shot_step = [s for s in done["steps"] if s["kind"] == "tools"][1]
+    shot_step = [s for s in done["steps"] if s["kind"] == "tools"][2]
     assert len(shot_step["results"][0]["images"]) == 1
 
 
@@ -135,15 +143,15 @@ def test_a_denied_click_leaves_the_window_untouched_and_the_model_hears_why(
 ) -> None:
     api = make_agent_api(real_sandbox=True, sandbox_backend="docker")
     fake_model.add(
-        Reply(tool_calls=[bash(DIALOG)]),
+        Reply(tool_calls=[bash(WRITE_APP)]),
+        Reply(tool_calls=[START_APP]),
         Reply(tool_calls=[ToolCall("screenshot", {}, toolset="computer")]),
         ClickRedOnceShown(fake_model),
         Reply(tool_calls=[bash("sleep 0.5; cat /tmp/clicked 2>/dev/null || echo not clicked")]),
         Reply(text="I did not send it."),
     )
     task = submit_agent(api, "Send the report", tools=["bash", "computer"])
-    api.wait_task(task["id"], ("waiting_for_approval",), timeout_s=120)
-    request = api.get("/api/v1/approvals?state=pending").json()[0]
+    request = approve_until(api, "left_click")
     api.post(
         f"/api/v1/approvals/{request['id']}/decision",
         json={"decision": "deny", "reason": "not yet"},
