@@ -46,7 +46,17 @@ DEVTOOLS_PORT = 9222
 START_TIMEOUT_S = 60.0
 CHUNK_BYTES = 65536
 MAX_FRAME_BYTES = 1 << 20
-STDERR_LOG = "/tmp/chromium-stderr.log"
+# The browser's own folder, made by its user (the desktop user), never one the task made first:
+# the profile (0700) and the log (readable, for the error messages) live in it, and it is
+# Chromium's HOME, so nothing the task planted in /tmp (a profile, a Python .pth file) is read.
+BROWSER_HOME = "/tmp/.dispatch-browser"
+STDERR_LOG = f"{BROWSER_HOME}/stderr.log"
+PREPARE_HOME = (
+    f"d={BROWSER_HOME}; "
+    '{ mkdir -m 0755 "$d" 2>/dev/null || { [ ! -L "$d" ] && [ -O "$d" ]; }; }'
+    f' || {{ echo "{BROWSER_HOME} exists and is not the browser user\'s" >&2; exit 1; }};'
+    ' mkdir -p -m 0700 "$d/profile"'
+)
 
 # Runs in the sandbox (python3 is in the image): one TCP connection to 127.0.0.1:argv[1],
 # relayed to stdin/stdout.
@@ -307,7 +317,7 @@ class SandboxChromium:
         flags = [
             "--headless=new",
             "--no-sandbox",
-            "--user-data-dir=/tmp/chromium",
+            f"--user-data-dir={BROWSER_HOME}/profile",
             "--disable-dev-shm-usage",
             "--disable-gpu",
             *CHROMIUM_FLAGS,
@@ -316,7 +326,14 @@ class SandboxChromium:
         if self.transport == "pipe":
             command = ["chromium", "--remote-debugging-pipe", *flags, "about:blank"]
             self._chromium = spawner.spawn(
-                ["env", "HOME=/tmp", "python3", "-c", PIPE_ADAPTER, STDERR_LOG, *command],
+                [
+                    "sh",
+                    "-c",
+                    f'{PREPARE_HOME}; exec env HOME="$d" python3 -I -c "$0" "$@"',
+                    PIPE_ADAPTER,
+                    STDERR_LOG,
+                    *command,
+                ],
                 user=self.user,
             )
             self._pipe = PipeBridge(self._chromium)
@@ -347,7 +364,7 @@ class SandboxChromium:
         ]
         # `echo $$` then `exec`: the pid of Chromium itself, so close() can stop exactly it. Its
         # output goes to a file: nobody reads the stream, and a full pipe would stall it.
-        script = f'echo "$$"; exec env HOME=/tmp "$@" >/dev/null 2>{STDERR_LOG}'
+        script = f'{PREPARE_HOME}; echo "$$"; exec env HOME="$d" "$@" >/dev/null 2>{STDERR_LOG}'
         self._chromium = spawner.spawn(["sh", "-c", script, "sh", *command], user=self.user)
         try:
             self._pid = self._chromium.read_line().decode().strip()

@@ -11,8 +11,9 @@ from typing import Literal
 import pytest
 from anthropic.tools import BetaToolsetCallContext, ToolError
 
-from computer_use.browser.cdp_bridge import SandboxChromium
+from computer_use.browser.cdp_bridge import BROWSER_HOME, SandboxChromium
 from computer_use.browser.domains import AllowedDomains
+from computer_use.browser.launch import BrowserFailed
 from computer_use.browser.toolset import ChromiumBrowser
 from sandbox import Sandbox, SandboxSpec
 from sandbox.images import DESKTOP_IMAGE
@@ -112,3 +113,29 @@ def test_a_page_served_inside_the_sandbox_is_read_through_the_bridge(
                 f"Chromium still runs in the sandbox after close: {chromium_processes(box)}"
             )
         time.sleep(0.2)
+
+
+def test_the_browser_keeps_its_profile_from_the_task(box: Sandbox) -> None:
+    browser = ChromiumBrowser(
+        launcher=SandboxChromium(box), allowed_domains=AllowedDomains.parse([]), confirm=None
+    )
+    with browser:
+        assert chromium_processes(box)
+        # The task's user can read the log (for error messages), not the profile (cookies,
+        # history) nor write anything Chromium or its Python helper would read.
+        listing = box.exec(["ls", f"{BROWSER_HOME}/profile"])
+        assert listing.exit_code != 0 and b"Permission denied" in listing.stderr
+        assert not box.exec(["touch", f"{BROWSER_HOME}/planted"]).ok
+
+
+def test_a_browser_folder_the_task_made_first_stops_the_browser(box: Sandbox) -> None:
+    # Planted before the browser starts: its profile and HOME would be the task's to shape.
+    assert box.exec(["mkdir", "-m", "0777", "-p", f"{BROWSER_HOME}/profile"]).ok
+    browser = ChromiumBrowser(
+        launcher=SandboxChromium(box, start_timeout_s=10),
+        allowed_domains=AllowedDomains.parse([]),
+        confirm=None,
+    )
+    with pytest.raises(BrowserFailed):
+        browser.start()
+    assert not chromium_processes(box)
