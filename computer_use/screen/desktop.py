@@ -11,12 +11,15 @@ timeout (which signals every process of the task's user) leaves it standing.
 The task's user cannot connect to the X server at all. Nothing the task runs without an
 approval (a `bash` step, a command) may change the screen the person judges, and any X client
 can: even an untrusted one (the SECURITY extension) may lay an override-redirect window over
-the others, grab the keyboard or warp the pointer. So the server listens on its Unix socket
-alone (no TCP, and no abstract socket, which file modes do not guard and which the container's
-one network namespace would share), in a folder only the desktop user may enter, and admits
-only holders of a cookie kept in the desktop user's private home. Every window on the screen is
-the desktop user's: the terminal the desktop starts with (`TERMINAL`), and what the agent opens
-from it or from the window manager's menu, each keystroke and click approved.
+the others, grab the keyboard or warp the pointer. So the server listens on no TCP port; its
+Unix socket is in a folder only the desktop user may enter; and it admits only holders of a
+cookie kept in the desktop user's private home. It also keeps its socket in the abstract
+namespace, which file modes do not guard but the cookie does: X clients (libxcb) try that name
+before the socket's path, so a server that left it free would let the task bind it and receive
+every click and key the agent sends (review 4). The start checks that the name is the server's
+own. Every window on the screen is the desktop user's: the terminal the desktop starts with
+(`TERMINAL`), and what the agent opens from it or from the window manager's menu, each
+keystroke and click approved.
 """
 
 from __future__ import annotations
@@ -53,8 +56,9 @@ OPENBOX_LOG = f"{HOME}/openbox.log"
 # The folder of the X server's socket, fixed by libxtrans; see X_SERVER.
 SOCKET_DIR = "/tmp/.X11-unix"
 # Run as the desktop user: a cookie (passed to xauth on stdin, never in a command line another
-# user could read in /proc), Xvfb on its Unix socket alone (-nolisten local: no abstract socket;
-# -noreset: one server for the sandbox's life), openbox, and the terminal; "ready" once windows
+# user could read in /proc), Xvfb on its Unix sockets alone (-noreset: one server for the
+# sandbox's life), the check that the abstract socket is Xvfb's (ABSTRACT_IS_OURS), openbox,
+# and the terminal; "ready" once windows
 # can be opened and are managed, else what failed and the logs' last words, on one line.
 # Daemons log to files: nobody reads their streams, and a window manager blocked on a full pipe
 # stops mapping windows.
@@ -68,12 +72,16 @@ cd {home}
 export DISPLAY={display} XAUTHORITY={auth} HOME={home}
 cookie=$(python3 -I -c 'import secrets; print(secrets.token_hex(16))')
 echo "add {display} . $cookie" | xauth -q -f {auth} source -
-Xvfb {display} -screen 0 {width}x{height}x24 -nolisten tcp -nolisten local -noreset \\
+Xvfb {display} -screen 0 {width}x{height}x24 -nolisten tcp -noreset \\
   -auth {auth} >{xvfb_log} 2>&1 &
+xvfb=$!
 end=$(($(date +%s) + {timeout_s}))
-until xdpyinfo >/dev/null 2>&1; do
+# Bounded: a socket another process bound in the abstract namespace may never answer.
+until timeout 2 xdpyinfo >/dev/null 2>&1; do
   [ "$(date +%s)" -lt $end ] || fail "its X server"; sleep 0.05
 done
+python3 -I -c '{abstract_check}' "$xvfb" "@{sockets}/X{number}" \\
+  || fail "its abstract socket (another process holds @{sockets}/X{number})"
 # libxtrans opens the socket's folder to everyone (mode 1777) when it makes the socket in it;
 # shut again, so only the desktop user reaches the socket (the cookie guarded that instant).
 chmod 0700 {sockets}
@@ -86,6 +94,16 @@ done
 echo ready
 wait
 """
+# Exits 0 when every socket bound to the abstract name argv[2] is one of process argv[1]'s (and
+# there is one): /proc/net/unix lists sockets by inode, /proc/PID/fd names the process's own.
+ABSTRACT_IS_OURS = (
+    "import os, sys\n"
+    "pid, name = sys.argv[1], sys.argv[2]\n"
+    'own = {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}\n'
+    'rows = [r.split() for r in open("/proc/net/unix").read().splitlines()[1:]]\n'
+    "held = [r[6] for r in rows if len(r) > 7 and r[7] == name]\n"
+    'sys.exit(0 if held and all(f"socket:[{i}]" in own for i in held) else 1)\n'
+)
 # The screen's terminal: its shell is the desktop user's (the task's programs may not touch the
 # screen), in the task's folder when that user may enter it, and files it makes are readable by
 # the task (umask 022). Its shell is waited for (keys typed into an xterm before its shell has a
@@ -176,6 +194,8 @@ class SandboxDesktop:
             xvfb_log=XVFB_LOG,
             openbox_log=OPENBOX_LOG,
             terminal=opened if terminal else "",
+            abstract_check=ABSTRACT_IS_OURS,
+            number=DISPLAY.lstrip(":"),
             timeout_s=max(1, round(timeout_s)),
         )
         server = self.spawner.spawn(["sh", "-c", script], user=DESKTOP_USER)

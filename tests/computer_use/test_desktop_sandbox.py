@@ -130,6 +130,18 @@ for address in ["\\0/tmp/.X11-unix/X0", "/tmp/.X11-unix/X0"]:
 """
 
 
+# The task's way to receive the agent's clicks and keys (review 4): X clients try the abstract
+# name before the socket's path, so whoever binds it gets them.
+BIND_ABSTRACT = """
+import socket, sys, time
+s = socket.socket(socket.AF_UNIX)
+s.bind("\\0/tmp/.X11-unix/X0")
+s.listen(8)
+print("bound", flush=True)
+time.sleep(int(sys.argv[1]) if len(sys.argv) > 1 else 0)
+"""
+
+
 def test_the_tasks_programs_cannot_reach_the_screen(desktop: SandboxDesktop) -> None:
     # A shell step the policy allows must not click, type, draw, grab or warp around the
     # approval gate: it cannot even connect.
@@ -142,14 +154,31 @@ def test_the_tasks_programs_cannot_reach_the_screen(desktop: SandboxDesktop) -> 
         ":0 DisplayConnectionError",
         "unix:0 DisplayConnectionError",
         "localhost:0 DisplayConnectionError",
-        "'\\x00/tmp/.X11-unix/X0' Connection refused",
+        # The abstract name is the screen's server's own (nobody else may bind it, below); it
+        # answers, and refuses an X connection without the cookie (":0" above).
+        "'\\x00/tmp/.X11-unix/X0' connected",
         "'/tmp/.X11-unix/X0' Permission denied",
     ]
+    taken = desktop.box.exec(["python3", "-c", BIND_ABSTRACT])
+    assert not taken.ok and b"Address already in use" in taken.stderr
     refused = desktop.box.exec(["sh", "-c", "xterm -title mine"], timeout_s=30)
     assert not refused.ok and b"Can't open display" in refused.stderr
     # The desktop's home (its cookie, its dot-files) is its own.
     assert not desktop.box.exec(["ls", "/tmp/.dispatch-desktop"]).ok
     assert not windows(desktop, "--name", "mine")
+
+
+def test_an_abstract_socket_the_task_bound_first_stops_the_desktop(
+    make_sandbox: MakeSandbox,
+) -> None:
+    box = make_sandbox("docker", SandboxSpec(image=DESKTOP_IMAGE))
+    squatter = box.spawn(["python3", "-c", BIND_ABSTRACT, "120"])
+    try:
+        assert squatter.read_line().strip() == b"bound"
+        with pytest.raises(DesktopFailed, match="abstract socket|X server"):
+            SandboxDesktop(box).start(timeout_s=20)
+    finally:
+        squatter.close()
 
 
 def test_a_folder_the_task_made_first_stops_the_desktop(make_sandbox: MakeSandbox) -> None:
