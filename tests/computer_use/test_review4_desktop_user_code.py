@@ -105,3 +105,91 @@ def test_task_planted_python_never_runs_as_the_desktop_user(
     finally:
         launcher.close()
         desktop.close()
+
+
+def as_desktop_user(box: Sandbox, script: str) -> str:
+    """What the desktop user sees (the test's own look; the task cannot do this)."""
+    process = box.spawn(["sh", "-c", f"{script}; echo '<end>'"], user=DESKTOP_USER)
+    lines = []
+    try:
+        while True:
+            line = process.read_line().decode(errors="replace")
+            if not line or line.strip() == "<end>":
+                break
+            lines.append(line)
+    finally:
+        process.close()
+    return "".join(lines)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="REVIEW4-2 (medium): Chromium's stderr log /tmp/chromium-stderr.log is opened by the "
+    "desktop user with O_CREAT|O_TRUNC and no O_NOFOLLOW in the shared sticky /tmp, so a "
+    "symlink the task planted there (where fs.protected_symlinks is 0, as on this host) makes "
+    "the desktop user truncate and overwrite its own files, the X cookie included",
+)
+def test_the_browser_log_does_not_follow_a_task_symlink(
+    make_sandbox: MakeSandbox, workspace: Path
+) -> None:
+    box = make_box(make_sandbox, workspace, writable=False)
+    desktop = SandboxDesktop(box, width=1024, height=768)
+    desktop.start(terminal=False)
+    before = as_desktop_user(box, "sha256sum /tmp/.dispatch-desktop/.Xauthority")
+    planted = box.exec(
+        ["ln", "-s", "/tmp/.dispatch-desktop/.Xauthority", "/tmp/chromium-stderr.log"]
+    )
+    assert planted.ok, planted.describe()
+    launcher = SandboxChromium(box, start_timeout_s=60)
+    try:
+        from playwright.sync_api import sync_playwright
+
+        with sync_playwright() as playwright:
+            try:
+                launcher.connect(playwright)
+            except Exception as exc:
+                print(f"browser: {exc}")
+            after = as_desktop_user(box, "sha256sum /tmp/.dispatch-desktop/.Xauthority")
+            print(f"cookie before {before!r} after {after!r}")
+            assert after == before, "the task's symlink made the desktop user clobber its cookie"
+    finally:
+        launcher.close()
+        desktop.close()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="REVIEW4-3 (medium): Chromium's --user-data-dir=/tmp/chromium is taken as found: a "
+    "task that made /tmp/chromium first owns the folder of the profile the person's browser "
+    "uses, and renames, deletes or replaces its files (cookies, cache, preferences) while it runs",
+)
+def test_the_browser_profile_is_not_the_tasks(make_sandbox: MakeSandbox, workspace: Path) -> None:
+    box = make_box(make_sandbox, workspace, writable=False)
+    made = box.exec(["sh", "-c", "mkdir -m 0777 /tmp/chromium"])
+    assert made.ok, made.describe()
+    launcher = SandboxChromium(box, start_timeout_s=60)
+    try:
+        from playwright.sync_api import sync_playwright
+
+        with sync_playwright() as playwright:
+            started = True
+            try:
+                launcher.connect(playwright)
+            except Exception as exc:
+                started = False
+                print(f"browser: {exc}")
+            profile = poll(lambda: box.exec(["ls", "/tmp/chromium"]).stdout, 20)
+            print(f"profile: {profile!r}")
+            # As the task's user: swap the browser's profile out from under it.
+            swapped = box.exec(
+                [
+                    "sh",
+                    "-c",
+                    "ls -ld /tmp/chromium; mv /tmp/chromium/Default /tmp/chromium/taken"
+                    " && ls /tmp/chromium/taken | head -3",
+                ]
+            )
+            print(f"swapped: {swapped.describe()} {swapped.stdout[:200]!r}")
+            assert not (started and swapped.ok), "the task moved the browser's own profile"
+    finally:
+        launcher.close()
