@@ -193,3 +193,58 @@ def test_the_browser_profile_is_not_the_tasks(make_sandbox: MakeSandbox, workspa
             assert not (started and swapped.ok), "the task moved the browser's own profile"
     finally:
         launcher.close()
+
+
+FONTS_CONF = """<?xml version="1.0"?>
+<!DOCTYPE fontconfig SYSTEM "fonts.dtd">
+<fontconfig>
+  <match target="pattern">
+    <edit name="family" mode="prepend" binding="strong"><string>DejaVu Sans Mono</string></edit>
+  </match>
+</fontconfig>
+"""
+MEASURE = "<span id=t style='font-family: sans-serif; font-size: 20px'>iiiiiiiiiiiiiiiiiiii</span>"
+
+
+def text_width(box: Sandbox) -> float:
+    """How wide the browser the person sees draws a line of sans-serif text."""
+    from playwright.sync_api import sync_playwright
+
+    launcher = SandboxChromium(box, start_timeout_s=60)
+    try:
+        with sync_playwright() as playwright:
+            page = launcher.connect(playwright).new_page()
+            page.set_content(MEASURE)
+            return float(page.evaluate("document.getElementById('t').offsetWidth"))
+    finally:
+        launcher.close()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="REVIEW4-4 (medium): the browser runs with HOME=/tmp, so fontconfig reads "
+    "/tmp/.config/fontconfig/fonts.conf (and its cache under /tmp/.cache): a task's file there "
+    "decides which fonts (its own included) draw the pages the person judges",
+)
+def test_the_task_cannot_choose_the_browsers_fonts(
+    make_sandbox: MakeSandbox, workspace: Path
+) -> None:
+    # Chromium makes /tmp/.config itself (as the desktop user) when it first starts: the task
+    # plants before that, as any bash step before the first browser call does.
+    clean = make_box(make_sandbox, workspace, writable=False)
+    before = text_width(clean)
+    box = make_box(make_sandbox, workspace, writable=False)
+    planted = box.exec(
+        [
+            "sh",
+            "-c",
+            "mkdir -p /tmp/.config/fontconfig && "
+            'printf %s "$1" > /tmp/.config/fontconfig/fonts.conf',
+            "sh",
+            FONTS_CONF,
+        ]
+    )
+    assert planted.ok, planted.describe()
+    after = text_width(box)
+    print(f"width before {before}, after the task's fonts.conf {after}")
+    assert after == before, "the task's fonts.conf changed how the browser draws text"
