@@ -14,16 +14,19 @@ command) reach the task's program instead, and the real screen never changes.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import pytest
 
 from computer_use.screen.desktop import DESKTOP_USER, DesktopFailed, SandboxDesktop
-from sandbox import Process, Sandbox, SandboxSpec
+from sandbox import Process, SandboxSpec, Spawner
 from sandbox.images import DESKTOP_IMAGE
 from tests.sandbox.conftest import MakeSandbox
 
 pytestmark = pytest.mark.docker
+
+T = TypeVar("T")
 
 # The task's own X server (its user, TCP on 127.0.0.1:6005, no access control) and a terminal on
 # it covering the whole screen, so that it has the keyboard.
@@ -54,7 +57,7 @@ while True:
 """
 
 
-def poll(predicate, timeout_s: float, what: str):  # type: ignore[no-untyped-def]
+def poll(predicate: Callable[[], T], timeout_s: float, what: str) -> T:
     deadline = time.monotonic() + timeout_s
     while True:
         value = predicate()
@@ -81,7 +84,7 @@ def desktop(make_sandbox: MakeSandbox) -> Iterator[SandboxDesktop]:
     screen.close()
 
 
-def hijack(box: Sandbox) -> list[Process]:
+def hijack(box: Spawner) -> list[Process]:
     """As the task's user, the way an unapproved bash step would (two background programs)."""
     server = box.spawn(["sh", "-c", TASK_SERVER])
     assert server.read_line().strip() == b"up"
@@ -101,7 +104,7 @@ def test_approved_keys_reach_the_screens_terminal_not_the_tasks(desktop: Sandbox
     box = desktop.box
     poll(lambda: visible_terminal(desktop), 60, "the screen's terminal")
     assert desktop.xdotool(["getdisplaygeometry"]).split() == ["1024", "768"]
-    started = hijack(box)
+    started = hijack(desktop.spawner)
     try:
         geometry = desktop.xdotool(["getdisplaygeometry"]).split()
         # An approved action: type a command into the screen's terminal.

@@ -12,15 +12,19 @@ there replaces the adapter's `import struct`). Both are the task's to write.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
 from computer_use.browser.cdp_bridge import SandboxChromium
 from computer_use.screen.desktop import DESKTOP_USER, DesktopFailed, SandboxDesktop
-from sandbox import Mount, Sandbox, SandboxSpec
+from sandbox import Mount, Sandbox, SandboxSpec, Spawner
 from sandbox.images import DESKTOP_IMAGE
 from tests.sandbox.conftest import MakeSandbox
+
+T = TypeVar("T")
 
 pytestmark = [pytest.mark.docker, pytest.mark.browser]
 
@@ -36,7 +40,7 @@ PAYLOAD = (
 )
 
 
-def poll(predicate, timeout_s: float):  # type: ignore[no-untyped-def]
+def poll(predicate: Callable[[], T], timeout_s: float) -> T:
     deadline = time.monotonic() + timeout_s
     while True:
         value = predicate()
@@ -109,6 +113,7 @@ def test_task_planted_python_never_runs_as_the_desktop_user(
 
 def as_desktop_user(box: Sandbox, script: str) -> str:
     """What the desktop user sees (the test's own look; the task cannot do this)."""
+    assert isinstance(box, Spawner)
     process = box.spawn(["sh", "-c", f"{script}; echo '<end>'"], user=DESKTOP_USER)
     lines = []
     try:
