@@ -141,7 +141,9 @@ class CdpBridge:
                 return  # closed
             try:
                 process = self.spawner.spawn(
-                    ["python3", "-c", RELAY, str(self.port)], user=self.user
+                    # Isolated (-I): nothing from the task's folder or a planted user site.
+                    ["python3", "-I", "-c", RELAY, str(self.port)],
+                    user=self.user,
                 )
             except SandboxError:
                 conn.close()

@@ -175,7 +175,7 @@ def test_an_abstract_socket_the_task_bound_first_stops_the_desktop(
     squatter = box.spawn(["python3", "-c", BIND_ABSTRACT, "120"])
     try:
         assert squatter.read_line().strip() == b"bound"
-        with pytest.raises(DesktopFailed, match="abstract socket|X server"):
+        with pytest.raises(DesktopFailed, match=r"abstract socket|X server"):
             SandboxDesktop(box).start(timeout_s=20)
     finally:
         squatter.close()

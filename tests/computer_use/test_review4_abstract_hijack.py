@@ -1,9 +1,10 @@
 """Review 4: the task's user takes the X server's abstract socket name, and with it every X
-connection the screen's side opens after that.
+connection the screen's side opens after that. Fixed: the screen's Xvfb holds the name itself
+(guarded by its cookie) and its start checks that it does; the task's bind is refused.
 
-`-nolisten local` keeps the desktop's Xvfb off the abstract socket `@/tmp/.X11-unix/X0`, so the
-name is free, and the container's one network namespace lets the task's user bind it. libxcb
-(xdotool, xterm, anything the agent starts from the terminal) tries that abstract name before
+Found when `-nolisten local` kept the desktop's Xvfb off the abstract socket
+`@/tmp/.X11-unix/X0`, so the name was free, and the container's one network namespace let the
+task's user bind it. libxcb (xdotool, xterm, anything the agent starts from the terminal) tries that abstract name before
 the socket's path. The screen agent captures through the connection it opened at start (the
 real screen), but runs a new `xdotool` for every action: from the moment the task binds the
 name, each approved click and keystroke goes to an X server of the task's choosing. The person
@@ -85,26 +86,22 @@ def desktop(make_sandbox: MakeSandbox) -> Iterator[SandboxDesktop]:
 
 
 def hijack(box: Spawner) -> list[Process]:
-    """As the task's user, the way an unapproved bash step would (two background programs)."""
+    """As the task's user, the way an unapproved bash step would (two background programs).
+    Returns them, the relay only if it could bind the name (it prints why it could not)."""
     server = box.spawn(["sh", "-c", TASK_SERVER])
     assert server.read_line().strip() == b"up"
-    name = box.spawn(["python3", "-c", TAKE_NAME])
-    assert name.read_line().strip() == b"bound"
-    return [server, name]
+    name = box.spawn(["sh", "-c", f"python3 -c '{TAKE_NAME}' 2>&1"])
+    said = name.read_line().strip()
+    print(f"the task's relay said: {said!r}")
+    return [server, name] if said == b"bound" else [server]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="REVIEW4-6 (critical): the task binds the abstract socket @/tmp/.X11-unix/X0 that "
-    "-nolisten local left free; every xdotool the screen agent runs (each approved click and "
-    "key) then connects there first (libxcb), so approved input goes to the task's X server: "
-    "typed secrets reach the task, the real screen the person judges is not what is acted on",
-)
 def test_approved_keys_reach_the_screens_terminal_not_the_tasks(desktop: SandboxDesktop) -> None:
     box = desktop.box
     poll(lambda: visible_terminal(desktop), 60, "the screen's terminal")
     assert desktop.xdotool(["getdisplaygeometry"]).split() == ["1024", "768"]
     started = hijack(desktop.spawner)
+    assert len(started) == 1, "the task bound the screen's abstract socket name"
     try:
         geometry = desktop.xdotool(["getdisplaygeometry"]).split()
         # An approved action: type a command into the screen's terminal.

@@ -7,6 +7,9 @@ through `python3 -c RELAY`) as the desktop user, with HOME=/tmp, without -I, in 
 working directory (the task's folder). Python then reads the user site of HOME (/tmp/.local/...:
 its .pth files run at start) and puts the working directory first on sys.path (a `struct.py`
 there replaces the adapter's `import struct`). Both are the task's to write.
+
+Fixed: both helpers run `python3 -I`, and Chromium's HOME, profile and log are in a folder its
+user makes (refused if the task made it first); each test shows its attack failing.
 """
 
 from __future__ import annotations
@@ -74,13 +77,6 @@ def plant(box: Sandbox, where: str) -> None:
     assert done.ok, done.describe()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="REVIEW4-1 (critical): the browser's launcher runs `python3 -c` as the desktop user "
-    "with HOME=/tmp and cwd = the task's folder, so a .pth in /tmp/.local or a struct.py in the "
-    "folder (planted by an unapproved bash step) runs with the X cookie: full control of the "
-    "screen the person judges",
-)
 @pytest.mark.parametrize("where", ["user-site", "task-folder"])
 def test_task_planted_python_never_runs_as_the_desktop_user(
     make_sandbox: MakeSandbox, workspace: Path, where: str
@@ -127,13 +123,6 @@ def as_desktop_user(box: Sandbox, script: str) -> str:
     return "".join(lines)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="REVIEW4-2 (medium): Chromium's stderr log /tmp/chromium-stderr.log is opened by the "
-    "desktop user with O_CREAT|O_TRUNC and no O_NOFOLLOW in the shared sticky /tmp, so a "
-    "symlink the task planted there (where fs.protected_symlinks is 0, as on this host) makes "
-    "the desktop user truncate and overwrite its own files, the X cookie included",
-)
 def test_the_browser_log_does_not_follow_a_task_symlink(
     make_sandbox: MakeSandbox, workspace: Path
 ) -> None:
@@ -162,12 +151,6 @@ def test_the_browser_log_does_not_follow_a_task_symlink(
         desktop.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="REVIEW4-3 (medium): Chromium's --user-data-dir=/tmp/chromium is taken as found: a "
-    "task that made /tmp/chromium first owns the folder of the profile the person's browser "
-    "uses, and renames, deletes or replaces its files (cookies, cache, preferences) while it runs",
-)
 def test_the_browser_profile_is_not_the_tasks(make_sandbox: MakeSandbox, workspace: Path) -> None:
     box = make_box(make_sandbox, workspace, writable=False)
     made = box.exec(["sh", "-c", "mkdir -m 0777 /tmp/chromium"])
@@ -225,12 +208,6 @@ def text_width(box: Sandbox) -> float:
         launcher.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="REVIEW4-4 (medium): the browser runs with HOME=/tmp, so fontconfig reads "
-    "/tmp/.config/fontconfig/fonts.conf (and its cache under /tmp/.cache): a task's file there "
-    "decides which fonts (its own included) draw the pages the person judges",
-)
 def test_the_task_cannot_choose_the_browsers_fonts(
     make_sandbox: MakeSandbox, workspace: Path
 ) -> None:
