@@ -4,12 +4,12 @@ connection the screen's side opens after that. Fixed: the screen's Xvfb holds th
 
 Found when `-nolisten local` kept the desktop's Xvfb off the abstract socket
 `@/tmp/.X11-unix/X0`, so the name was free, and the container's one network namespace let the
-task's user bind it. libxcb (xdotool, xterm, anything the agent starts from the terminal) tries that abstract name before
-the socket's path. The screen agent captures through the connection it opened at start (the
-real screen), but runs a new `xdotool` for every action: from the moment the task binds the
-name, each approved click and keystroke goes to an X server of the task's choosing. The person
-sees the real screen and approves typing into the real terminal; the keys (a password, a
-command) reach the task's program instead, and the real screen never changes.
+task's user bind it. libxcb (xdotool, xterm, anything the agent starts from the terminal) tries
+that abstract name before the socket's path. The screen agent captures through the connection it
+opened at start (the real screen), but runs a new `xdotool` for every action: from the moment
+the task binds the name, each approved click and keystroke goes to an X server of the task's
+choosing. The person sees the real screen and approves typing into the real terminal; the keys
+(a password, a command) reach the task's program instead, and the real screen never changes.
 """
 
 from __future__ import annotations
