@@ -146,10 +146,10 @@ class Controller:
         self.owner_token = self.auth.ensure_owner_token(self.settings.data_dir)
         # Before recovery, so the tasks it marks interrupted are announced.
         self.notify.start()
-        # Before the tasks: a request left pending is expired, so its action can never run
-        # later without a fresh approval.
-        self.approvals.recover()
+        # A request left pending by a dead controller is expired once its task is interrupted,
+        # so its action can never run later without a fresh approval.
         interrupted = self.tasks.recover()
+        self.approvals.recover()
         self.counters.interrupted_at_start = len(interrupted)
         for task in interrupted:
             log.warning("task %s was running when the controller died: interrupted", task.id)

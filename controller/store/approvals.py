@@ -30,7 +30,7 @@ from controller.store.blobs import BlobStore
 from controller.store.db import Database
 from controller.store.devices import still_valid
 from controller.store.events import EventLog
-from controller.store.models import Approval, ApprovalState, Task, TaskStatus
+from controller.store.models import ACTIVE, Approval, ApprovalState, Task, TaskStatus
 
 POLL_S = 0.5
 # How long a decision or an image request waits for a request's images to be stored (they
@@ -282,11 +282,18 @@ class ApprovalStore:
         return len(pending)
 
     def recover(self) -> int:
-        """At start-up: expire every request a dead controller left pending."""
+        """At start-up, after the tasks' recovery: expire every pending request whose task is no
+        longer running (a dead controller's, now interrupted). Returns how many.
+
+        On a shared PostgreSQL database the tasks of other controllers are still running, and
+        their requests stay pending: their controllers are alive and waiting for a decision.
+        """
+        still_running = select(Task.id).where(Task.status.in_(ACTIVE))
         with self.db.write() as session:
             result = session.execute(
                 update(Approval)
                 .where(Approval.state == ApprovalState.PENDING)
+                .where(Approval.task_id.not_in(still_running))
                 .values(
                     state=ApprovalState.EXPIRED,
                     decided_at=time.time(),

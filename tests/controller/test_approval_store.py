@@ -179,11 +179,13 @@ def test_a_request_for_a_cancelled_task_is_refused(stores: Stores) -> None:
 def test_recovery_expires_what_a_dead_controller_left_pending(stores: Stores) -> None:
     task = running_task(stores)
     approval_id = ask(stores, task)
-    assert stores.approvals.recover() == 1
-    assert stores.approvals.get(approval_id).state is ApprovalState.EXPIRED
+    # Still running (another live controller's, say): its request stays pending.
+    assert stores.approvals.recover() == 0
     interrupted = stores.tasks.recover()
     assert [t.id for t in interrupted] == [task.id]
     assert stores.tasks.get(task.id).status is TaskStatus.INTERRUPTED
+    assert stores.approvals.recover() == 1
+    assert stores.approvals.get(approval_id).state is ApprovalState.EXPIRED
 
 
 def test_a_request_is_visible_only_once_both_its_images_are_stored(
