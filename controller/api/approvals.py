@@ -7,6 +7,8 @@ else is a 409 that changes nothing.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -14,12 +16,14 @@ from fastapi import APIRouter, Depends, Query
 from fastapi import Path as PathParam
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
 from controller.agent_tasks import configured_policy
 from controller.api.routes import MAX_ID, Authed, Ctl, current_device, errors, known_query_only
 from controller.api.schemas import Strict, ts
 from controller.errors import NotFound
 from controller.service import Controller
+from controller.store.approvals import images_pending
 from controller.store.models import Approval, ApprovalState
 
 router = APIRouter(
@@ -112,14 +116,25 @@ def get_approval(approval_id: ApprovalId, c: Ctl) -> ApprovalOut:
     return ApprovalOut.of(c.approvals.get(approval_id))
 
 
-def _image(c: Controller, approval_id: int, which: str) -> Response:
-    # A request is announced before its images are stored: wait for them.
-    approval = c.approvals.with_images(approval_id)
+# How often a request for an image looks again while the images are being stored.
+IMAGE_POLL_S = 0.02
+
+
+async def _image(c: Controller, approval_id: int, which: str) -> Response:
+    # A request is announced before its images are stored: wait for them on the event loop (a
+    # worker thread held per waiting request would let one device stall the server's pool).
+    deadline = time.monotonic() + c.approvals.images_wait_s
+    approval = await run_in_threadpool(c.approvals.get, approval_id)
+    while not (approval.images_ready or approval.state.final):
+        if time.monotonic() >= deadline:
+            raise images_pending(approval_id)
+        await asyncio.sleep(IMAGE_POLL_S)
+        approval = await run_in_threadpool(c.approvals.get, approval_id)
     sha = getattr(approval, which)
     if sha is None:
         raise NotFound(f"approval request {approval_id} has no {which} (the call is off-screen)")
     return Response(
-        c.blobs.get(sha),
+        await run_in_threadpool(c.blobs.get, sha),
         media_type="image/png",
         headers={"Cache-Control": "private, max-age=31536000, immutable", "ETag": f'"{sha}"'},
     )
@@ -130,9 +145,9 @@ def _image(c: Controller, approval_id: int, which: str) -> Response:
     response_class=Response,
     responses={**PNG_RESPONSE, **errors(404, 409, 422)},
 )
-def approval_screenshot(approval_id: ApprovalId, c: Ctl) -> Response:
+async def approval_screenshot(approval_id: ApprovalId, c: Ctl) -> Response:
     """The screenshot taken just before asking: what the person judges."""
-    return _image(c, approval_id, "screenshot")
+    return await _image(c, approval_id, "screenshot")
 
 
 @router.get(
@@ -140,9 +155,9 @@ def approval_screenshot(approval_id: ApprovalId, c: Ctl) -> Response:
     response_class=Response,
     responses={**PNG_RESPONSE, **errors(404, 409, 422)},
 )
-def approval_annotated(approval_id: ApprovalId, c: Ctl) -> Response:
+async def approval_annotated(approval_id: ApprovalId, c: Ctl) -> Response:
     """The screenshot marked with the action: where a click lands, what is typed."""
-    return _image(c, approval_id, "annotated")
+    return await _image(c, approval_id, "annotated")
 
 
 @router.post(

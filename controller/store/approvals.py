@@ -58,6 +58,15 @@ class NewApproval:
     images_follow: bool = False
 
 
+def images_pending(approval_id: int) -> Conflict:
+    """The refusal of a decision (or an image) while a request's images are being stored."""
+    return Conflict(
+        f"the screenshot of approval request {approval_id} is still being stored; try again in "
+        "a moment",
+        code="approval_images_pending",
+    )
+
+
 def approval_event(approval: Approval) -> dict[str, Any]:
     return {
         "approval_id": approval.id,
@@ -194,11 +203,7 @@ class ApprovalStore:
                 return approval
             left = deadline - time.monotonic()
             if left <= 0:
-                raise Conflict(
-                    f"the screenshot of approval request {approval_id} is still being stored; "
-                    "try again in a moment",
-                    code="approval_images_pending",
-                )
+                raise images_pending(approval_id)
             # Woken by `attach_images` in this process; another controller sharing the
             # database is seen by asking again.
             self._sleep(seen, min(left, 0.05))
@@ -248,11 +253,7 @@ class ApprovalStore:
                     code=f"approval_{approval.state.value}",
                 )
             if not approval.images_ready:
-                raise Conflict(
-                    f"the screenshot of approval request {approval_id} is still being stored; "
-                    "try again in a moment",
-                    code="approval_images_pending",
-                )
+                raise images_pending(approval_id)
             state = ApprovalState.APPROVED if approve else ApprovalState.DENIED
             self._finish(session, approval, state, now, device_id, reason)
         self._wake()

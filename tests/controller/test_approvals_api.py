@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
+import httpx
 import pytest
-from conftest import Api, wait_until
+from conftest import Api, LiveServer, wait_until
 
 from controller.store.approvals import NewApproval
 
@@ -165,3 +167,51 @@ def test_a_request_announced_before_its_images_serves_them_once_stored(api: Api)
     attacher.join()
     assert image.status_code == 200 and image.content == ANNOTATED
     assert api.get(f"/api/v1/approvals/{approval_id}").json()["images_ready"] is True
+
+
+def test_waiting_for_images_holds_no_worker_thread(
+    make_live_server: Callable[..., LiveServer],
+) -> None:
+    # Review 4: 80 devices' image requests waiting for a request's images held the thread pool
+    # (40 threads) the synchronous routes run on, and stalled every other request meanwhile.
+    live_server = make_live_server(max_connections_per_client=100)
+    client = httpx.Client(base_url=live_server.url, headers=live_server.headers, timeout=60)
+    task = client.post("/api/v1/tasks", json={"command": ["sleep", "30"]}).json()
+    wait_until(lambda: client.get(f"/api/v1/tasks/{task['id']}").json()["status"] == "running")
+    approvals = live_server.controller.approvals
+    approvals.images_wait_s = 30
+    approval = approvals.request(
+        NewApproval(
+            task_id=task["id"],
+            tool="computer",
+            member="left_click",
+            input={"coordinate": [1, 2]},
+            screen_input={"coordinate": [1, 2]},
+            description="Click at (1, 2)",
+            model_reason="",
+            policy_rule=None,
+            screenshot_png=None,
+            annotated_png=None,
+            images_follow=True,
+        )
+    )
+    answers: list[int] = []
+
+    def wait_for_image() -> None:
+        with httpx.Client(headers=live_server.headers, timeout=60) as own:
+            url = f"{live_server.url}/api/v1/approvals/{approval.id}/annotated"
+            answers.append(own.get(url).status_code)
+
+    waiters = [threading.Thread(target=wait_for_image) for _ in range(60)]
+    for waiter in waiters:
+        waiter.start()
+    state = live_server.server.server_state
+    wait_until(lambda: len(state.connections) >= 61, what="the 60 image requests to connect")
+    # Answered while every image request still waits (before, only once they gave up).
+    assert client.get("/api/v1/approvals?state=pending").status_code == 200
+    assert answers == []
+    approvals.attach_images(approval.id, PNG, ANNOTATED)
+    for waiter in waiters:
+        waiter.join(60)
+    assert answers == [200] * 60
+    client.close()
