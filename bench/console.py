@@ -34,14 +34,11 @@ sys.path.insert(0, str(REPO))
 
 import uvicorn  # noqa: E402
 
-from bench.notify import NewApproval, PushStandIn, p95  # noqa: E402
+from bench.notify import NewApproval, PushStandIn, p95, running_task  # noqa: E402
 from controller.api.app import create_app  # noqa: E402
 from controller.api.edge import server_config  # noqa: E402
 from controller.service import Controller  # noqa: E402
 from controller.settings import load_settings  # noqa: E402
-from controller.store.models import TaskStatus  # noqa: E402
-from controller.store.tasks import NewTask  # noqa: E402
-from sandbox import Network  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 PHONE = {"width": 390, "height": 844}
@@ -125,17 +122,7 @@ def main() -> None:
         issued = controller.auth.issue_pairing_code()
         subscriber, _ = controller.auth.pair(issued.code, "phone-push", "127.0.0.1")
         controller.notify.store.subscribe(subscriber.id, *stand_in.subscription(0))
-        task = controller.tasks.submit(
-            NewTask(
-                thread="bench",
-                command=["sleep", "3600"],
-                mounts=(),
-                network=Network.NONE,
-                timeout_s=3600.0,
-            )
-        )
-        while controller.tasks.get(task.id).status is not TaskStatus.RUNNING:
-            time.sleep(0.01)
+        task = running_task(controller)
 
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(

@@ -39,7 +39,7 @@ sys.path.insert(0, str(REPO))
 from controller.service import Controller  # noqa: E402
 from controller.settings import load_settings  # noqa: E402
 from controller.store.approvals import NewApproval  # noqa: E402
-from controller.store.models import TaskStatus  # noqa: E402
+from controller.store.models import Task, TaskStatus  # noqa: E402
 from controller.store.tasks import NewTask  # noqa: E402
 from sandbox import Network  # noqa: E402
 
@@ -110,6 +110,22 @@ class PushStandIn:
             return max(self.arrived[approval_id])
 
 
+def running_task(controller: Controller) -> Task:
+    """A task that sleeps an hour, once the controller runs it (requests need a running task)."""
+    task = controller.tasks.submit(
+        NewTask(
+            thread="bench",
+            command=["sleep", "3600"],
+            mounts=(),
+            network=Network.NONE,
+            timeout_s=3600.0,
+        )
+    )
+    while controller.tasks.get(task.id).status is not TaskStatus.RUNNING:
+        time.sleep(0.01)
+    return task
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=50)
@@ -130,17 +146,7 @@ def main() -> None:
             issued = controller.auth.issue_pairing_code()
             phone, _ = controller.auth.pair(issued.code, f"phone-{device}", "127.0.0.1")
             controller.notify.store.subscribe(phone.id, *stand_in.subscription(device))
-        task = controller.tasks.submit(
-            NewTask(
-                thread="bench",
-                command=["sleep", "3600"],
-                mounts=(),
-                network=Network.NONE,
-                timeout_s=3600.0,
-            )
-        )
-        while controller.tasks.get(task.id).status is not TaskStatus.RUNNING:
-            time.sleep(0.01)
+        task = running_task(controller)
 
         from_request, from_commit = [], []
         for _ in range(args.runs + 3):  # the first three warm up, untimed
