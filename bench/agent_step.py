@@ -9,7 +9,7 @@ reply asks for one computer step: a `left_click` on the screen, then a `screensh
 take turns, `--runs` runs of `--steps` replies each (plus one untimed warm-up run each), all in
 this one process, against the same fake model and the same `anthropic` client:
 
-  ours      an agent task as the controller runs it (`controller.agent_runner.AgentJob`,
+  ours      an agent task as the controller runs it (`controller.agent.runner.AgentJob`,
             `display: "host"` on the Xvfb): the computer toolset on X11 behind the `Confirmer`
             with an allow-all policy, clicks through xdotool, captures through mss, each reply
             and its results recorded as `task.step` events with the screenshot stored by hash;
@@ -59,8 +59,8 @@ from computer_use.agent.loop import agent_client  # noqa: E402
 from computer_use.approval.policy import Decision, Policy  # noqa: E402
 from computer_use.screen.x11 import X11Screen  # noqa: E402
 from computer_use.testing.fake_model import FakeModel, Reply, ToolCall  # noqa: E402
-from controller.agent_runner import AgentJob, TaskSteps  # noqa: E402
-from controller.folders import FolderPlan  # noqa: E402
+from controller.agent.runner import AgentJob, TaskSteps  # noqa: E402
+from controller.execution.folders import FolderPlan  # noqa: E402
 from controller.service import Controller, make_private  # noqa: E402
 from controller.settings import load_settings  # noqa: E402
 from controller.store.models import TaskKind  # noqa: E402

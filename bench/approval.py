@@ -45,7 +45,7 @@ sys.path.insert(0, str(REPO))
 
 from computer_use.approval.gate import ApprovalOutcome, ApprovalRequest, Confirmer  # noqa: E402
 from computer_use.approval.policy import Decision, Policy  # noqa: E402
-from controller.agent_runner import FolderPolicy, StoreGate  # noqa: E402
+from controller.agent.runner import FolderPolicy, StoreGate  # noqa: E402
 from controller.api.app import create_app  # noqa: E402
 from controller.api.edge import server_config  # noqa: E402
 from controller.cli.server import _bind  # noqa: E402

@@ -19,11 +19,12 @@ from typing import Any
 import sandbox
 from computer_use.audit.retention import prune as prune_screenshots
 from computer_use.errors import AuditError
-from controller.agent_services import AgentServices
+from controller.agent.services import AgentServices
 from controller.audit import AuditTrail
 from controller.auth import Auth
-from controller.disk import DiskGuard
 from controller.errors import ConfigError
+from controller.execution.disk import DiskGuard
+from controller.execution.worker import Runner, SandboxFactory
 from controller.notify.service import Notifications
 from controller.settings import Settings
 from controller.store.approvals import ApprovalStore
@@ -34,7 +35,6 @@ from controller.store.memory import MemoryStore
 from controller.store.models import Task
 from controller.store.tasks import TaskStore
 from controller.store.threads import ThreadStore
-from controller.worker import Runner, SandboxFactory
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Which uid:gid a sandbox runs as, never root, and whether that user can write its folders.
 
 The controller runs a task as the owner of the configured grant holding its folders (or the
-`sandbox_user` setting); see controller/folders.py. `sandbox_user` here is the rule for
+`sandbox_user` setting); see controller/execution/folders.py. `sandbox_user` here is the rule for
 `dispatch sandbox run`, where the person running it names the folders themselves: the owner of
 the read-write folders, so files the sandbox creates belong to them on the host. With only
 read-only folders, their (non-root) owner is used so they can be read; else the invoking user,

@@ -39,8 +39,8 @@ from starlette.routing import BaseRoute, Route
 
 from controller.api import approvals, audit, memory, network, push, routes
 from controller.auth import Auth
-from controller.disk import is_disk_full
 from controller.errors import ApiError, RateLimited, Unauthorized
+from controller.execution.disk import is_disk_full
 from controller.service import Controller
 from controller.settings import Settings
 from controller.web import pages as console

@@ -18,7 +18,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from controller.agent_tasks import configured_policy
+from controller.agent.tasks import configured_policy
 from controller.api.routes import MAX_ID, Authed, Ctl, current_device, errors, known_query_only
 from controller.api.schemas import Strict, ts
 from controller.errors import NotFound

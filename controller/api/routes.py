@@ -44,11 +44,11 @@ from controller.api.schemas import (
     ThreadOut,
 )
 from controller.auth import Auth, require_owner, shown_name
-from controller.disk import is_disk_full
 from controller.errors import BadRequest, InsufficientStorage, Unprocessable
+from controller.execution.disk import is_disk_full
+from controller.execution.submission import check_network, submit
 from controller.service import Controller
 from controller.store.models import Device, Task, TaskKind, TaskStatus
-from controller.submission import check_network, submit
 from sandbox import Network
 
 MAX_ID = 2**63 - 1

@@ -38,16 +38,16 @@ import yaml
 
 from computer_use.approval.policy import Policy
 from computer_use.errors import PolicyError
-from controller.agent_tasks import check_agent_task
+from controller.agent.tasks import check_agent_task
 from controller.api.schemas import AgentTaskCreate
 from controller.errors import ApiError
-from controller.folders import check_folders
+from controller.execution.folders import check_folders
+from controller.execution.submission import submit
 from controller.headless import template
 from controller.headless.taskfile import FileTask, TaskFile
 from controller.service import Controller
 from controller.settings import FolderGrant, Settings
 from controller.store.models import TaskStatus
-from controller.submission import submit
 from sandbox import EngineUnavailable, ImageMissing, SandboxError
 
 log = logging.getLogger(__name__)

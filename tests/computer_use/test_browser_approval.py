@@ -35,7 +35,7 @@ from computer_use.browser.approval import same_page
 from computer_use.browser.domains import AllowedDomains
 from computer_use.browser.toolset import CHROMIUM, ChromiumBrowser, LocalChromium
 from computer_use.testing.fake_model import FakeModel, ModelRequest, Reply, ToolCall
-from controller.agent_runner import FolderPolicy
+from controller.agent.runner import FolderPolicy
 
 RESOLVER_RULES = "--host-resolver-rules=MAP *.good.test 127.0.0.1, MAP *.bad.test 127.0.0.1"
 RED = (220, 0, 0)
@@ -164,7 +164,7 @@ def run(
         allowed_domains=AllowedDomains.parse(["*.good.test", "*.bad.test"]),
         confirm=confirm,
     )
-    # What controller.screens does for a task's browser.
+    # What controller.agent.screens does for a task's browser.
     browser.bind_confirmer(confirm)
     with browser:
         body(browser)

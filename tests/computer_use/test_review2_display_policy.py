@@ -25,8 +25,8 @@ from computer_use.approval.policy import (
 from computer_use.errors import PolicyError
 from computer_use.screen.computer import X11ComputerToolset
 from computer_use.screen.x11 import X11Screen
-from controller.agent_runner import FolderPolicy
-from controller.agent_tasks import task_policy
+from controller.agent.runner import FolderPolicy
+from controller.agent.tasks import task_policy
 from controller.settings import Settings
 from tests.computer_use.xdisplay import ProbeApp, tool_use, xvfb
 

@@ -19,7 +19,7 @@ from computer_use.approval.gate import ApprovalOutcome, ApprovalRequest, Confirm
 from computer_use.approval.policy import Call, Decision, Policy
 from computer_use.screen.computer import X11ComputerToolset
 from computer_use.screen.x11 import X11Screen
-from controller.agent_runner import FolderPolicy
+from controller.agent.runner import FolderPolicy
 from tests.computer_use.xdisplay import ProbeApp, tool_use, wait_for, xvfb
 
 # Moving the pointer is harmless, so the owner lets it happen; everything else asks.

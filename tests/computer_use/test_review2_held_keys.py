@@ -24,7 +24,7 @@ from computer_use.approval.gate import (
 from computer_use.approval.policy import Call, Decision, Policy
 from computer_use.screen.computer import X11ComputerToolset
 from computer_use.screen.x11 import X11Screen
-from controller.agent_runner import FolderPolicy
+from controller.agent.runner import FolderPolicy
 from tests.computer_use.xdisplay import ProbeApp, tool_use, xvfb
 
 REGION_ALLOW = Policy.parse(

@@ -27,8 +27,8 @@ from computer_use.approval.gate import (
 from computer_use.approval.policy import Call, Decision, Policy, default_policy
 from computer_use.testing.fake_model import FakeModel, Reply
 from computer_use.testing.fake_model import ToolCall as ModelCall
-from controller.agent_runner import FolderPolicy
-from controller.agent_tasks import task_policy
+from controller.agent.runner import FolderPolicy
+from controller.agent.tasks import task_policy
 from controller.settings import Settings
 from tests.computer_use.test_agent_loop import DictMemory, Sink, run
 

@@ -32,7 +32,7 @@ from computer_use.testing.fake_model import FakeModel
 from controller.api.app import create_app
 from controller.api.edge import server_config
 from controller.client import Client, Event
-from controller.disk import free_mb as disk_free_mb
+from controller.execution.disk import free_mb as disk_free_mb
 from controller.service import Controller
 from controller.settings import Settings, load_settings
 from sandbox import SandboxSpec, Stream

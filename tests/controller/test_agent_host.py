@@ -74,7 +74,7 @@ def test_a_click_on_the_host_display_runs_after_approval(
         saw_green,
     )
     task = submit_agent(api, "Press the button", tools=["computer"], display="host")
-    # On the owner's own screen even looking asks (agent_tasks.configured_policy).
+    # On the owner's own screen even looking asks (controller.agent.tasks.configured_policy).
     decide_next(api, task["id"], "screenshot")
     api.wait_task(task["id"], ("waiting_for_approval",), timeout_s=60)
     request = api.get("/api/v1/approvals?state=pending").json()[0]

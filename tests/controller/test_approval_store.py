@@ -255,7 +255,7 @@ def test_a_request_announced_before_its_images_cannot_be_decided_until_they_are_
 
 def test_the_gate_announces_a_request_while_its_images_are_encoded(stores: Stores) -> None:
     from computer_use.approval.gate import ApprovalRequest, OutcomeKind
-    from controller.agent_runner import StoreGate
+    from controller.agent.runner import StoreGate
 
     task = running_task(stores)
     release = threading.Event()

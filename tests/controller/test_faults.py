@@ -30,9 +30,9 @@ from sqlalchemy.exc import OperationalError
 import sandbox
 from controller.api.app import create_app
 from controller.cli import main
-from controller.disk import free_mb as disk_free_mb
-from controller.disk import is_disk_full
 from controller.errors import ConfigError
+from controller.execution.disk import free_mb as disk_free_mb
+from controller.execution.disk import is_disk_full
 from controller.service import Controller
 from controller.settings import Settings
 from sandbox import SandboxSpec, Stream

@@ -23,7 +23,7 @@ from conftest import wait_until
 from test_recovery import ServeProcess, finished
 
 from controller.client import ClientError
-from controller.disk import free_mb as disk_free_mb
+from controller.execution.disk import free_mb as disk_free_mb
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 OWNER = (4321, 4321)  # the sandbox runs as the owner of its read-write folders; never root

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from controller.errors import ConfigError, FolderNotGranted
-from controller.folders import check_folders, plan_folders
+from controller.execution.folders import check_folders, plan_folders
 from controller.settings import Settings, load_settings
 from sandbox import Mount
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from controller.folders import plan_folders
+from controller.execution.folders import plan_folders
 from controller.settings import Settings, load_settings
 from sandbox import SandboxSpec
 from sandbox.docker import DockerSandbox

@@ -14,7 +14,7 @@ from sqlalchemy.engine import make_url
 
 from controller.cli import main
 from controller.errors import ConfigError, FolderNotGranted
-from controller.folders import check_folder
+from controller.execution.folders import check_folder
 from controller.settings import FolderGrant, Settings, load_settings
 from controller.store.db import Database
 

@@ -1,6 +1,6 @@
 """What the runner and the controller hold of agent tasks, without loading the agent stack.
 
-`controller.agent_runner` runs an agent task with the SDK, its toolsets and the approval gate
+`controller.agent.runner` runs an agent task with the SDK, its toolsets and the approval gate
 (two seconds and more to import); a controller that only ever runs commands, as `dispatch run`
 of a command-only task file does, never needs them, so they load with the first agent job.
 """
@@ -11,9 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from controller.agent_tasks import task_policy
+from controller.agent.tasks import task_policy
 from controller.audit import AuditTrail
-from controller.folders import FolderPlan
+from controller.execution.folders import FolderPlan
 from controller.settings import Settings
 from controller.store.approvals import ApprovalStore
 from controller.store.blobs import BlobStore
@@ -23,7 +23,7 @@ from controller.store.tasks import TaskStore
 from sandbox import Sandbox, SandboxSpec
 
 if TYPE_CHECKING:
-    from controller.agent_runner import AgentJob
+    from controller.agent.runner import AgentJob
 
 
 class SandboxStartFailed(Exception):
@@ -58,7 +58,7 @@ class AgentServices:
         on_sandbox: Callable[[str], None],
         on_egress: Callable[[Any], None] | None = None,
     ) -> AgentJob:
-        from controller.agent_runner import AgentJob, thread_context
+        from controller.agent.runner import AgentJob, thread_context
 
         return AgentJob(
             services=self,

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from controller.agent_tasks import check_agent_task
+from controller.agent.tasks import check_agent_task
 from controller.api.schemas import AgentTaskCreate, AnyTaskCreate, NetworkAllow, TaskCreate
 from controller.errors import Forbidden, Unprocessable
-from controller.folders import check_folders
+from controller.execution.folders import check_folders
 from controller.settings import Settings, expand_allow
 from controller.store.models import Device, Task, TaskKind
 from controller.store.tasks import NewTask

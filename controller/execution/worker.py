@@ -29,11 +29,11 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.exc import OperationalError
 
 import sandbox
-from controller.agent_services import AgentServices, SandboxStartFailed, backend_of
+from controller.agent.services import AgentServices, SandboxStartFailed, backend_of
 from controller.audit import AuditTrail
-from controller.disk import DiskGuard, LowSpace
 from controller.errors import FolderNotGranted
-from controller.folders import plan_folders
+from controller.execution.disk import DiskGuard, LowSpace
+from controller.execution.folders import plan_folders
 from controller.settings import Settings
 from controller.store.models import Task, TaskKind, TaskStatus
 from controller.store.network import NetworkLog
@@ -437,7 +437,7 @@ class Runner:
         self._finish(handle, result, error)
 
     def _execute_agent(self, handle: Handle) -> None:
-        """Run an agent task (see controller.agent_runner) and record how it ended."""
+        """Run an agent task (see controller.agent.runner) and record how it ended."""
         from computer_use.agent.loop import AgentOutcome  # the agent stack, for agents only
 
         task = handle.task

@@ -46,9 +46,9 @@ from computer_use.approval.gate import (
     thaw,
 )
 from computer_use.approval.policy import AnyPolicy, Call, FolderMode, Verdict
-from controller.agent_services import AgentServices, SandboxStartFailed, backend_of
+from controller.agent.services import AgentServices, SandboxStartFailed, backend_of
 from controller.audit import AgentAudit
-from controller.folders import FolderPlan
+from controller.execution.folders import FolderPlan
 from controller.settings import Settings
 from controller.store.approvals import ApprovalStore, NewApproval
 from controller.store.blobs import BlobStore
@@ -382,10 +382,10 @@ class AgentJob:
     def screen_tools(
         self, tools: list[str], box: Sandbox | None, policy: FolderPolicy, gate: StoreGate
     ) -> list[Any]:
-        """The computer and browser toolsets (see `controller.screens`)."""
+        """The computer and browser toolsets (see `controller.agent.screens`)."""
         if not {"computer", "browser"} & set(tools):
             return []
-        from controller.screens import screen_toolsets
+        from controller.agent.screens import screen_toolsets
 
         return screen_toolsets(self, tools, box, policy, gate)
 

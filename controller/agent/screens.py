@@ -24,7 +24,7 @@ from sandbox import Network, Sandbox, SandboxError
 from sandbox.egress.relay import PROXY_PORT
 
 if TYPE_CHECKING:
-    from controller.agent_runner import AgentJob, FolderPolicy, StoreGate
+    from controller.agent.runner import AgentJob, FolderPolicy, StoreGate
 
 DESKTOP_SIZE = (1280, 800)
 

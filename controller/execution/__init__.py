@@ -1,0 +1,1 @@
+"""Running tasks: admission (submission checks, folder grants, the disk guard) and the runner."""
