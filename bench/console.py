@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import socket
-import statistics
 import sys
 import tempfile
 import threading
@@ -34,7 +33,7 @@ sys.path.insert(0, str(REPO))
 
 import uvicorn  # noqa: E402
 
-from bench.notify import NewApproval, PushStandIn, p95, running_task  # noqa: E402
+from bench.notify import PushStandIn, pending_approval, print_rows, running_task  # noqa: E402
 from controller.api.app import create_app  # noqa: E402
 from controller.api.edge import server_config  # noqa: E402
 from controller.service import Controller  # noqa: E402
@@ -86,21 +85,6 @@ def clock_offset_s(page: Any) -> float:
     return min(samples)[1]
 
 
-def approval(task_id: int) -> NewApproval:
-    return NewApproval(
-        task_id=task_id,
-        tool="computer",
-        member="left_click",
-        input={"coordinate": [812, 430]},
-        screen_input={"coordinate": [812, 430]},
-        description="Click 'Send' at (812, 430)",
-        model_reason="The reply is ready.",
-        policy_rule=None,
-        screenshot_png=None,
-        annotated_png=None,
-    )
-
-
 def main() -> None:
     from playwright.sync_api import sync_playwright
 
@@ -142,7 +126,7 @@ def main() -> None:
             to_push, to_card = [], []
             for _ in range(args.runs + 3):  # the first three warm up, untimed
                 asked_wall, asked = time.time(), time.perf_counter()
-                made = controller.approvals.request(approval(task.id))
+                made = controller.approvals.request(pending_approval(task.id))
                 to_push.append(stand_in.wait(made.id, 1) - asked)
                 seen = page.wait_for_function(
                     "(id) => window.cardSeen[id]", arg=made.id, timeout=10_000
@@ -158,9 +142,7 @@ def main() -> None:
             f"approval -> phone, {args.runs} runs, SQLite with fsync, loopback: a Web Push "
             "stand-in, and Chromium's approvals page (SSE, then the card's fragment)"
         )
-        print(f"{'case':<30}{'median ms':>11}{'p95 ms':>10}")
-        for name, values in rows.items():
-            print(f"{name:<30}{statistics.median(values) * 1000:>11.1f}{p95(values) * 1000:>10.1f}")
+        print_rows(rows)
     finally:
         server.should_exit = True
         controller.stop()

@@ -110,6 +110,32 @@ class PushStandIn:
             return max(self.arrived[approval_id])
 
 
+def pending_approval(task_id: int) -> NewApproval:
+    """An approval request for a click, without images (the benches time its announcement)."""
+    return NewApproval(
+        task_id=task_id,
+        tool="computer",
+        member="left_click",
+        input={"coordinate": [812, 430]},
+        screen_input={"coordinate": [812, 430]},
+        description="Click 'Send' at (812, 430)",
+        model_reason="The reply is ready.",
+        policy_rule=None,
+        screenshot_png=None,
+        annotated_png=None,
+    )
+
+
+def print_rows(rows: dict[str, list[float]]) -> None:
+    """Each case's median and p95, in ms."""
+    width = max(len(name) for name in rows) + 2
+    print(f"{'case':<{width}}{'median ms':>11}{'p95 ms':>10}")
+    for name, values in rows.items():
+        print(
+            f"{name:<{width}}{statistics.median(values) * 1000:>11.1f}{p95(values) * 1000:>10.1f}"
+        )
+
+
 def running_task(controller: Controller) -> Task:
     """A task that sleeps an hour, once the controller runs it (requests need a running task)."""
     task = controller.tasks.submit(
@@ -151,20 +177,7 @@ def main() -> None:
         from_request, from_commit = [], []
         for _ in range(args.runs + 3):  # the first three warm up, untimed
             asked = time.perf_counter()
-            approval = controller.approvals.request(
-                NewApproval(
-                    task_id=task.id,
-                    tool="computer",
-                    member="left_click",
-                    input={"coordinate": [812, 430]},
-                    screen_input={"coordinate": [812, 430]},
-                    description="Click 'Send' at (812, 430)",
-                    model_reason="The reply is ready.",
-                    policy_rule=None,
-                    screenshot_png=None,
-                    annotated_png=None,
-                )
-            )
+            approval = controller.approvals.request(pending_approval(task.id))
             committed = time.perf_counter()
             arrived = stand_in.wait(approval.id, args.devices)
             from_request.append(arrived - asked)
@@ -178,9 +191,7 @@ def main() -> None:
             f"approval -> Web Push, {args.runs} runs, {args.devices} device(s), SQLite with "
             "fsync, push stand-in on loopback"
         )
-        print(f"{'case':<28}{'median ms':>11}{'p95 ms':>10}")
-        for name, values in rows.items():
-            print(f"{name:<28}{statistics.median(values) * 1000:>11.1f}{p95(values) * 1000:>10.1f}")
+        print_rows(rows)
     finally:
         controller.stop()
         stand_in.server.shutdown()
