@@ -122,6 +122,9 @@ DEFAULT_VIEWPORT = (1280, 800)
 # Lossless (the gate compares pixels), encoded for speed rather than size: the capture is on the
 # path from the model's call to the request and from the approval to the action.
 CAPTURE_PARAMS = {"format": "png", "optimizeForSpeed": True}
+# A capture Chromium refuses is tried again this many times in all, waiting a little longer each.
+CAPTURE_ATTEMPTS = 4
+CAPTURE_RETRY_S = 0.1
 # CSS pixels to screen pixels: 1, so screenshots, captures and the model's coordinates agree.
 DEVICE_SCALE = 1
 ACTION_TIMEOUT_S = 10.0
@@ -408,12 +411,17 @@ class ChromiumBrowser(BetaAbstractBrowserToolset20260801):
         tab = self._judged if self._judged in self._tabs else self._active
         page = self._page(tab)
         assert tab is not None and self._context is not None
-        try:
-            shot = self._session(tab, page).send("Page.captureScreenshot", CAPTURE_PARAMS)
-        except PlaywrightError:
-            # The session went with a renderer; one fresh attempt.
-            self._sessions.pop(tab, None)
-            shot = self._session(tab, page).send("Page.captureScreenshot", CAPTURE_PARAMS)
+        for attempt in range(CAPTURE_ATTEMPTS):
+            try:
+                shot = self._session(tab, page).send("Page.captureScreenshot", CAPTURE_PARAMS)
+                break
+            except PlaywrightError:
+                # The session went with a renderer, or Chromium had no frame to give yet
+                # ("Unable to capture screenshot" on a busy machine): a fresh session, shortly.
+                self._sessions.pop(tab, None)
+                if attempt == CAPTURE_ATTEMPTS - 1:
+                    raise
+                page.wait_for_timeout(CAPTURE_RETRY_S * 1000 * (attempt + 1))
         image = Image.open(io.BytesIO(base64.b64decode(shot["data"])))
         return image.convert("RGB")
 
