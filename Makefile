@@ -4,13 +4,13 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# The libvirt backend: the daemon, QEMU, what builds the VM disk, and what compiles libvirt-python.
+VM_PACKAGES := libvirt-daemon-system qemu-system-x86 qemu-utils e2fsprogs libvirt-dev pkg-config \
+	gcc python3-dev
 # The desktop agent's tests need a real X server, input tools, a window manager, fonts and Chromium.
 APT_PACKAGES := docker.io golang-github-containers-common debootstrap python3-venv ca-certificates tar postgresql \
 	xvfb xdotool openbox xterm x11-utils fonts-dejavu-core chromium python3-tk \
 	$(VM_PACKAGES)
-# The libvirt backend: the daemon, QEMU, what builds the VM disk, and what compiles libvirt-python.
-VM_PACKAGES := libvirt-daemon-system qemu-system-x86 qemu-utils e2fsprogs libvirt-dev pkg-config \
-	gcc python3-dev
 EXTRAS := test,browser,libvirt
 STAMP := $(VENV)/.installed-$(shell (cat pyproject.toml; echo $(EXTRAS)) | sha1sum | cut -c1-12)
 

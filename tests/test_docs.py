@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 import click
@@ -47,3 +48,29 @@ def test_every_run_exit_code_is_in_the_readme() -> None:
     shown |= set(re.findall(r"\((\d+): SIG", table))
     for code in RunExit:
         assert str(code.value) in shown, f"dispatch run exit {code.value} ({code.name}) missing"
+
+
+def test_make_installs_every_package_it_names() -> None:
+    """Every package list the Makefile defines reaches the apt line `make` runs.
+
+    A list defined below its use in a `:=` assignment expands to nothing there: the libvirt
+    packages were silently left out of `make setup` on fresh machines that way.
+    """
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run(
+        ["make", "-p", "-n", "-f", str(root / "Makefile"), "-C", str(root), "system"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    values = dict(
+        re.match(r"^(\w+) :?= (.*)$", line).groups()  # type: ignore[union-attr]
+        for line in done.stdout.splitlines()
+        if re.match(r"^[A-Z_]+_PACKAGES :?= ", line)
+    )
+    installed = set(values.pop("APT_PACKAGES").split())
+    assert values, "the Makefile defines no other package lists; update this test"
+    for name, packages in values.items():
+        missing = set(packages.split()) - installed
+        assert not missing, f"{name} is defined but not installed by `make system`: {missing}"
+    assert {"libvirt-daemon-system", "qemu-system-x86", "docker.io", "chromium"} <= installed
