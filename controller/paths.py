@@ -17,3 +17,9 @@ def default_config_dir(environ: Mapping[str, str] = os.environ) -> Path:
     """`$XDG_CONFIG_HOME/dispatch`, falling back to `~/.config/dispatch`."""
     base = environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
     return Path(base).expanduser() / "dispatch"
+
+
+def default_cache_dir(environ: Mapping[str, str] = os.environ) -> Path:
+    """`$XDG_CACHE_HOME/dispatch`, falling back to `~/.cache/dispatch`."""
+    base = environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base).expanduser() / "dispatch"

@@ -27,9 +27,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
-
 import sandbox
 from computer_use.approval.policy import Policy
 from computer_use.errors import PolicyError
@@ -188,6 +185,8 @@ class Settings:
         `?` or `#` in it is part of the file name, not the URL's query)."""
         if self.database_url:
             return self.database_url
+        from sqlalchemy.engine import URL  # loaded by what opens the database anyway
+
         path = str(self.data_dir / "dispatch.db")
         return URL.create("sqlite", database=path).render_as_string(hide_password=False)
 
@@ -209,6 +208,12 @@ class Settings:
     @property
     def sqlite_path(self) -> Path | None:
         """The SQLite database file, or None for PostgreSQL or an in-memory database."""
+        if not self.database_url:
+            # Without parsing a URL: SQLAlchemy is not loaded yet when `dispatch run` checks
+            # its task file's folders against the data directory.
+            return Path(os.path.abspath((self.data_dir / "dispatch.db").expanduser()))
+        from sqlalchemy.engine import make_url
+
         url = make_url(self.effective_database_url)
         if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
             return None
@@ -617,6 +622,9 @@ def _validate(settings: Settings, raw: Mapping[str, tuple[Any, str]]) -> None:
     if not settings.sandbox_image.strip():
         raise ConfigError(f"{where('sandbox_image')} is empty; use {sandbox.DEFAULT_IMAGE}")
     if settings.database_url is not None:
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
         scheme = urlsplit(settings.database_url).scheme.split("+")[0]
         try:
             make_url(settings.database_url)

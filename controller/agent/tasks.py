@@ -31,7 +31,7 @@ from computer_use.approval.policy import (
 )
 from computer_use.browser.domains import AllowedDomains, DomainRuleError
 from computer_use.errors import PolicyError
-from controller.api.schemas import AgentTaskCreate
+from controller.api.submissions import AgentTaskCreate
 from controller.errors import Unprocessable
 from controller.settings import Settings
 

@@ -24,7 +24,6 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.exc import OperationalError
 
 from controller.api.schemas import (
-    AnyTaskCreate,
     DeviceOut,
     ErrorResponse,
     FolderOut,
@@ -43,6 +42,7 @@ from controller.api.schemas import (
     ThreadDetail,
     ThreadOut,
 )
+from controller.api.submissions import AnyTaskCreate
 from controller.auth import Auth, require_owner, shown_name
 from controller.errors import BadRequest, InsufficientStorage, Unprocessable
 from controller.execution.disk import is_disk_full

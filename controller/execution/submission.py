@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from controller.agent.tasks import check_agent_task
-from controller.api.schemas import AgentTaskCreate, AnyTaskCreate, NetworkAllow, TaskCreate
+from controller.api.submissions import AgentTaskCreate, AnyTaskCreate, NetworkAllow, TaskCreate
 from controller.errors import Forbidden, Unprocessable
 from controller.execution.folders import check_folders
 from controller.settings import Settings, expand_allow

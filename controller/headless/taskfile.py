@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
-from controller.api.schemas import AgentTaskCreate, AnyTaskCreate, TaskCreate
+from controller.api.submissions import AgentTaskCreate, AnyTaskCreate, TaskCreate
 
 SECRET = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")

@@ -13,7 +13,6 @@ import contextlib
 import logging
 import os
 import sqlite3
-from collections.abc import Mapping
 from pathlib import Path
 
 from sqlalchemy import URL
@@ -23,12 +22,6 @@ from controller.store.db import Database, migration_head
 
 log = logging.getLogger(__name__)
 SIDES = ("-wal", "-shm", "-journal")
-
-
-def default_cache_dir(environ: Mapping[str, str] = os.environ) -> Path:
-    """`$XDG_CACHE_HOME/dispatch`, falling back to `~/.cache/dispatch`."""
-    base = environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base).expanduser() / "dispatch"
 
 
 def is_at(path: Path, head: str) -> bool:
