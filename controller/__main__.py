@@ -1,5 +1,5 @@
 """`python -m controller` is the `dispatch` command (handy before the package is installed)."""
 
-from controller.cli import main
+from controller.cli import entry
 
-main()
+entry()

@@ -336,7 +336,7 @@ class DockerSandbox:
         }
 
     def start(self) -> None:
-        """Create and start the container.
+        """Create and start the container; on a sandbox already started, nothing.
 
         Raises:
             GrantRefused: a mount is inside the engine's own state, or was swapped after
@@ -351,6 +351,10 @@ class DockerSandbox:
                     f"sandbox {self._name} was stopped; a stopped sandbox cannot start again, "
                     "create a new one"
                 )
+            if self._container_id is not None:
+                # Started already (`dispatch run` starts a task's sandbox ahead of its
+                # runner): a second container would be left behind.
+                return
             if self.spec.deadline_s is not None:
                 self._deadline_at = time.time() + self.spec.deadline_s
             self._start_egress()
@@ -438,6 +442,8 @@ class DockerSandbox:
 
     def _refuse_engine_state(self) -> None:
         """Refuse mounts inside the engine's data root, wherever this engine keeps it."""
+        if not self.spec.mounts:
+            return  # nothing to compare; the engine is not asked where its root is
         root = engine_root(self._api)
         for mount in self.spec.mounts:
             if root is not None and (

@@ -6,6 +6,7 @@ web stack (FastAPI, SQLAlchemy, httpx) on every call.
 
 from __future__ import annotations
 
+import gc
 import importlib
 
 import click
@@ -52,3 +53,16 @@ class LazyGroup(click.Group):
 @click.version_option(package_name="dispatch")
 def main() -> None:
     """Dispatch: hand work to an AI agent, run it safely in a sandbox on this machine."""
+
+
+def entry() -> None:
+    """The `dispatch` process (tests call `main` in their own process instead).
+
+    At the end, everything still allocated is frozen for the collector: the interpreter's
+    shutdown then frees it without searching it for cycles first. Searching what SQLAlchemy
+    and pydantic leave behind took 130 ms, a fifth of a `dispatch run` of one command.
+    """
+    try:
+        main()
+    finally:
+        gc.freeze()

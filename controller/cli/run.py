@@ -95,6 +95,7 @@ def run(
         HeadlessRun,
         RunError,
         RunExit,
+        head_start,
         host_display,
         load_policy,
         preflight,
@@ -102,7 +103,7 @@ def run(
         temporary_data_dir,
     )
     from controller.headless.taskfile import TaskFileError, load
-    from controller.headless.template import default_cache_dir
+    from controller.paths import default_cache_dir
     from controller.settings import load_settings
 
     def fail(message: str, code: int) -> None:
@@ -129,13 +130,20 @@ def run(
         stop.set()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    head = None
     try:
         settings = run_settings(base, tasks, data_dir=folder, policy=policy, timeout_s=timeout_s)
+        head = head_start(settings, tasks)
         preflight(settings, tasks)
         with host_display(settings, tasks) as settings:
             progress = Progress(len(tasks.tasks), live=sys.stderr.isatty(), quiet=False)
             headless = HeadlessRun(
-                tasks, settings, progress=progress, stop=stop, template_dir=default_cache_dir()
+                tasks,
+                settings,
+                progress=progress,
+                stop=stop,
+                template_dir=default_cache_dir(),
+                head=head,
             )
             result = headless.run()
         if received:
@@ -158,6 +166,8 @@ def run(
     except RunError as exc:
         fail(str(exc), exc.code)
     finally:
+        if head is not None:
+            head.close()
         for number, handler in previous.items():
             signal.signal(number, handler)
         if not keep:

@@ -34,12 +34,12 @@ from controller.audit import AuditTrail
 from controller.errors import FolderNotGranted
 from controller.execution.disk import DiskGuard, LowSpace
 from controller.execution.folders import plan_folders
+from controller.execution.spec import command_spec
 from controller.settings import Settings
 from controller.store.models import Task, TaskKind, TaskStatus
 from controller.store.network import NetworkLog
 from controller.store.tasks import TaskStore, shutdown_reason
 from sandbox import ExecResult, Network, Outcome, Sandbox, SandboxSpec, Stream
-from sandbox.base import DEADLINE_GRACE_S
 from sandbox.egress import EgressRecord
 from sandbox.host.gitplant import GitScanIncomplete
 
@@ -215,6 +215,7 @@ class Runner:
         self._engine_retry_s = 0.0
         self._engine_retry_at = 0.0
         self._running: dict[int, Handle] = {}
+        self._ended = 0  # tasks ended here so far, for `wait_ended`
         self._unstored: set[int] = set()
         self._cond = threading.Condition()
         self._stopping = False
@@ -244,6 +245,19 @@ class Runner:
             return False
         handle.kill(cancel=True)
         return True
+
+    @property
+    def ended(self) -> int:
+        """How many tasks have ended here: read it, look at the tasks, then `wait_ended`."""
+        with self._cond:
+            return self._ended
+
+    def wait_ended(self, seen: int, timeout_s: float) -> None:
+        """Return once more than `seen` tasks have ended here, or after `timeout_s`."""
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while self._ended == seen and (left := deadline - time.monotonic()) > 0:
+                self._cond.wait(left)
 
     def unstored(self, task_id: int) -> bool:
         """Whether the task has ended here but the database has not yet taken its end."""
@@ -353,6 +367,7 @@ class Runner:
         finally:
             with self._cond:
                 self._running.pop(task.id, None)
+                self._ended += 1
                 self._cond.notify_all()
 
     def _execute(self, handle: Handle) -> None:
@@ -363,18 +378,13 @@ class Runner:
         except FolderNotGranted as exc:
             self._finish(handle, None, f"refused before running: {exc.message}")
             return
-        spec = SandboxSpec(
-            image=self.settings.sandbox_image,
-            mounts=plan.mounts,
+        spec = command_spec(
+            self.settings,
+            plan,
             network=Network(task.network),
-            workdir=plan.requested[0].host if plan.requested else None,
-            labels={LABEL_TASK: str(task.id)},
-            user=plan.user,
-            # Kept by the sandbox itself: it stops even if this controller is killed meanwhile.
-            deadline_s=task.timeout_s + DEADLINE_GRACE_S,
-            git_writable=plan.git_writable,
             allow=tuple(task.network_allow or ()),
-            resolve=self.settings.network_resolve,
+            timeout_s=task.timeout_s,
+            labels={LABEL_TASK: str(task.id)},
         )
         recorder: OutputRecorder | None = None
         box: Sandbox | None = None

@@ -32,36 +32,31 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from computer_use.approval.policy import Policy
 from computer_use.errors import PolicyError
 from controller.agent.tasks import check_agent_task
-from controller.api.schemas import AgentTaskCreate
+from controller.api.submissions import AgentTaskCreate, TaskCreate
 from controller.errors import ApiError
-from controller.execution.folders import check_folders
-from controller.execution.submission import submit
-from controller.headless import template
+from controller.execution.folders import check_folders, plan_folders
+from controller.execution.spec import command_spec
+from controller.headless.headstart import HeadStart
 from controller.headless.taskfile import FileTask, TaskFile
-from controller.service import Controller
 from controller.settings import FolderGrant, Settings
-from controller.store.models import TaskStatus
-from sandbox import EngineUnavailable, ImageMissing, SandboxError
+from sandbox import EngineUnavailable, ImageMissing, Network, SandboxError
+
+if TYPE_CHECKING:
+    from controller.service import Controller
+    from controller.store.models import TaskStatus
 
 log = logging.getLogger(__name__)
-# How often the run looks at its task: for a command, one indexed read of its row, and a CI
-# job waits up to this long for nothing after the command has ended; an agent task's look also
-# reads all its steps, and its steps take seconds anyway.
-POLL_S = 0.02
-AGENT_POLL_S = 0.1
-DONE = {
-    TaskStatus.SUCCEEDED,
-    TaskStatus.FAILED,
-    TaskStatus.CANCELLED,
-    TaskStatus.INTERRUPTED,
-}
+# How often the run looks at its task when no task ended meanwhile (an agent task's look also
+# reads all its steps): its progress lines come up to this late, its end at once.
+POLL_S = 0.1
+DONE = {"succeeded", "failed", "cancelled", "interrupted"}  # TaskStatus values
 
 
 class RunExit(enum.IntEnum):
@@ -229,6 +224,34 @@ def preflight(settings: Settings, taskfile: TaskFile) -> None:
         raise RunError(str(exc), RunExit.INFRASTRUCTURE) from None
 
 
+def head_start(settings: Settings, taskfile: TaskFile) -> HeadStart | None:
+    """Start the first task's sandbox now, if it is a command in a plain Docker sandbox.
+
+    Its spec is made as the runner will make it from the stored task (`command_spec`); the
+    runner uses it only if the two are equal (see headstart.py). A task that would be refused
+    at submission gets none: its errors are reported the usual way.
+    """
+    body = taskfile.tasks[0].body
+    if (
+        not isinstance(body, TaskCreate)
+        or body.isolation != "container"
+        or settings.sandbox_backend != "docker"
+        or not isinstance(body.network, str)
+        or Network(body.network) is Network.ALLOWLIST
+    ):
+        return None
+    timeout_s = body.timeout_s if body.timeout_s is not None else settings.default_task_timeout_s
+    try:
+        mounts = check_folders(((f.path, f.mode) for f in body.folders), settings)
+        plan = plan_folders(((str(m.host), m.mode) for m in mounts), settings)
+    except (ApiError, SandboxError, OSError):
+        return None  # the submission checks report it
+    spec = command_spec(
+        settings, plan, network=Network(body.network), allow=(), timeout_s=timeout_s, labels={}
+    )
+    return HeadStart(settings.sandbox_backend, spec)
+
+
 @contextmanager
 def host_display(settings: Settings, taskfile: TaskFile) -> Iterator[Settings]:
     """`display: host` without a display: an Xvfb of our own for the run, stopped after it."""
@@ -281,8 +304,11 @@ class HeadlessRun:
         stop: threading.Event,
         artifacts: Path | None = None,
         template_dir: Path | None = None,
+        head: HeadStart | None = None,
     ) -> None:
+        """`head`: the first task's sandbox, started already; the caller closes it."""
         self.taskfile = taskfile
+        self.head = head
         self.template_dir = template_dir
         self.settings = settings
         self.progress = progress
@@ -292,11 +318,19 @@ class HeadlessRun:
 
     def run(self) -> RunReport:
         """Raises: RunError (CONFIG or INFRASTRUCTURE) before any task ran."""
+        # The controller loads here, not when this module does: SQLAlchemy takes longer to load
+        # than a container to start, and the head start's sandbox starts meanwhile.
+        import sandbox
+        from controller.execution.submission import submit
+        from controller.headless import template
+        from controller.service import Controller
+
         started = time.monotonic()
         database = self.settings.sqlite_path
         if self.template_dir is not None and database is not None:
             template.prepare(database, self.template_dir)  # else the controller migrates
-        controller = Controller(self.settings)
+        factory = sandbox.create if self.head is None else self.head.factory(sandbox.create)
+        controller = Controller(self.settings, factory=factory)
         controller.start()
         try:
             owner = controller.auth.authenticate(controller.owner_token)
@@ -335,6 +369,7 @@ class HeadlessRun:
         for index, (task, task_id) in enumerate(zip(self.taskfile.tasks, ids, strict=True)):
             seen_status, seen_steps = "", 0
             while True:
+                ended = controller.runner.ended
                 if self.stop.is_set():
                     self.signal_exit = self.signal_exit or RunExit.TERMINATED
                     controller.runner.cancel(task_id)
@@ -350,9 +385,11 @@ class HeadlessRun:
                         clean = _masked(step, self.taskfile.mask)
                         self.progress(index, task.name, _step_line(clean))
                     seen_steps = len(steps)
-                if row.status in DONE:
+                if row.status.value in DONE:
                     break
-                time.sleep(AGENT_POLL_S if row.kind.value == "agent" else POLL_S)
+                # Woken as soon as a task ends; else a look every so often, for the progress
+                # lines and for a signal from the CI system.
+                controller.runner.wait_ended(ended, POLL_S)
             reports.append(self._report(controller, task, task_id))
         return reports
 
@@ -386,6 +423,8 @@ class HeadlessRun:
 
 
 def _result(status: TaskStatus, outcome: str | None) -> Result:
+    from controller.store.models import TaskStatus  # loaded with the controller
+
     if status is TaskStatus.SUCCEEDED:
         return Result.PASSED
     if status is TaskStatus.QUEUED:  # the run was stopped before its turn
