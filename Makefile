@@ -74,6 +74,9 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[$(EXTRAS)]'
+	@# Compiled now, as pip does for what it installs: an editable install's modules would
+	@# otherwise be compiled on every start where PYTHONDONTWRITEBYTECODE is set.
+	$(BIN)/python -m compileall -q controller sandbox computer_use >/dev/null
 	@rm -f $(VENV)/.installed-* && touch $@
 
 images: venv engine libvirtd

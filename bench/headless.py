@@ -11,12 +11,21 @@ Prints, over N runs of each (interleaved), the median and p95 of:
             template database is made first
 and the ratio of the medians (goal: at most 1.5x). Every run's JSON result is checked (passed,
 output `hi`), so a run that fails fast cannot pass for a fast one.
+
+Two parts of `run` are also measured alone, to show where its floor is:
+  imports   a new Python process that loads what a command run loads (the controller, its
+            store on SQLAlchemy, docker-py, pydantic) and ends, doing nothing else
+  sandbox   the run's hardened sandbox driven from this (warm) process: start, exec the
+            command, remove; the engine's share of a run
+The project's own modules are compiled first (`compileall`, as `make` does at install), so a
+shell with PYTHONDONTWRITEBYTECODE set does not measure compiling them on every run.
 Usage: python bench/headless.py [--runs 10]
 """
 
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import shutil
@@ -27,9 +36,16 @@ import tempfile
 import time
 from pathlib import Path
 
+from sandbox import SandboxSpec, create
 from sandbox.base import DEFAULT_IMAGE
 
 COMMAND = ["sh", "-c", "echo hi"]
+ROOT = Path(__file__).resolve().parent.parent
+# What a run of one command task loads, and nothing done with it.
+IMPORTS = (
+    "import gc, controller.cli.run, controller.headless.runner, controller.service, "
+    "controller.execution.submission, controller.headless.template, sandbox.docker; gc.freeze()"
+)
 
 
 def p95(samples: list[float]) -> float:
@@ -51,6 +67,26 @@ def timed(command: list[str], env: dict[str, str]) -> float:
     return elapsed
 
 
+def sandbox_alone(image: str) -> float:
+    """Start the run's sandbox, exec the command in it, remove it: seconds."""
+    started = time.perf_counter()
+    box = create("docker", SandboxSpec(image=image, deadline_s=600))
+    box.start()
+    try:
+        result = box.exec(COMMAND)
+    finally:
+        box.stop()
+    elapsed = time.perf_counter() - started
+    assert result.stdout == b"hi\n", result
+    return elapsed
+
+
+def imports_alone(env: dict[str, str]) -> float:
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", IMPORTS], env=env, check=True)
+    return time.perf_counter() - started
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10)
@@ -59,6 +95,8 @@ def main() -> None:
     docker_cli = shutil.which("docker")
     if docker_cli is None:
         sys.exit("the docker CLI is needed for the baseline; install docker.io")
+    for package in ("controller", "sandbox", "computer_use"):
+        compileall.compile_dir(ROOT / package, quiet=1)
     with tempfile.TemporaryDirectory(prefix="bench-headless-") as tmp:
         tasks = Path(tmp) / "tasks.yaml"
         tasks.write_text(f"tasks:\n  - name: hello\n    command: {COMMAND!r}\n".replace("'", '"'))
@@ -68,12 +106,21 @@ def main() -> None:
         baseline = [docker_cli, "run", "--rm", "--network", "none", args.image, *COMMAND]
         run = [sys.executable, "-m", "controller", "run", str(tasks), "--json"]
         timed(baseline, env), timed(run, env)  # warm the page cache, the image, the template
-        samples: dict[str, list[float]] = {"baseline": [], "run": [], "run-cold": []}
+        sandbox_alone(args.image)  # and this process's docker client
+        samples: dict[str, list[float]] = {
+            "baseline": [],
+            "run": [],
+            "run-cold": [],
+            "imports": [],
+            "sandbox": [],
+        }
         for index in range(args.runs):
             samples["baseline"].append(timed(baseline, env))
             samples["run"].append(timed(run, env))
             cold = {**env, "XDG_CACHE_HOME": str(Path(tmp) / f"cold-{index}")}
             samples["run-cold"].append(timed(run, cold))
+            samples["imports"].append(imports_alone(env))
+            samples["sandbox"].append(sandbox_alone(args.image))
     base = statistics.median(samples["baseline"])
     print(f"{'case':10} {'median':>9} {'p95':>9} {'vs baseline':>12}   ({args.runs} runs each)")
     for name, values in samples.items():
