@@ -15,6 +15,9 @@ output `hi`), so a run that fails fast cannot pass for a fast one.
 Two parts of `run` are also measured alone, to show where its floor is:
   imports   a new Python process that loads what a command run loads (the controller, its
             store on SQLAlchemy, docker-py, pydantic) and ends, doing nothing else
+  imports-min  the same for the least any run of this design loads: the command line, the
+            task file's models (pydantic), the sandbox's spec, docker-py and the audit log,
+            without the controller and its database
   sandbox   the run's hardened sandbox driven from this (warm) process: start, exec the
             command, remove; the engine's share of a run
 The project's own modules are compiled first (`compileall`, as `make` does at install), so a
@@ -45,6 +48,10 @@ ROOT = Path(__file__).resolve().parent.parent
 IMPORTS = (
     "import gc, controller.cli.run, controller.headless.runner, controller.service, "
     "controller.execution.submission, controller.headless.template, sandbox.docker; gc.freeze()"
+)
+IMPORTS_MIN = (
+    "import gc, controller.cli.run, controller.headless.taskfile, controller.execution.spec, "
+    "sandbox.docker, computer_use.audit.chain; gc.freeze()"
 )
 
 
@@ -81,9 +88,9 @@ def sandbox_alone(image: str) -> float:
     return elapsed
 
 
-def imports_alone(env: dict[str, str]) -> float:
+def imports_alone(env: dict[str, str], imports: str) -> float:
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-c", IMPORTS], env=env, check=True)
+    subprocess.run([sys.executable, "-c", imports], env=env, check=True)
     return time.perf_counter() - started
 
 
@@ -112,6 +119,7 @@ def main() -> None:
             "run": [],
             "run-cold": [],
             "imports": [],
+            "imports-min": [],
             "sandbox": [],
         }
         for index in range(args.runs):
@@ -119,14 +127,15 @@ def main() -> None:
             samples["run"].append(timed(run, env))
             cold = {**env, "XDG_CACHE_HOME": str(Path(tmp) / f"cold-{index}")}
             samples["run-cold"].append(timed(run, cold))
-            samples["imports"].append(imports_alone(env))
+            samples["imports"].append(imports_alone(env, IMPORTS))
+            samples["imports-min"].append(imports_alone(env, IMPORTS_MIN))
             samples["sandbox"].append(sandbox_alone(args.image))
     base = statistics.median(samples["baseline"])
-    print(f"{'case':10} {'median':>9} {'p95':>9} {'vs baseline':>12}   ({args.runs} runs each)")
+    print(f"{'case':11} {'median':>9} {'p95':>9} {'vs baseline':>12}   ({args.runs} runs each)")
     for name, values in samples.items():
         median = statistics.median(values)
         print(
-            f"{name:10} {median * 1000:7.0f}ms {p95(values) * 1000:7.0f}ms {median / base:11.2f}x"
+            f"{name:11} {median * 1000:7.0f}ms {p95(values) * 1000:7.0f}ms {median / base:11.2f}x"
         )
 
 
