@@ -10,7 +10,7 @@ from typing import Any, Protocol
 class Message:
     """One notification, as stored in the outbox and sent by every notifier.
 
-    `event` is one of settings.NOTIFY_EVENTS; `url` opens the approval card or the task in the
+    `event` is one of config.NOTIFY_EVENTS; `url` opens the approval card or the task in the
     console. `as_json()` is the webhook's body and the Web Push payload.
     """
 

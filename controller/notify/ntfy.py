@@ -12,7 +12,7 @@ import httpx
 
 from controller.notify import http
 from controller.notify.base import Message
-from controller.settings import NtfySettings
+from controller.notify.config import NtfySettings
 
 # ntfy priorities: 5 urgent (a person is being waited for), 4 high, 3 default.
 PRIORITY = {"approval.requested": 5, "task.failed": 4, "task.interrupted": 4}

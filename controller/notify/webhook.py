@@ -20,7 +20,7 @@ import httpx
 
 from controller.notify import http
 from controller.notify.base import Message
-from controller.settings import WebhookSettings
+from controller.notify.config import WebhookSettings
 
 
 def signature(secret: str, body: bytes) -> str:

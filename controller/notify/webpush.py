@@ -26,8 +26,8 @@ from py_vapid import Vapid
 from pywebpush import WebPushException, webpush
 
 from controller.notify.base import Message
+from controller.notify.config import WebPushSettings
 from controller.notify.errors import DeliveryFailed, NotifierUnavailable, TargetGone
-from controller.settings import WebPushSettings
 from controller.store.models import PushSubscription
 
 KEY_FILE = "vapid_private_key.pem"

@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 LEASE_S = 60.0
 SUMMARY_CHARS = 120
 DETAIL_CHARS = 300
-# task.state statuses that notify, as the event names of settings.NOTIFY_EVENTS.
+# task.state statuses that notify, as the event names of controller.notify.config.NOTIFY_EVENTS.
 NOTIFYING_STATUSES = {"succeeded", "failed", "interrupted"}
 INSERT_NOTIFICATION = insert(Notification).returning(Notification.id)
 

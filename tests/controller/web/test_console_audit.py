@@ -96,7 +96,7 @@ def test_the_notification_test_needs_the_csrf_token_and_reports_each_channel(api
 def test_the_notification_settings_never_show_a_token_secret_or_query() -> None:
     from types import SimpleNamespace
 
-    from controller.settings import NotifySettings, NtfySettings, WebhookSettings
+    from controller.notify.config import NotifySettings, NtfySettings, WebhookSettings
     from controller.web.notifications import notify_view, shown_url
 
     assert shown_url("https://hooks.example:8443/in/abc?token=s3cret#x") == (
