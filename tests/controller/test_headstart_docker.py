@@ -48,6 +48,17 @@ def created_by(pid: int, since: float) -> list[dict[str, str]]:
     return [a for a in attributes if a.get(LABEL_PID) == str(pid)]
 
 
+def start_run(tmp_path: Path, tasks: Path) -> subprocess.Popen[str]:
+    """`dispatch run TASKS --json` in its own process, with no config file of the machine's."""
+    return subprocess.Popen(
+        [*DISPATCH, "run", str(tasks), "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "config")},
+    )
+
+
 def test_the_first_task_runs_in_the_sandbox_started_ahead_and_only_one_is_made(
     tmp_path: Path,
 ) -> None:
@@ -65,13 +76,7 @@ def test_the_first_task_runs_in_the_sandbox_started_ahead_and_only_one_is_made(
 """,
     )
     since = time.time() - 1
-    process = subprocess.Popen(
-        [*DISPATCH, "run", str(tasks), "--json"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "config")},
-    )
+    process = start_run(tmp_path, tasks)
     out, err = process.communicate(timeout=180)
     assert process.returncode == 0, err
     first, second = json.loads(out)["tasks"]
@@ -113,13 +118,7 @@ def test_sigterm_once_the_sandbox_started_ahead_exists_leaves_no_container(
 ) -> None:
     # A task that outlives the test, so the signal always lands during the run.
     tasks = write(tmp_path / "tasks.yaml", 'tasks:\n  - name: t\n    command: ["sleep", "120"]\n')
-    process = subprocess.Popen(
-        [*DISPATCH, "run", str(tasks), "--json"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "config")},
-    )
+    process = start_run(tmp_path, tasks)
     deadline = time.monotonic() + 60
     while not sandboxes_of(process.pid):  # the head start's container, the first there is
         assert process.poll() is None, process.communicate()
