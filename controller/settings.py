@@ -32,7 +32,7 @@ from computer_use.approval.policy import Policy
 from computer_use.errors import PolicyError
 from controller.errors import ConfigError
 from controller.notify.config import NotifySettings, parse_notify
-from controller.paths import default_config_dir, default_data_dir
+from controller.paths import default_cache_dir, default_config_dir, default_data_dir
 from sandbox.egress import EgressPolicy, PolicyInvalid
 from sandbox.mounts import validate_mount
 from sandbox.ownership import parse_user
@@ -73,6 +73,9 @@ class Settings:
     port: int = 8420
     data_dir: Path = field(default_factory=default_data_dir)
     config_dir: Path = field(default_factory=default_config_dir)
+    # `dispatch run`'s template databases: a task that could write them could plant queued
+    # tasks in every later run's database.
+    cache_dir: Path = field(default_factory=default_cache_dir)
     config_file: Path | None = None
     database_url: str | None = None
     max_concurrent_tasks: int = 2
@@ -185,6 +188,7 @@ class Settings:
         found = {
             self.data_dir: "Dispatch's data directory",
             self.config_dir: "Dispatch's default config directory",
+            self.cache_dir: "Dispatch's cache (the template databases of `dispatch run`)",
         }
         if self.config_file is not None:
             found.setdefault(self.config_file.parent, f"the config file {self.config_file}")
@@ -317,6 +321,7 @@ def load_settings(
         anthropic_api_key=environ.get("ANTHROPIC_API_KEY") or None,
         anthropic_base_url=environ.get("ANTHROPIC_BASE_URL") or None,
         config_dir=config_dir,
+        cache_dir=default_cache_dir(environ),
         config_file=Path(os.path.abspath(file_path)) if file_path.exists() else None,
         **values,
     )

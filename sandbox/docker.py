@@ -602,6 +602,17 @@ class DockerSandbox:
             ) from None
         self._container_id = None
 
+    def is_running(self) -> bool:
+        """Whether the container runs now (asked of the engine; False once it cannot be asked)."""
+        cid = self._container_id
+        if cid is None:
+            return False
+        try:
+            state = self._api.inspect_container(cid).get("State") or {}
+        except (docker.errors.DockerException, requests.exceptions.ConnectionError):
+            return False
+        return bool(state.get("Running"))
+
     def _require_running(self) -> str:
         if self._container_id is None:
             raise SandboxNotRunning(f"sandbox {self._name} is not running; call start() first")

@@ -161,6 +161,9 @@ class FakeSandbox:
             raise FileOperationFailed(f"{path}: read-only in the sandbox")
         self._files[path] = bytes(data)
 
+    def is_running(self) -> bool:
+        return self._running and not self._stopped
+
     def stop(self) -> None:
         self._stopped = True
         self._running = False

@@ -20,7 +20,8 @@ Exit codes:
   1    a task failed
   2    the policy denied an action (the first such task is named)
   3    the task file, the policy or a setting is wrong; nothing ran
-  4    infrastructure: the Docker engine, an image, the display or the model API
+  4    infrastructure: the Docker engine, an image, the display or the model API;
+       or the report or artifacts could not be written
   130  interrupted (SIGINT); 143 terminated (SIGTERM); sandboxes are removed either way
 """
 
@@ -103,7 +104,7 @@ def run(
         temporary_data_dir,
     )
     from controller.headless.taskfile import TaskFileError, load
-    from controller.paths import default_cache_dir
+    from controller.headless.writes import UnsafePath, Writer
     from controller.settings import load_settings
 
     def fail(message: str, code: int) -> None:
@@ -142,7 +143,7 @@ def run(
                 settings,
                 progress=progress,
                 stop=stop,
-                template_dir=default_cache_dir(),
+                template_dir=settings.cache_dir,
                 head=head,
             )
             result = headless.run()
@@ -150,10 +151,16 @@ def run(
             result.exit_code = (
                 RunExit.INTERRUPTED if received[0] == signal.SIGINT else RunExit.TERMINATED
             )
-        if report is not None:
-            report.write_text(reports.junit(result))
-        if artifacts is not None:
-            reports.write_artifacts(result, artifacts)
+        # A task may write where these go: see controller/headless/writes.py.
+        writer = Writer(grant.path for grant in settings.folders if grant.mode == "rw")
+        unwritten = None
+        try:
+            if report is not None:
+                writer.write(report, reports.junit(result))
+            if artifacts is not None:
+                reports.write_artifacts(result, artifacts, writer)
+        except (UnsafePath, OSError) as exc:
+            unwritten = f"the report and artifacts were not all written: {exc}"
         if as_json:
             click.echo(json.dumps(reports.as_json(result), indent=2))
         for task in result.tasks:
@@ -162,6 +169,10 @@ def run(
                 line += f": {task.reason}"
             click.echo(line, err=True)
         click.echo(result.headline, err=True)
+        if unwritten is not None and result.exit_code < RunExit.INFRASTRUCTURE:
+            fail(unwritten, RunExit.INFRASTRUCTURE)
+        if unwritten is not None:
+            click.echo(f"dispatch run: {unwritten}", err=True)
         sys.exit(int(result.exit_code))
     except RunError as exc:
         fail(str(exc), exc.code)

@@ -28,7 +28,19 @@ def submit(body: AnyTaskCreate, c: Controller, device: Device) -> Task:
     Raises:
         ApiError: what is wrong with it (the API answers with it as is).
     """
-    settings = c.settings
+    new = checked(body, c.settings, device)
+    c.disk.refuse_if_low()
+    return c.tasks.submit(new, device_id=device.id)
+
+
+def checked(body: AnyTaskCreate, settings: Settings, device: Device) -> NewTask:
+    """A submission checked against the settings and who asks, as it would be stored.
+
+    `dispatch run` checks every task of its file with this before it queues the first.
+
+    Raises:
+        ApiError: what is wrong with it.
+    """
     network, allow = network_choice(body.network, settings)
     check_network(device, network, settings)
     timeout_s = body.timeout_s if body.timeout_s is not None else settings.default_task_timeout_s
@@ -41,8 +53,7 @@ def submit(body: AnyTaskCreate, c: Controller, device: Device) -> Task:
     agent = check_agent_task(body, settings) if isinstance(body, AgentTaskCreate) else None
     check_isolation(body, network)
     mounts = check_folders(((f.path, f.mode) for f in body.folders), settings)
-    c.disk.refuse_if_low()
-    new = NewTask(
+    return NewTask(
         thread=body.thread,
         command=body.command if isinstance(body, TaskCreate) else [],
         mounts=mounts,
@@ -53,7 +64,6 @@ def submit(body: AnyTaskCreate, c: Controller, device: Device) -> Task:
         allow=allow,
         isolation=body.isolation,
     )
-    return c.tasks.submit(new, device_id=device.id)
 
 
 def network_choice(

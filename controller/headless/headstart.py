@@ -7,10 +7,12 @@ over when it asks for that task's sandbox.
 
 It is handed over only if the spec the runner computed itself, from the stored task and with
 the folders checked again, is the spec it was started with (labels aside: the task's id is not
-known before it is stored). Any other spec, a failed start, or a run that ends first, and the
-container is removed; the runner then makes its own sandbox as always, and reports any error
-itself. So a head start can save time but never change what runs or where. Nothing of the
-task's runs in the sandbox before the runner's exec.
+known before it is stored), and only while the container still runs and was started at most
+`HANDOVER_MAX_S` ago: its own deadline counts from its start, and must stay later than the
+runner's timeout. Any other case (another spec, a container gone or old, a failed start, a run
+that ends first) and the container is removed; the runner then makes its own sandbox as always,
+and reports any error itself. So a head start can save time but never change what runs or
+where. Nothing of the task's runs in the sandbox before the runner's exec.
 
 Only for the Docker backend (whose `start()` on a started sandbox does nothing), a command
 task, and no egress proxy (network `allowlist` needs its request log attached first).
@@ -21,14 +23,19 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 import sandbox
 from sandbox import Network, Sandbox, SandboxSpec
+from sandbox.base import DEADLINE_GRACE_S
 
 log = logging.getLogger(__name__)
 
 SandboxFactory = Callable[[str, SandboxSpec], Sandbox]
+# The oldest head start handed over: its deadline then still falls at least half the grace
+# after the runner's own timeout (which reports a timeout properly) would.
+HANDOVER_MAX_S = DEADLINE_GRACE_S / 2
 
 
 def _comparable(spec: SandboxSpec) -> tuple[SandboxSpec, tuple[tuple[int, int] | None, ...]]:
@@ -50,12 +57,14 @@ class HeadStart:
         self.handed_over = False
         self._create = create
         self._box: Sandbox | None = None
+        self._started_at = 0.0  # time.monotonic() as its start began
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._start, name="head-start", daemon=True)
         self._thread.start()
 
     def _start(self) -> None:
         box: Sandbox | None = None
+        self._started_at = time.monotonic()
         try:
             box = self._create(self.backend, self.spec)
             box.start()
@@ -78,6 +87,13 @@ class HeadStart:
             log.info("the task's sandbox differs from the head start's; it starts its own")
             _remove(box)
             return None
+        age_s = time.monotonic() - self._started_at
+        if age_s > HANDOVER_MAX_S or not _running(box):
+            log.info(
+                "the head start's sandbox is gone or %.0f s old; the task makes its own", age_s
+            )
+            _remove(box)
+            return None
         self.handed_over = True
         return box
 
@@ -97,6 +113,12 @@ class HeadStart:
             box, self._box = self._box, None
         if box is not None:
             _remove(box)
+
+
+def _running(box: Sandbox) -> bool:
+    """Whether the sandbox still runs (killed meanwhile: by the OOM killer, a `docker rm -f`)."""
+    is_running = getattr(box, "is_running", None)
+    return bool(is_running()) if is_running is not None else False
 
 
 def _remove(box: Sandbox) -> None:

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shutil
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
 from controller.headless.runner import Result, RunReport, TaskReport
+from controller.headless.writes import Writer
 
 # Characters XML 1.0 cannot carry at all (a task's output may hold any byte).
 _XML_BAD = dict.fromkeys(
@@ -113,35 +113,34 @@ def as_json(report: RunReport) -> dict[str, Any]:
     }
 
 
-def write_artifacts(report: RunReport, folder: Path) -> None:
+def write_artifacts(report: RunReport, folder: Path, writer: Writer) -> None:
     """Per task: its output, its steps (JSON and readable), its screenshots, its audit export
     (`dispatch audit verify --export DIR/TASK/audit` checks it on its own, and its index.html
-    is the offline timeline); and the summary."""
+    is the offline timeline); and the summary. Written through `writer` (see writes.py).
+
+    Raises:
+        UnsafePath: a task left a link on the way; nothing was written through it.
+    """
     # Here, not at the top: the export's timeline draws with Pillow and SciPy (0.4 s to load),
     # which a run without --artifacts never needs.
     from computer_use.audit.chain import AUDIT_FOLDER
     from computer_use.audit.export import NoSuchTask, export_task
     from computer_use.audit.shots import media_type
 
-    folder.mkdir(parents=True, exist_ok=True)
     audit_dir = report.data_dir / AUDIT_FOLDER if report.data_dir is not None else None
     for task in report.tasks:
         own = folder / task.name
-        own.mkdir(exist_ok=True)
-        (own / "output.txt").write_text(task.output)
-        (own / "steps.json").write_text(json.dumps(task.steps, indent=2, sort_keys=True) + "\n")
-        (own / "log.txt").write_text(step_log(task))
-        if task.screenshots:
-            shots = own / "screenshots"
-            shots.mkdir(exist_ok=True)
-            for ref, path in task.screenshots.items():
-                if path.exists():
-                    extension = media_type(path.read_bytes()[:16])[1]
-                    shutil.copyfile(path, shots / f"{ref}.{extension}")
+        writer.write(own / "output.txt", task.output)
+        writer.write(own / "steps.json", json.dumps(task.steps, indent=2, sort_keys=True) + "\n")
+        writer.write(own / "log.txt", step_log(task))
+        for ref, path in task.screenshots.items():
+            if path.exists():
+                data = path.read_bytes()
+                writer.write(own / "screenshots" / f"{ref}.{media_type(data[:16])[1]}", data)
         if audit_dir is not None and task.task_id is not None:
-            trail = own / "audit"
-            shutil.rmtree(trail, ignore_errors=True)  # an earlier run's, in a reused folder
+            # Empty first: an earlier run's, in a reused folder, must not mix in.
+            trail = writer.fresh_folder(own / "audit")
             with contextlib.suppress(NoSuchTask):  # a task that never started has no trail
                 export_task(audit_dir, task.task_id, trail)
-    (folder / "result.json").write_text(json.dumps(as_json(report), indent=2) + "\n")
-    (folder / "junit.xml").write_text(junit(report))
+    writer.write(folder / "result.json", json.dumps(as_json(report), indent=2) + "\n")
+    writer.write(folder / "junit.xml", junit(report))

@@ -38,7 +38,6 @@ import yaml
 
 from computer_use.approval.policy import Policy
 from computer_use.errors import PolicyError
-from controller.agent.tasks import check_agent_task
 from controller.api.submissions import AgentTaskCreate, TaskCreate
 from controller.errors import ApiError
 from controller.execution.folders import check_folders, plan_folders
@@ -50,7 +49,7 @@ from sandbox import EngineUnavailable, ImageMissing, Network, SandboxError
 
 if TYPE_CHECKING:
     from controller.service import Controller
-    from controller.store.models import TaskStatus
+    from controller.store.models import Device, TaskStatus
 
 log = logging.getLogger(__name__)
 # How often the run looks at its task when no task ended meanwhile (an agent task's look also
@@ -64,7 +63,7 @@ class RunExit(enum.IntEnum):
     FAILED = 1  # a task failed
     DENIED = 2  # the policy denied an action (the first such task is named)
     CONFIG = 3  # the task file, the policy or a setting is wrong; nothing ran
-    INFRASTRUCTURE = 4  # the engine, an image, the display or the model API failed
+    INFRASTRUCTURE = 4  # the engine, an image, the display, the model API, or the report failed
     INTERRUPTED = 130  # SIGINT (Ctrl-C)
     TERMINATED = 143  # SIGTERM from the CI system
 
@@ -334,7 +333,7 @@ class HeadlessRun:
         controller.start()
         try:
             owner = controller.auth.authenticate(controller.owner_token)
-            self._check_all(controller)
+            self._check_all(controller, owner)
             ids: list[int] = []
             for task in self.taskfile.tasks:
                 ids.append(submit(task.body, controller, owner).id)
@@ -350,14 +349,13 @@ class HeadlessRun:
             self.settings.data_dir,
         )
 
-    def _check_all(self, controller: Controller) -> None:
+    def _check_all(self, controller: Controller, owner: Device) -> None:
         """Every submission check, for every task, before the first one is queued."""
+        from controller.execution.submission import checked
+
         for task in self.taskfile.tasks:
-            body = task.body
             try:
-                if isinstance(body, AgentTaskCreate):
-                    check_agent_task(body, self.settings)
-                check_folders(((f.path, f.mode) for f in body.folders), self.settings)
+                checked(task.body, self.settings, owner)
             except ApiError as exc:
                 where = f"{self.taskfile.path}:{task.line}" if task.line else self.taskfile.path
                 raise RunError(

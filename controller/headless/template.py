@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import sqlite3
+import stat
 from pathlib import Path
 
 from sqlalchemy import URL
@@ -59,6 +60,39 @@ def build(template: Path) -> None:
             path.unlink(missing_ok=True)
 
 
+def _own_file(path: Path) -> bytes | None:
+    """The file's bytes if it is a regular file of this user's that nobody else may write."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as file:
+        info = os.fstat(file.fileno())
+        if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & 0o077:
+            return None
+        return file.read()
+
+
+def _is_empty(data: bytes) -> bool:
+    """Whether the SQLite database in `data` holds no row but its migration version, and no
+    trigger or view (which could act on the rows a run adds later)."""
+    with contextlib.closing(sqlite3.connect(":memory:")) as db:
+        db.deserialize(data)
+        kinds = {kind for (kind,) in db.execute("SELECT type FROM sqlite_master")}
+        if kinds - {"table", "index"}:
+            return False
+        tables = [
+            name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")
+        ]
+        for name in tables:
+            if name == "alembic_version" or name.startswith("sqlite_"):
+                continue
+            quoted = '"' + name.replace('"', '""') + '"'
+            if db.execute(f"SELECT 1 FROM {quoted} LIMIT 1").fetchone() is not None:
+                return False
+    return True
+
+
 def prepare(database: Path, cache_dir: Path) -> bool:
     """Put an empty, migrated database at `database` (which must not exist yet) from the
     template in `cache_dir`, building the template first if needed.
@@ -72,11 +106,13 @@ def prepare(database: Path, cache_dir: Path) -> bool:
         return False
     template = cache_dir / f"empty-{head}.sqlite"
     try:
-        if not is_at(template, head):
+        data = _own_file(template) if is_at(template, head) else None
+        if data is None or not _is_empty(data):
             build(template)
-            if not is_at(template, head):  # never copy what the migrations did not make
-                raise ConfigError(f"{template} is not at migration {head} once built")
-        data = template.read_bytes()
+            data = _own_file(template)
+            if data is None or not _is_empty(data) or not is_at(template, head):
+                # never copy what the migrations did not make
+                raise ConfigError(f"{template} is not an empty database at {head} once built")
     except (OSError, sqlite3.Error, ConfigError) as exc:
         log.warning("no template database in %s (%s); migrating a new one", cache_dir, exc)
         return False

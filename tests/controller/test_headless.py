@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -227,14 +228,22 @@ def test_sigterm_during_a_run_leaves_no_container_behind(tmp_path: Path) -> None
         text=True,
         env=environ,
     )
+    # The sandbox may exist before its task runs (the run starts it ahead): wait for both.
+    assert process.stderr is not None
+    progress: list[str] = []
+    reader = threading.Thread(target=lambda: progress.extend(process.stderr or ()), daemon=True)
+    reader.start()
     deadline = time.monotonic() + 120
-    while not containers_mounting(work):
-        assert process.poll() is None, process.communicate()
-        assert time.monotonic() < deadline, "the task's sandbox never started"
-        time.sleep(0.2)
+    while not (any("slow: running" in line for line in progress) and containers_mounting(work)):
+        assert process.poll() is None, progress
+        assert time.monotonic() < deadline, "the task never ran"
+        time.sleep(0.05)
     time.sleep(1)  # the command runs inside it
     process.send_signal(signal.SIGTERM)
-    out, err = process.communicate(timeout=60)
+    out = process.stdout.read() if process.stdout else ""
+    process.wait(timeout=60)
+    reader.join(timeout=10)
+    err = "".join(progress)
     assert process.returncode == 143, err
     result = json.loads(out)
     assert [t["result"] for t in result["tasks"]] == ["error", "not_run"]
