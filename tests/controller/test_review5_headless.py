@@ -96,12 +96,21 @@ def test_a_head_start_older_than_the_handover_limit_is_not_used(
     assert run_in_process(tmp_path, monkeypatch, text, wait) == ("passed: ok\n", False)
 
 
-def test_a_symlink_left_in_the_artifacts_folder_is_not_written_through(tmp_path: Path) -> None:
+@pytest.fixture
+def workspace(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A workspace the task may write; outside it, a home with a file of the host user's."""
     work, home = tmp_path / "workspace", tmp_path / "home"
     owned(work)
     home.mkdir()
     bashrc = home / ".bashrc"  # stands for any file of the host user's
     bashrc.write_text("# the user's own\n")
+    return work, home, bashrc
+
+
+def test_a_symlink_left_in_the_artifacts_folder_is_not_written_through(
+    tmp_path: Path, workspace: tuple[Path, Path, Path]
+) -> None:
+    work, home, bashrc = workspace
     artifacts = work / "artifacts"
     tasks = write(
         tmp_path / "tasks.yaml",
@@ -118,12 +127,10 @@ def test_a_symlink_left_in_the_artifacts_folder_is_not_written_through(tmp_path:
     assert f"{artifacts}/build is a symlink in {work}" in done.stderr
 
 
-def test_a_link_at_the_reports_path_is_replaced_not_followed(tmp_path: Path) -> None:
-    work, home = tmp_path / "workspace", tmp_path / "home"
-    owned(work)
-    home.mkdir()
-    bashrc = home / ".bashrc"
-    bashrc.write_text("# the user's own\n")
+def test_a_link_at_the_reports_path_is_replaced_not_followed(
+    tmp_path: Path, workspace: tuple[Path, Path, Path]
+) -> None:
+    work, _, bashrc = workspace
     report = work / "junit.xml"
     output = work / "artifacts" / "build" / "output.txt"
     tasks = write(
