@@ -16,6 +16,7 @@ from pathlib import Path
 from sandbox.base import SCRATCH_PATHS, Mount
 from sandbox.errors import GrantRefused
 from sandbox.host.gitplant import is_git_layout
+from sandbox.host.walk import walk
 
 GIT = ".git"
 # How many folders one read-write folder may hold for the search for `.git` folders.
@@ -228,7 +229,7 @@ def git_mounts(
                 f"read-write folder {root} is inside a git folder, whose hooks and config run "
                 "on the host; ask for it read-only, or set git_writable = true on its grant"
             )
-        for count, (folder, dirs, files) in enumerate(os.walk(root, onerror=_unreadable)):
+        for count, (folder, dirs, files) in enumerate(walk(root, _unreadable)):
             if count >= limit:
                 raise GrantRefused(
                     f"read-write folder {root} holds more than {limit} folders, too many "

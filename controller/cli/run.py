@@ -159,7 +159,7 @@ def run(
                 writer.write(report, reports.junit(result))
             if artifacts is not None:
                 reports.write_artifacts(result, artifacts, writer)
-        except (UnsafePath, OSError) as exc:
+        except (UnsafePath, OSError, RecursionError) as exc:
             unwritten = f"the report and artifacts were not all written: {exc}"
         if as_json:
             click.echo(json.dumps(reports.as_json(result), indent=2))

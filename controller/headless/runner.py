@@ -39,7 +39,7 @@ import yaml
 from computer_use.approval.policy import Policy
 from computer_use.errors import PolicyError
 from controller.api.submissions import AgentTaskCreate, TaskCreate
-from controller.errors import ApiError
+from controller.errors import ApiError, InsufficientStorage
 from controller.execution.folders import check_folders, plan_folders
 from controller.execution.spec import command_spec
 from controller.headless.headstart import HeadStart
@@ -159,7 +159,9 @@ def run_settings(
     grants: dict[Path, str] = {}
     for task in taskfile.tasks:
         for folder in task.body.folders:
-            path = Path(os.path.expanduser(folder.path))
+            # Resolved once, here, as the config file's grants are when loaded: a folder named
+            # through a symlink is granted as the folder it is now.
+            path = Path(os.path.realpath(os.path.expanduser(folder.path)))
             grants[path] = "rw" if folder.mode == "rw" else grants.get(path, "ro")
     settings = replace(
         base,
@@ -336,7 +338,10 @@ class HeadlessRun:
             self._check_all(controller, owner)
             ids: list[int] = []
             for task in self.taskfile.tasks:
-                ids.append(submit(task.body, controller, owner).id)
+                try:
+                    ids.append(submit(task.body, controller, owner).id)
+                except ApiError as exc:  # the disk filled since _check_all, say
+                    raise self._refused(task, exc) from None
             reports = self._wait(controller, ids)
         finally:
             controller.stop()
@@ -356,11 +361,15 @@ class HeadlessRun:
         for task in self.taskfile.tasks:
             try:
                 checked(task.body, self.settings, owner)
+                controller.disk.refuse_if_low()
             except ApiError as exc:
-                where = f"{self.taskfile.path}:{task.line}" if task.line else self.taskfile.path
-                raise RunError(
-                    f"{where}: task {task.name!r}: {self.taskfile.mask(str(exc))}", RunExit.CONFIG
-                ) from None
+                raise self._refused(task, exc) from None
+
+    def _refused(self, task: FileTask, exc: ApiError) -> RunError:
+        """A task the controller would not queue: the file is wrong, or the disk is full."""
+        where = f"{self.taskfile.path}:{task.line}" if task.line else self.taskfile.path
+        code = RunExit.INFRASTRUCTURE if isinstance(exc, InsufficientStorage) else RunExit.CONFIG
+        return RunError(f"{where}: task {task.name!r}: {self.taskfile.mask(str(exc))}", code)
 
     def _wait(self, controller: Controller, ids: list[int]) -> list[TaskReport]:
         reports: list[TaskReport] = []

@@ -16,7 +16,6 @@ file of the host user's with text the task chose. So:
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 from collections.abc import Iterable
 from pathlib import Path
@@ -75,7 +74,7 @@ class Writer:
             pass
         else:
             if stat.S_ISDIR(info.st_mode):
-                shutil.rmtree(folder)  # removes links inside, never what they point to
+                _remove_tree(folder)
             else:
                 folder.unlink()
         os.mkdir(folder, 0o755)
@@ -90,3 +89,24 @@ class Writer:
                     "nothing was written through it. Remove the link, or write the report and "
                     "the artifacts outside the tasks' read-write folders"
                 )
+
+
+def _remove_tree(root: Path) -> None:
+    """Remove a folder and all in it; links are removed, never followed.
+
+    Without recursion (`shutil.rmtree` in Python 3.11 recurses once per level, and a task can
+    leave a chain of folders deeper than Python's recursion limit).
+    """
+    pending: list[tuple[str, bool]] = [(os.fspath(root), False)]
+    while pending:
+        folder, emptied = pending.pop()
+        if emptied:
+            os.rmdir(folder)
+            continue
+        pending.append((folder, True))
+        with os.scandir(folder) as listing:
+            for entry in listing:
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append((entry.path, False))
+                else:
+                    os.unlink(entry.path)

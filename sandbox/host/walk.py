@@ -10,8 +10,44 @@ see everything says so instead of passing.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+
+
+def walk(
+    top: str | os.PathLike[str], onerror: Callable[[OSError], None] | None = None
+) -> Iterator[tuple[str, list[str], list[str]]]:
+    """`os.walk(top, onerror=onerror)`, top down, never into a symlink, and without recursion.
+
+    Python 3.11's `os.walk` recurses once per folder level: a task that made a chain of 1,500
+    nested folders made every search of its folder raise RecursionError, so nothing it planted
+    was found, or renamed aside. Here the folders wait on a list instead. As with `os.walk`, a
+    symlink to a folder is listed among the folders but not entered, and the caller may narrow
+    the yielded folder names to keep the walk out of some.
+    """
+    pending = [os.fspath(top)]
+    while pending:
+        folder = pending.pop()
+        try:
+            with os.scandir(folder) as listing:
+                entries = list(listing)
+        except OSError as error:
+            if onerror is not None:
+                onerror(error)
+            continue
+        dirs: list[str] = []
+        files: list[str] = []
+        for entry in entries:
+            try:
+                is_dir = entry.is_dir()
+            except OSError:
+                is_dir = False
+            (dirs if is_dir else files).append(entry.name)
+        yield folder, dirs, files
+        for name in reversed(dirs):  # popped in the order listed, as os.walk goes
+            path = os.path.join(folder, name)
+            if not os.path.islink(path):
+                pending.append(path)
 
 
 class HostWalk:
@@ -32,8 +68,7 @@ class HostWalk:
         narrowing the yielded `dirs` keeps the walk out of them."""
         for root in roots:
             # Symlinks are never followed: they could lead the search, and what it does, elsewhere.
-            walk = os.walk(root, onerror=self._failed, followlinks=False)
-            for count, (folder, dirs, files) in enumerate(walk):
+            for count, (folder, dirs, files) in enumerate(walk(root, self._failed)):
                 if count >= self.max_folders:
                     self.too_big.append(str(root))
                     break

@@ -1,5 +1,5 @@
-"""Review 5 (hostile, of `dispatch run`'s head start and the run path around it), with the
-real engine. Each test failed before its fix:
+"""Reviews 5 and 6 (hostile, of `dispatch run`'s head start and the run path around it), with
+the real engine. Each test failed before its fix:
 
 - a head start's container killed, or started long, before its task is claimed was handed
   over all the same (the task failed, or its sandbox's deadline came before its timeout);
@@ -243,3 +243,30 @@ def test_a_task_refused_at_submission_refuses_the_run_before_anything_runs(
     assert "Traceback" not in done.stderr
     assert f"{tasks}:5: task 'second': timeout_s 1e+06 is above the limit" in done.stderr
     assert not (work / "ran").exists(), "a task ran although the run was refused"
+
+
+# Review 6 (of the fixes above): two more ways a run died with a traceback.
+
+
+def test_a_folder_named_through_a_symlink_is_granted_as_the_folder_it_is(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "hello").write_text("hi\n")
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    tasks = write(
+        tmp_path / "tasks.yaml",
+        f'tasks:\n  - name: look\n    command: ["ls"]\n    folders: [{{path: {link}, mode: ro}}]\n',
+    )
+    done = dispatch_run(tmp_path, str(tasks), "--json")
+    assert done.returncode == 0, done.stderr
+    # Mounted where it really is, and the command runs there.
+    assert json.loads(done.stdout)["tasks"][0]["output"] == "hello\n"
+
+
+def test_a_nearly_full_data_disk_is_exit_4_before_anything_runs(tmp_path: Path) -> None:
+    tasks = write(tmp_path / "tasks.yaml", 'tasks:\n  - name: a\n    command: ["true"]\n')
+    done = dispatch_run(tmp_path, str(tasks), env={"DISPATCH_MIN_FREE_MB": str(1024 * 1024)})
+    assert done.returncode == 4, done.stderr
+    assert "Traceback" not in done.stderr
+    assert f"{tasks}:2: task 'a':" in done.stderr and "min_free_mb" in done.stderr
