@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from sandbox import SandboxSpec
+from sandbox.host import walk as host_walk
 from sandbox.host.gitplant import GitScanIncomplete, git_entries, quarantine, quarantine_new
 from sandbox.mounts import validate_mount
 from tests.sandbox.conftest import MakeSandbox
@@ -71,16 +71,16 @@ def test_an_unreadable_folder_fails_the_search_after_the_rest_is_made_inert(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     planted = repo(tmp_path / "a" / ".git")
-    real_walk = os.walk
+    real_walk = host_walk.walk
 
     def walk(
-        top: Path, onerror: Callable[[OSError], None], followlinks: bool
+        top: Path, onerror: Callable[[OSError], None]
     ) -> Iterator[tuple[str, list[str], list[str]]]:
         # Root reads every folder: the refusal to list one is simulated.
         onerror(PermissionError(13, "Permission denied", str(tmp_path / "hidden")))
-        yield from real_walk(top, onerror=onerror, followlinks=followlinks)
+        yield from real_walk(top, onerror)
 
-    monkeypatch.setattr("sandbox.host.gitplant.os.walk", walk)
+    monkeypatch.setattr(host_walk, "walk", walk)
     with pytest.raises(GitScanIncomplete, match=r"hidden.*chmod u\+rx.*renamed aside: .*a/\.git"):
         quarantine_new([tmp_path], set())
     assert not planted.exists()
