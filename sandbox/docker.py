@@ -64,8 +64,8 @@ from sandbox.errors import (
     SandboxError,
     SandboxNotRunning,
 )
-from sandbox.host.gitplant import git_entries, quarantine_new
-from sandbox.host.scan import after_exec, git_roots, git_skip
+from sandbox.host.gitplant import git_entries
+from sandbox.host.scan import after_exec, at_stop, git_roots, git_skip
 from sandbox.ownership import sandbox_user
 from sandbox.seccomp import profile_json
 
@@ -257,6 +257,9 @@ class DockerSandbox:
         self._git_known: set[Path] | None = None
         # Repositories the task left after its last command, renamed aside by stop().
         self.git_quarantined_at_stop: tuple[Path, ...] = ()
+        # Setuid/setgid files a daemon of the task made after the last command, stripped then.
+        self.setid_stripped_at_stop: tuple[Path, ...] = ()
+        self._started_at = 0.0  # epoch seconds: files changed since are the task's
         self._deadline_at: float | None = None  # epoch seconds, set when the container is made
         self._stopping = threading.Event()
         # start() and stop() may race (a task cancelled while its sandbox starts): the lock
@@ -355,6 +358,7 @@ class DockerSandbox:
                 # Started already (`dispatch run` starts a task's sandbox ahead of its
                 # runner): a second container would be left behind.
                 return
+            self._started_at = time.time()
             if self.spec.deadline_s is not None:
                 self._deadline_at = time.time() + self.spec.deadline_s
             self._start_egress()
@@ -487,7 +491,6 @@ class DockerSandbox:
         """Run a command, streaming output; a timeout kills every process of the sandbox user."""
         if not command:
             raise ValueError("command is empty; pass at least the program to run")
-        started_at = time.time()
         result = self._exec(
             list(command),
             timeout_s=timeout_s,
@@ -496,7 +499,7 @@ class DockerSandbox:
             output_cap_bytes=output_cap_bytes,
         )
         # None: stop() came meanwhile, and searches itself once the sandbox is gone.
-        return after_exec(result, self.spec, started_at=started_at, git_known=self._git_known)
+        return after_exec(result, self.spec, started_at=self._started_at, git_known=self._git_known)
 
     def _exec(
         self,
@@ -577,8 +580,8 @@ class DockerSandbox:
             if self._git_known is not None:
                 # A daemon of the task may have planted one after the last command's search.
                 known, self._git_known = self._git_known, None
-                self.git_quarantined_at_stop = quarantine_new(
-                    git_roots(self.spec), known, skip=git_skip(self.spec)
+                self.setid_stripped_at_stop, self.git_quarantined_at_stop = at_stop(
+                    self.spec, started_at=self._started_at, git_known=known
                 )
 
     def _remove(self) -> None:

@@ -68,8 +68,8 @@ from sandbox.errors import (
     SandboxError,
     SandboxNotRunning,
 )
-from sandbox.host.gitplant import git_entries, quarantine_new
-from sandbox.host.scan import after_exec, git_roots, git_skip
+from sandbox.host.gitplant import git_entries
+from sandbox.host.scan import after_exec, at_stop, git_roots, git_skip
 from sandbox.mounts import folder_identity
 from sandbox.ownership import sandbox_user
 from sandbox.vm.agent import AgentLink, until_exit
@@ -170,6 +170,9 @@ class LibvirtSandbox:
         self._link: AgentLink | None = None
         self._git_known: set[Path] | None = None
         self.git_quarantined_at_stop: tuple[Path, ...] = ()
+        # Setuid/setgid files a daemon of the task made after the last command, stripped then.
+        self.setid_stripped_at_stop: tuple[Path, ...] = ()
+        self._started_at = 0.0  # epoch seconds: files changed since are the task's
         self._deadline_at: float | None = None
         if accel not in (None, "kvm", "qemu"):
             raise ValueError(f"accel {accel!r}: choose 'kvm', 'qemu' (emulation) or None (detect)")
@@ -295,6 +298,7 @@ class LibvirtSandbox:
                 saved = self._template(plan)
         with self._lifecycle:
             self._check_stopping()
+            self._started_at = time.time()
             if self.spec.deadline_s is not None:
                 self._deadline_at = time.time() + self.spec.deadline_s
             if self.virt is not None:
@@ -617,8 +621,8 @@ class LibvirtSandbox:
             self._remove()
             if self._git_known is not None:
                 known, self._git_known = self._git_known, None
-                self.git_quarantined_at_stop = quarantine_new(
-                    git_roots(self.spec), known, skip=git_skip(self.spec)
+                self.setid_stripped_at_stop, self.git_quarantined_at_stop = at_stop(
+                    self.spec, started_at=self._started_at, git_known=known
                 )
 
     def _remove(self) -> None:
@@ -644,7 +648,6 @@ class LibvirtSandbox:
         """Run a command, streaming output; a timeout kills the command's whole process tree."""
         if not command:
             raise ValueError("command is empty; pass at least the program to run")
-        started_at = time.time()
         result = self._exec(
             list(command),
             timeout_s=timeout_s,
@@ -653,7 +656,7 @@ class LibvirtSandbox:
             output_cap_bytes=output_cap_bytes,
         )
         # None: stop() came meanwhile, and searches itself once the sandbox is gone.
-        return after_exec(result, self.spec, started_at=started_at, git_known=self._git_known)
+        return after_exec(result, self.spec, started_at=self._started_at, git_known=self._git_known)
 
     def _exec(
         self,

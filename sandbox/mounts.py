@@ -185,11 +185,22 @@ def entry_identity(path: Path) -> tuple[int, int]:
 
 
 def _is_plain(path: Path) -> bool:
-    """A real folder or file (no symlink), still there."""
+    """A real folder or file (no symlink), still there.
+
+    Raises:
+        GrantRefused: it cannot be looked at (a task made its folder unsearchable, `chmod
+            444`, so that it would be passed over and left writable).
+    """
     try:
         mode = os.lstat(path).st_mode
-    except OSError:
+    except FileNotFoundError:
         return False
+    except OSError as exc:
+        raise GrantRefused(
+            f"{path} cannot be looked at ({exc.strerror}), so it cannot be protected; make its "
+            "folder searchable again (`chmod u+rx` on it) and check it for changes you did not "
+            "make"
+        ) from None
     return stat.S_ISDIR(mode) or stat.S_ISREG(mode)
 
 
@@ -239,7 +250,7 @@ def git_mounts(
             here = Path(folder)
             # A git folder not named .git (a bare repository, or one kept apart from its work
             # tree with --separate-git-dir): git takes it for one, so it is protected the same.
-            if here != root and is_git_layout({*dirs, *files}, dirs):
+            if here != root and is_git_layout(here, {*dirs, *files}, dirs):
                 path, dirs[:] = here, []
             elif GIT in dirs or GIT in files:
                 path = here / GIT

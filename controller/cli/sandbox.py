@@ -244,10 +244,15 @@ def run(
             prune_vms(everything=False)
         with create(backend, spec, **options) as box:
             result = box.exec(list(command), timeout_s=timeout_s, on_output=_write)
-        # Repositories a daemon of the command made after it ended, renamed aside by stop().
+        # What a daemon of the command left after it ended: renamed aside, stripped by stop().
         late = getattr(box, "git_quarantined_at_stop", ())
-        if late:
-            result = replace(result, git_quarantined=(*result.git_quarantined, *late))
+        late_setid = getattr(box, "setid_stripped_at_stop", ())
+        if late or late_setid:
+            result = replace(
+                result,
+                git_quarantined=(*result.git_quarantined, *late),
+                setid_stripped=(*result.setid_stripped, *late_setid),
+            )
     except PolicyInvalid as exc:
         _fail(str(exc), ExitCode.USAGE)
     except EngineUnavailable as exc:

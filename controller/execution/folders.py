@@ -203,11 +203,25 @@ def _nested_grants(
         sub = Mount(grant.path, read_only=grant.read_only, identity=folder_identity(grant.path))
         placed.append(sub)
         extra.append(sub)
-        for pin in grant.path.parents:
-            if pin == above.host or pin in pins:
-                break
-            pins[pin] = Mount(pin, read_only=above.read_only, identity=folder_identity(pin))
+        _pin(grant.path, above, pins)
+    # The same for a folder the task named inside another it named read-write, with another
+    # mode: moved along with a renamed parent, it would leave its old path to the task, and
+    # the searches after each command pass over that path (they skip the other mounts).
+    for mount in named:
+        around = [m for m in named if m.host != mount.host and _inside(m.host, mount.host)]
+        if around:
+            above = max(around, key=lambda m: _depth(m.host))
+            if not above.read_only and mount.read_only:
+                _pin(mount.host, above, pins)
     return extra, list(pins.values())
+
+
+def _pin(inner: Path, above: Mount, pins: dict[Path, Mount]) -> None:
+    """Pin every folder between `inner` and the mount `above` it (see `_nested_grants`)."""
+    for pin in inner.parents:
+        if pin == above.host or pin in pins:
+            break
+        pins[pin] = Mount(pin, read_only=above.read_only, identity=folder_identity(pin))
 
 
 def _user(writable: Sequence[Mount], named: Sequence[Mount], settings: Settings) -> tuple[int, int]:

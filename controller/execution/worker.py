@@ -42,6 +42,7 @@ from controller.store.tasks import TaskStore, shutdown_reason
 from sandbox import ExecResult, Network, Outcome, Sandbox, SandboxSpec, Stream
 from sandbox.egress import EgressRecord
 from sandbox.host.gitplant import GitScanIncomplete
+from sandbox.host.setid import SetidScanIncomplete
 
 if TYPE_CHECKING:
     from computer_use.agent.loop import AgentResult
@@ -429,14 +430,20 @@ class Runner:
             if box is not None:
                 try:
                     box.stop()
-                except GitScanIncomplete as exc:  # the task's folders could not all be searched
+                except (GitScanIncomplete, SetidScanIncomplete) as exc:
+                    # The task's folders could not all be searched.
                     result, error = None, f"the sandbox failed: {exc}"
                 except Exception:  # docker-py lets a lost connection through unwrapped
                     log.exception("could not remove the sandbox of task %s", task.id)
-                # Repositories a daemon of the task planted after its command ended.
+                # What a daemon of the task left after its command ended.
                 late = getattr(box, "git_quarantined_at_stop", ())
-                if late and result is not None:
-                    result = replace(result, git_quarantined=(*result.git_quarantined, *late))
+                late_setid = getattr(box, "setid_stripped_at_stop", ())
+                if (late or late_setid) and result is not None:
+                    result = replace(
+                        result,
+                        git_quarantined=(*result.git_quarantined, *late),
+                        setid_stripped=(*result.setid_stripped, *late_setid),
+                    )
         if unreachable is not None and not handle.cancelled:
             self._wait_for_engine(handle, unreachable)
             return

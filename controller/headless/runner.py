@@ -44,6 +44,7 @@ from controller.execution.folders import check_folders, plan_folders
 from controller.execution.spec import command_spec
 from controller.headless.headstart import HeadStart
 from controller.headless.taskfile import FileTask, TaskFile
+from controller.headless.writes import planted_link
 from controller.settings import FolderGrant, Settings
 from sandbox import EngineUnavailable, ImageMissing, Network, SandboxError
 
@@ -156,13 +157,28 @@ def run_settings(
     timeout_s: float | None,
 ) -> Settings:
     """The controller's settings for this run: the task file's folders are its grants."""
+    named = [
+        (Path(os.path.abspath(os.path.expanduser(folder.path))), folder.mode)
+        for task in taskfile.tasks
+        for folder in task.body.folders
+    ]
+    writable = [Path(os.path.realpath(path)) for path, mode in named if mode == "rw"]
     grants: dict[Path, str] = {}
-    for task in taskfile.tasks:
-        for folder in task.body.folders:
-            # Resolved once, here, as the config file's grants are when loaded: a folder named
-            # through a symlink is granted as the folder it is now.
-            path = Path(os.path.realpath(os.path.expanduser(folder.path)))
-            grants[path] = "rw" if folder.mode == "rw" else grants.get(path, "ro")
+    for path, mode in named:
+        # Resolved once, here, as the config file's grants are when loaded: a folder named
+        # through a symlink is granted as the folder it is now; but not through a symlink a
+        # task could have left (in a workspace kept from an earlier run) to move the grant.
+        planted = planted_link(path, writable)
+        if planted is not None:
+            link, root = planted
+            raise RunError(
+                f"{taskfile.path}: folder {path} is named through the symlink {link}, in {root}, "
+                "a folder this task file grants read-write (a task could have made it); name "
+                "the folder itself, or remove the link",
+                RunExit.CONFIG,
+            )
+        real = Path(os.path.realpath(path))
+        grants[real] = "rw" if mode == "rw" else grants.get(real, "ro")
     settings = replace(
         base,
         # No device can subscribe to Web Push without the HTTP server, so a run has nobody to

@@ -81,14 +81,34 @@ class Writer:
         return folder
 
     def _refuse_link(self, link: Path) -> None:
-        where = Path(os.path.realpath(link.parent))
-        for root in self.writable:
-            if where == root or root in where.parents:
-                raise UnsafePath(
-                    f"{link} is a symlink in {root}, a folder the run's tasks could write; "
-                    "nothing was written through it. Remove the link, or write the report and "
-                    "the artifacts outside the tasks' read-write folders"
-                )
+        root = link_maker(link, self.writable)
+        if root is not None:
+            raise UnsafePath(
+                f"{link} is a symlink in {root}, a folder the run's tasks could write; "
+                "nothing was written through it. Remove the link, or write the report and "
+                "the artifacts outside the tasks' read-write folders"
+            )
+
+
+def link_maker(link: Path, writable: Iterable[Path]) -> Path | None:
+    """The folder of `writable` (real paths) a task could have made the symlink `link` in."""
+    where = Path(os.path.realpath(link.parent))
+    for root in writable:
+        if where == root or root in where.parents:
+            return root
+    return None
+
+
+def planted_link(path: Path, writable: Iterable[Path]) -> tuple[Path, Path] | None:
+    """The first symlink on the way to `path` that a task could have made, and where."""
+    path = Path(os.path.abspath(path))
+    roots = tuple(writable)
+    for step in (*reversed(path.parents), path):
+        if step.is_symlink():
+            root = link_maker(step, roots)
+            if root is not None:
+                return step, root
+    return None
 
 
 def _remove_tree(root: Path) -> None:

@@ -36,12 +36,18 @@ class GitScanIncomplete(SandboxError):
     """Part of a read-write folder could not be searched for planted repositories."""
 
 
-def is_git_layout(names: Collection[str], dirs: Collection[str]) -> bool:
-    """Whether a folder holding `names` (of which `dirs` are folders) is a git folder to git."""
+def is_git_layout(folder: Path, names: Collection[str], dirs: Collection[str]) -> bool:
+    """Whether `folder`, holding `names` (of which `dirs` are folders, symlinks to folders
+    among them), may be a git folder to git.
+
+    As wide as git's own test (setup.c, is_git_directory): `HEAD` a file or any symlink (to a
+    folder too: git only reads where it points), and `objects` and `refs` present whatever they
+    are (git checks them with access(X_OK), which an executable file passes), or a `commondir`.
+    """
     return (
         HEAD in names
-        and HEAD not in dirs
-        and ("commondir" in names or ("objects" in dirs and "refs" in dirs))
+        and (HEAD not in dirs or os.path.islink(folder / HEAD))
+        and ("commondir" in names or ("objects" in names and "refs" in names))
     )
 
 
@@ -69,7 +75,7 @@ def _scan(
     found: set[Path] = set()
     walk = HostWalk(max_folders)
     for here, dirs, files in walk.folders(roots):
-        if is_git_layout({*dirs, *files}, dirs):
+        if is_git_layout(here, {*dirs, *files}, dirs):
             found.add(here)
             dirs[:] = []
             continue

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from sandbox.base import ExecResult, SandboxSpec
 from sandbox.host.gitplant import quarantine_new
-from sandbox.host.setid import strip_setid
+from sandbox.host.setid import SetidScanIncomplete, strip_setid
 
 
 def git_roots(spec: SandboxSpec) -> list[Path]:
@@ -38,8 +38,9 @@ def after_exec(
     started_at: float,
     git_known: Collection[Path] | None,
 ) -> ExecResult:
-    """`result` with what the scans stripped and renamed aside (`git_known`: the repositories
-    there before; None when the sandbox is stopping, and its stop() searches itself)."""
+    """`result` with what the scans stripped and renamed aside (`started_at`: when the sandbox
+    started, so a file a daemon of the task made between commands counts too; `git_known`: the
+    repositories there before; None when the sandbox is stopping, and its stop() searches)."""
     writable = [m.host for m in spec.mounts if not m.read_only]
     if not writable:
         return result
@@ -50,3 +51,26 @@ def after_exec(
     if stripped or planted:
         return replace(result, setid_stripped=stripped, git_quarantined=planted)
     return result
+
+
+def at_stop(
+    spec: SandboxSpec, *, started_at: float, git_known: Collection[Path]
+) -> tuple[tuple[Path, ...], tuple[Path, ...]]:
+    """Both scans once the sandbox is gone, for what a daemon of the task left after the last
+    command: the setuid files stripped, the repositories renamed aside.
+
+    Raises:
+        SetidScanIncomplete, GitScanIncomplete: a folder could not all be searched; both scans
+            ran all the same.
+    """
+    writable = [m.host for m in spec.mounts if not m.read_only]
+    stripped: tuple[Path, ...] = ()
+    unfinished: SetidScanIncomplete | None = None
+    try:
+        stripped = strip_setid(writable, since=started_at, skip={m.host for m in spec.mounts})
+    except SetidScanIncomplete as exc:
+        stripped, unfinished = exc.stripped, exc
+    planted = quarantine_new(git_roots(spec), git_known, skip=git_skip(spec))
+    if unfinished is not None:
+        raise unfinished
+    return stripped, planted

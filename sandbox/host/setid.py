@@ -71,7 +71,8 @@ def strip_setid(
             path = here / name
             try:
                 info = os.lstat(path)
-            except OSError:
+            except OSError as exc:  # unsearchable, or a path too long: not searched, say so
+                walk.could_not_read(exc)
                 continue
             if (
                 stat.S_ISREG(info.st_mode)

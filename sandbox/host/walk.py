@@ -25,29 +25,36 @@ def walk(
     symlink to a folder is listed among the folders but not entered, and the caller may narrow
     the yielded folder names to keep the walk out of some.
     """
-    pending = [os.fspath(top)]
-    while pending:
-        folder = pending.pop()
-        try:
-            with os.scandir(folder) as listing:
-                entries = list(listing)
-        except OSError as error:
-            if onerror is not None:
-                onerror(error)
+    # One frame per level of the folder being searched: its path, and the names of its
+    # subfolders not yet entered (names, not paths, as os.walk keeps them).
+    frames: list[tuple[str, Iterator[str]]] = [("", iter([os.fspath(top)]))]
+    while frames:
+        parent, names = frames[-1]
+        name = next(names, None)
+        if name is None:
+            frames.pop()
+            continue
+        folder = os.path.join(parent, name) if parent else name
+        if parent and os.path.islink(folder):
             continue
         dirs: list[str] = []
         files: list[str] = []
-        for entry in entries:
-            try:
-                is_dir = entry.is_dir()
-            except OSError:
-                is_dir = False
-            (dirs if is_dir else files).append(entry.name)
+        try:
+            # One entry at a time, keeping names only: an entry holds its whole path, and a
+            # task can make a folder of a great many, under a path of thousands of characters.
+            with os.scandir(folder) as listing:
+                for entry in listing:
+                    try:
+                        is_dir = entry.is_dir()
+                    except OSError:
+                        is_dir = False
+                    (dirs if is_dir else files).append(entry.name)
+        except OSError as error:  # listing it, or part way through: not searched, say so
+            if onerror is not None:
+                onerror(error)
+            continue
         yield folder, dirs, files
-        for name in reversed(dirs):  # popped in the order listed, as os.walk goes
-            path = os.path.join(folder, name)
-            if not os.path.islink(path):
-                pending.append(path)
+        frames.append((folder, iter(dirs)))  # as the caller left it: it may prune it
 
 
 class HostWalk:
@@ -58,8 +65,8 @@ class HostWalk:
         self.unreadable: list[str] = []
         self.too_big: list[str] = []
 
-    def _failed(self, error: OSError) -> None:
-        # Gone since it was listed (or the whole folder gone): nothing left in it to search.
+    def could_not_read(self, error: OSError) -> None:
+        """Note a folder or entry the search could not read (one gone since is no matter)."""
         if not isinstance(error, FileNotFoundError):
             self.unreadable.append(f"{error.filename} ({error.strerror})")
 
@@ -68,7 +75,7 @@ class HostWalk:
         narrowing the yielded `dirs` keeps the walk out of them."""
         for root in roots:
             # Symlinks are never followed: they could lead the search, and what it does, elsewhere.
-            for count, (folder, dirs, files) in enumerate(walk(root, self._failed)):
+            for count, (folder, dirs, files) in enumerate(walk(root, self.could_not_read)):
                 if count >= self.max_folders:
                     self.too_big.append(str(root))
                     break
