@@ -259,7 +259,9 @@ class DockerSandbox:
         self.git_quarantined_at_stop: tuple[Path, ...] = ()
         # Setuid/setgid files a daemon of the task made after the last command, stripped then.
         self.setid_stripped_at_stop: tuple[Path, ...] = ()
-        self._started_at = 0.0  # epoch seconds: files changed since are the task's
+        # Epoch seconds, once started: a setuid file changed since is the task's (nothing of the
+        # task's runs before start() returns; the person's files from just before are not).
+        self._started_at = 0.0
         self._deadline_at: float | None = None  # epoch seconds, set when the container is made
         self._stopping = threading.Event()
         # start() and stop() may race (a task cancelled while its sandbox starts): the lock
@@ -358,7 +360,6 @@ class DockerSandbox:
                 # Started already (`dispatch run` starts a task's sandbox ahead of its
                 # runner): a second container would be left behind.
                 return
-            self._started_at = time.time()
             if self.spec.deadline_s is not None:
                 self._deadline_at = time.time() + self.spec.deadline_s
             self._start_egress()
@@ -372,6 +373,7 @@ class DockerSandbox:
             self._start_relay()
             # What is there before anything of the task's runs: the repositories it may keep.
             self._git_known = git_entries(git_roots(self.spec), skip=git_skip(self.spec))
+            self._started_at = time.time()
         except SandboxError:
             self.stop()
             raise

@@ -172,7 +172,9 @@ class LibvirtSandbox:
         self.git_quarantined_at_stop: tuple[Path, ...] = ()
         # Setuid/setgid files a daemon of the task made after the last command, stripped then.
         self.setid_stripped_at_stop: tuple[Path, ...] = ()
-        self._started_at = 0.0  # epoch seconds: files changed since are the task's
+        # Epoch seconds, once started: a setuid file changed since is the task's (nothing of the
+        # task's runs before start() returns; the person's files from just before are not).
+        self._started_at = 0.0
         self._deadline_at: float | None = None
         if accel not in (None, "kvm", "qemu"):
             raise ValueError(f"accel {accel!r}: choose 'kvm', 'qemu' (emulation) or None (detect)")
@@ -298,7 +300,6 @@ class LibvirtSandbox:
                 saved = self._template(plan)
         with self._lifecycle:
             self._check_stopping()
-            self._started_at = time.time()
             if self.spec.deadline_s is not None:
                 self._deadline_at = time.time() + self.spec.deadline_s
             if self.virt is not None:
@@ -311,6 +312,7 @@ class LibvirtSandbox:
                 self._link = self._connect_agent(plan, BOOT_TIMEOUT_S)
             self._prepare_guest(plan)
             self._git_known = git_entries(git_roots(self.spec), skip=git_skip(self.spec))
+            self._started_at = time.time()
         except SandboxError:
             self.stop()
             raise
