@@ -68,8 +68,9 @@ from sandbox.errors import (
     SandboxError,
     SandboxNotRunning,
 )
-from sandbox.host.gitplant import git_entries
+from sandbox.host.gitplant import GitScanIncomplete, Identity, git_entries
 from sandbox.host.scan import after_exec, at_stop, git_roots, git_skip
+from sandbox.host.setid import SetidScanIncomplete
 from sandbox.mounts import folder_identity
 from sandbox.ownership import sandbox_user
 from sandbox.vm.agent import AgentLink, until_exit
@@ -168,10 +169,13 @@ class LibvirtSandbox:
             )
         self._domain: libvirt.virDomain | None = None
         self._link: AgentLink | None = None
-        self._git_known: set[Path] | None = None
+        self._git_known: dict[Path, Identity] | None = None
         self.git_quarantined_at_stop: tuple[Path, ...] = ()
         # Setuid/setgid files a daemon of the task made after the last command, stripped then.
         self.setid_stripped_at_stop: tuple[Path, ...] = ()
+        # What those searches could not finish, kept for whoever stops it next (a cancel stops
+        # it from another thread, and the runner's own stop() then has nothing left to do).
+        self.scan_problem_at_stop: str | None = None
         # Epoch seconds, once started: a setuid file changed since is the task's (nothing of the
         # task's runs before start() returns; the person's files from just before are not).
         self._started_at = 0.0
@@ -623,9 +627,13 @@ class LibvirtSandbox:
             self._remove()
             if self._git_known is not None:
                 known, self._git_known = self._git_known, None
-                self.setid_stripped_at_stop, self.git_quarantined_at_stop = at_stop(
-                    self.spec, started_at=self._started_at, git_known=known
-                )
+                try:
+                    self.setid_stripped_at_stop, self.git_quarantined_at_stop = at_stop(
+                        self.spec, started_at=self._started_at, git_known=known
+                    )
+                except (SetidScanIncomplete, GitScanIncomplete) as exc:
+                    self.scan_problem_at_stop = str(exc)
+                    raise
 
     def _remove(self) -> None:
         if self._link is not None:

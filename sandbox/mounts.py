@@ -240,6 +240,15 @@ def git_mounts(
                 f"read-write folder {root} is inside a git folder, whose hooks and config run "
                 "on the host; ask for it read-only, or set git_writable = true on its grant"
             )
+        for above in (root, *root.parents):  # a bare repository has no .git to show it
+            if _is_git_folder(above) and not git_writable(root):
+                where = "is" if above == root else "is inside"
+                raise GrantRefused(
+                    f"read-write folder {root} {where} the git folder {above} (a bare "
+                    "repository, or one kept apart from its work tree), whose hooks and config "
+                    "run on the host; ask for it read-only, or set git_writable = true on its "
+                    "grant"
+                )
         for count, (folder, dirs, files) in enumerate(walk(root, _unreadable)):
             if count >= limit:
                 raise GrantRefused(
@@ -265,6 +274,15 @@ def git_mounts(
                     found.append(Mount(pin, read_only=False, identity=folder_identity(pin)))
             dirs[:] = [d for d in dirs if d != GIT and here / d not in skip]
     return tuple(found)
+
+
+def _is_git_folder(folder: Path) -> bool:
+    try:
+        with os.scandir(folder) as listing:
+            entries = [(e.name, e.is_dir()) for e in listing]
+    except OSError:
+        return False  # git, as its user, cannot read it either
+    return is_git_layout(folder, {n for n, _ in entries}, {n for n, d in entries if d})
 
 
 def _unreadable(error: OSError) -> None:

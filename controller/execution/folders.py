@@ -143,6 +143,13 @@ def _plan(
                 git_writable=lambda p: _git_writable(p, settings.folders),
                 skip={m.host for m in placed},
             )
+        hosts = [m.host for m in (*placed, *git)]
+        twice = sorted({h for h in hosts if hosts.count(h) > 1})
+        if twice:  # which of two mounts wins differs between backends: never leave it to them
+            raise GrantRefused(
+                f"the folders of this task would mount {', '.join(map(str, twice))} twice; name "
+                "fewer nested folders, or report this plan as a bug"
+            )
     except GrantRefused as exc:
         raise FolderNotGranted(str(exc)) from None
     return FolderPlan(
@@ -203,25 +210,29 @@ def _nested_grants(
         sub = Mount(grant.path, read_only=grant.read_only, identity=folder_identity(grant.path))
         placed.append(sub)
         extra.append(sub)
-        _pin(grant.path, above, pins)
-    # The same for a folder the task named inside another it named read-write, with another
-    # mode: moved along with a renamed parent, it would leave its old path to the task, and
-    # the searches after each command pass over that path (they skip the other mounts).
+        _pin(grant.path, above, pins, placed)
+    # The same for a folder the task named inside another it named read-write, whatever their
+    # modes: moved along with a renamed parent, it would leave its old path to the task, where
+    # the searches after each command pass over (they skip the other mounts) and where a
+    # repository the task makes is taken for the one that was there.
     for mount in named:
         around = [m for m in named if m.host != mount.host and _inside(m.host, mount.host)]
         if around:
             above = max(around, key=lambda m: _depth(m.host))
-            if not above.read_only and mount.read_only:
-                _pin(mount.host, above, pins)
+            if not above.read_only:
+                _pin(mount.host, above, pins, placed)
     return extra, list(pins.values())
 
 
-def _pin(inner: Path, above: Mount, pins: dict[Path, Mount]) -> None:
-    """Pin every folder between `inner` and the mount `above` it (see `_nested_grants`)."""
+def _pin(inner: Path, above: Mount, pins: dict[Path, Mount], placed: Sequence[Mount]) -> None:
+    """Pin every folder between `inner` and the mount `above` it (see `_nested_grants`), each
+    with the mode of the deepest mount over it, up to the first folder mounted already."""
+    mounted = {m.host for m in placed}
     for pin in inner.parents:
-        if pin == above.host or pin in pins:
+        if pin == above.host or pin in pins or pin in mounted:
             break
-        pins[pin] = Mount(pin, read_only=above.read_only, identity=folder_identity(pin))
+        cover = max((m for m in placed if _inside(m.host, pin)), key=lambda m: _depth(m.host))
+        pins[pin] = Mount(pin, read_only=cover.read_only, identity=folder_identity(pin))
 
 
 def _user(writable: Sequence[Mount], named: Sequence[Mount], settings: Settings) -> tuple[int, int]:

@@ -153,6 +153,7 @@ class Handle:
         self.disk_low: LowSpace | None = None
         self.timed_out = False  # an agent task past its timeout_s
         self.lost_chars = 0  # output that could not be stored, not even as a marker
+        self.scan_problem: str | None = None  # what the searches at its sandbox's stop missed
         self._box: Sandbox | None = None
         self._lock = threading.Lock()
 
@@ -435,6 +436,10 @@ class Runner:
                     result, error = None, f"the sandbox failed: {exc}"
                 except Exception:  # docker-py lets a lost connection through unwrapped
                     log.exception("could not remove the sandbox of task %s", task.id)
+                problem = getattr(box, "scan_problem_at_stop", None)
+                if problem is not None:  # also when a cancel's stop() met it first
+                    handle.scan_problem = problem
+                    result, error = None, f"the sandbox failed: {problem}"
                 # What a daemon of the task left after its command ended.
                 late = getattr(box, "git_quarantined_at_stop", ())
                 late_setid = getattr(box, "setid_stripped_at_stop", ())
@@ -608,13 +613,15 @@ class Runner:
     def _finish(self, handle: Handle, result: ExecResult | None, error: str | None) -> None:
         task = handle.task
         exit_code = result.exit_code if result else None
+        # A task stopped early still says what the searches of its folders could not finish.
+        missed = f"; and {handle.scan_problem}" if handle.scan_problem else ""
         if handle.cancelled:
             self._end(
                 handle,
                 TaskStatus.CANCELLED,
                 exit_code=exit_code,
                 outcome=Outcome.STOPPED.value,
-                reason="cancelled while running; its sandbox was removed",
+                reason=f"cancelled while running; its sandbox was removed{missed}",
             )
         elif handle.disk_low is not None:
             self._end(
@@ -623,7 +630,7 @@ class Runner:
                 exit_code=exit_code,
                 outcome=Outcome.STOPPED.value,
                 reason=f"stopped: disk nearly full ({handle.disk_low.describe()}); free some "
-                f"space and run `dispatch retry {task.id}`",
+                f"space and run `dispatch retry {task.id}`{missed}",
             )
         elif handle.interrupted:
             self._end(
@@ -631,7 +638,7 @@ class Runner:
                 TaskStatus.INTERRUPTED,
                 exit_code=exit_code,
                 outcome=Outcome.STOPPED.value,
-                reason=shutdown_reason(task.id),
+                reason=shutdown_reason(task.id) + missed,
             )
         elif result is None:
             self._end(handle, TaskStatus.FAILED, reason=error)

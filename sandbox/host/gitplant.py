@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 
 from sandbox.errors import SandboxError
@@ -56,8 +56,9 @@ def git_entries(
     *,
     skip: Collection[Path] = (),
     max_folders: int = MAX_SCAN_FOLDERS,
-) -> set[Path]:
-    """Every `.git` entry and git-folder layout under `roots`, without entering either.
+) -> dict[Path, Identity]:
+    """Every `.git` entry and git-folder layout under `roots`, without entering either, with
+    what each is (a task may replace one that was there with its own, at the same path).
 
     Raises:
         GitScanIncomplete: a folder could not be read, or a root holds too many folders.
@@ -65,7 +66,19 @@ def git_entries(
     found, problem = _scan(roots, skip, max_folders)
     if problem:
         raise GitScanIncomplete(problem)
-    return found
+    return {path: identity(path) for path in found}
+
+
+# What an entry is: its device, inode and file type (None: gone).
+Identity = tuple[int, int, int] | None
+
+
+def identity(path: Path) -> Identity:
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino, stat.S_IFMT(info.st_mode)
 
 
 def _scan(
@@ -136,9 +149,10 @@ def _rename_aside(name: str, dir_fd: int) -> str:
 
 
 def quarantine_new(
-    roots: Iterable[Path], known: Collection[Path], *, skip: Collection[Path] = ()
+    roots: Iterable[Path], known: Mapping[Path, Identity], *, skip: Collection[Path] = ()
 ) -> tuple[Path, ...]:
-    """Rename aside every entry under `roots` not in `known` (those there at the start).
+    """Rename aside every entry under `roots` not in `known` (those there at the start, by
+    path and by what they are: one replaced since is new).
 
     Returns the entries found, as they were named.
 
@@ -149,7 +163,7 @@ def quarantine_new(
     found, problem = _scan(roots, skip, MAX_SCAN_FOLDERS)
     made_inert: list[Path] = []
     failed: list[str] = []
-    for path in sorted(found - set(known)):
+    for path in sorted(p for p in found if p not in known or identity(p) != known[p]):
         try:
             moved = quarantine(path)
         except OSError as exc:

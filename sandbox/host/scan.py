@@ -8,12 +8,12 @@ run on the host, whatever isolated the command, so the Docker and libvirt backen
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 
 from sandbox.base import ExecResult, SandboxSpec
-from sandbox.host.gitplant import quarantine_new
+from sandbox.host.gitplant import Identity, quarantine_new
 from sandbox.host.setid import SetidScanIncomplete, strip_setid
 
 
@@ -36,7 +36,7 @@ def after_exec(
     spec: SandboxSpec,
     *,
     started_at: float,
-    git_known: Collection[Path] | None,
+    git_known: Mapping[Path, Identity] | None,
 ) -> ExecResult:
     """`result` with what the scans stripped and renamed aside (`started_at`: when the sandbox
     started, so a file a daemon of the task made between commands counts too; `git_known`: the
@@ -54,7 +54,7 @@ def after_exec(
 
 
 def at_stop(
-    spec: SandboxSpec, *, started_at: float, git_known: Collection[Path]
+    spec: SandboxSpec, *, started_at: float, git_known: Mapping[Path, Identity]
 ) -> tuple[tuple[Path, ...], tuple[Path, ...]]:
     """Both scans once the sandbox is gone, for what a daemon of the task left after the last
     command: the setuid files stripped, the repositories renamed aside.

@@ -53,7 +53,7 @@ def test_a_symlink_named_git_is_renamed_not_followed(tmp_path: Path) -> None:
     rw = tmp_path / "rw"
     rw.mkdir()
     (rw / ".git").symlink_to(target)
-    assert quarantine_new([rw], set()) == (rw / ".git",)
+    assert quarantine_new([rw], {}) == (rw / ".git",)
     assert (rw / ".git.dispatch-quarantine-1").is_symlink() and (target / "HEAD").exists()
 
 
@@ -82,7 +82,7 @@ def test_an_unreadable_folder_fails_the_search_after_the_rest_is_made_inert(
 
     monkeypatch.setattr(host_walk, "walk", walk)
     with pytest.raises(GitScanIncomplete, match=r"hidden.*chmod u\+rx.*renamed aside: .*a/\.git"):
-        quarantine_new([tmp_path], set())
+        quarantine_new([tmp_path], {})
     assert not planted.exists()
 
 

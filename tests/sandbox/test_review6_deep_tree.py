@@ -65,7 +65,7 @@ def test_the_walk_goes_as_os_walk_goes_and_reaches_the_bottom(work: Path, tmp_pa
 
 
 def test_a_planted_repository_beside_a_deep_chain_is_renamed_aside(work: Path) -> None:
-    quarantine_new([work], known=())
+    quarantine_new([work], known={})
     assert not (work / "sub" / ".git").exists()
     assert [p.name for p in (work / "sub").iterdir()] == [".git.dispatch-quarantine-1"]
 
