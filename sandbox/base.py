@@ -76,6 +76,9 @@ class SandboxSpec:
     # Folders where the task may make git repositories (grants with git_writable): elsewhere in
     # a read-write folder, a repository that was not there at the start is renamed aside.
     git_writable: tuple[Path, ...] = ()
+    # Folders inside those where git is protected again (the deepest grant decides): searched
+    # for new repositories all the same.
+    git_protected: tuple[Path, ...] = ()
     # Network ALLOWLIST: the domains (`example.com`, `*.example.com`, either with `:port`) the
     # sandbox may reach, and names mapped to addresses the owner allows (like curl --resolve).
     allow: tuple[str, ...] = ()

@@ -265,7 +265,8 @@ def git_mounts(
                 path = here / GIT
             else:
                 path = None
-            if path is not None and _is_plain(path) and not git_writable(path):
+            # One the task named itself is mounted already, with the mode it asked for.
+            if path is not None and path not in skip and _is_plain(path) and not git_writable(path):
                 found.append(Mount(path, read_only=True, identity=entry_identity(path)))
                 for pin in path.parents:
                     if pin == root or root not in pin.parents or pin in pinned:

@@ -331,6 +331,8 @@ class AgentJob:
             labels={"dispatch.task": str(self.task.id)},
             user=self.plan.user,
             deadline_s=self.task.timeout_s + DEADLINE_GRACE_S,
+            git_writable=self.plan.git_writable,
+            git_protected=self.plan.git_protected,
         )
         box = self.factory(backend_of(self.task, self.settings), spec)
         watch_egress = getattr(box, "watch_egress", None)

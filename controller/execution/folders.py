@@ -35,6 +35,8 @@ class FolderPlan:
     user: tuple[int, int] | None
     # Grants whose git folders the task may write, and so make (SandboxSpec.git_writable).
     git_writable: tuple[Path, ...] = ()
+    # Grants without git_writable inside one with it (SandboxSpec.git_protected).
+    git_protected: tuple[Path, ...] = ()
 
 
 def _inside(root: Path, path: Path) -> bool:
@@ -157,6 +159,12 @@ def _plan(
         mounts=(*placed, *git),
         user=user,
         git_writable=tuple(g.path for g in settings.folders if g.git_writable),
+        git_protected=tuple(
+            g.path
+            for g in settings.folders
+            if not g.git_writable
+            and any(w.git_writable and w.path in g.path.parents for w in settings.folders)
+        ),
     )
 
 

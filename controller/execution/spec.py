@@ -34,6 +34,7 @@ def command_spec(
         # Kept by the sandbox itself: it stops even if this controller is killed meanwhile.
         deadline_s=timeout_s + DEADLINE_GRACE_S,
         git_writable=plan.git_writable,
+        git_protected=plan.git_protected,
         allow=allow,
         resolve=settings.network_resolve,
     )

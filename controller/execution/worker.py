@@ -20,9 +20,9 @@ import codecs
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -63,6 +63,55 @@ ENGINE_NAMES = {"docker": "the Docker engine", "libvirt": "libvirtd"}
 
 def lost_output_marker(chars: int) -> str:
     return f"\n[dispatch: {chars} characters of output were lost here: the disk was full]\n"
+
+
+@dataclass(frozen=True)
+class StopFindings:
+    """What the searches at the stop of a task's sandboxes did, or could not finish."""
+
+    problem: str | None = None
+    quarantined: tuple[Path, ...] = ()
+    stripped: tuple[Path, ...] = ()
+
+    def said(self) -> str:
+        """ "; ..." naming all of it; empty when there is nothing to say."""
+        parts = [f"; and {self.problem}"] if self.problem else []
+        if self.quarantined:
+            parts.append(
+                "; it left git repositories where git is protected, renamed aside: "
+                + ", ".join(map(str, self.quarantined))
+            )
+        if self.stripped:
+            parts.append(
+                "; it left setuid/setgid files, their bits removed: "
+                + ", ".join(map(str, self.stripped))
+            )
+        return "".join(parts)
+
+    def failure(self) -> str | None:
+        """The task's reason to fail on account of it, or None."""
+        said = self.said()
+        return f"the sandbox failed at its stop{said}" if said else None
+
+
+def _at_stop(boxes: Iterable[Sandbox]) -> StopFindings:
+    problems: list[str] = []
+    quarantined: list[Path] = []
+    stripped: list[Path] = []
+    for box in boxes:
+        problem = getattr(box, "scan_problem_at_stop", None)
+        if problem:
+            problems.append(problem)
+        quarantined += getattr(box, "git_quarantined_at_stop", ())
+        stripped += getattr(box, "setid_stripped_at_stop", ())
+    return StopFindings("; ".join(problems) or None, tuple(quarantined), tuple(stripped))
+
+
+def _left_behind(result: ExecResult | None) -> str:
+    """ "; ..." naming what the searches found after a command stopped early, or ""."""
+    if result is None:
+        return ""
+    return StopFindings(quarantined=result.git_quarantined, stripped=result.setid_stripped).said()
 
 
 class OutputRecorder:
@@ -154,6 +203,7 @@ class Handle:
         self.timed_out = False  # an agent task past its timeout_s
         self.lost_chars = 0  # output that could not be stored, not even as a marker
         self.scan_problem: str | None = None  # what the searches at its sandbox's stop missed
+        self.boxes: list[Sandbox] = []  # every sandbox it had (an agent task may have two)
         self._box: Sandbox | None = None
         self._lock = threading.Lock()
 
@@ -161,6 +211,7 @@ class Handle:
         """Remember the sandbox; False when the task was already killed."""
         with self._lock:
             self._box = box
+            self.boxes.append(box)
             return not self.stopping
 
     @property
@@ -510,23 +561,28 @@ class Runner:
                 tokens_out=result.tokens_out,
                 cost_usd=result.cost_usd,
             )
+        # What the searches at its sandboxes' stop found or could not finish (the agent's
+        # tools closed them): as for a command task, it does not end well then.
+        stopped = _at_stop(handle.boxes)
+        handle.scan_problem = handle.scan_problem or stopped.problem
         if handle.timed_out and not handle.cancelled:
             self._end(
                 handle,
                 TaskStatus.FAILED,
                 outcome=Outcome.TIMED_OUT.value,
-                reason=f"timed out after {task.timeout_s:g} s; retry with a larger timeout_s",
+                reason=f"timed out after {task.timeout_s:g} s; retry with a larger timeout_s"
+                + stopped.said(),
             )
             return
         if handle.stopping or result is None:
-            self._finish(handle, None, error)
+            self._finish(handle, None, error or stopped.failure())
             return
-        ok = result.outcome is AgentOutcome.SUCCEEDED
+        ok = result.outcome is AgentOutcome.SUCCEEDED and not stopped.said()
         self._end(
             handle,
             TaskStatus.SUCCEEDED if ok else TaskStatus.FAILED,
             outcome=result.outcome.value,
-            reason=None if ok else result.reason,
+            reason=None if ok else (stopped.failure() or result.reason),
         )
 
     def _egress_recorder(self, task: Task) -> Callable[[EgressRecord], None]:
@@ -613,8 +669,10 @@ class Runner:
     def _finish(self, handle: Handle, result: ExecResult | None, error: str | None) -> None:
         task = handle.task
         exit_code = result.exit_code if result else None
-        # A task stopped early still says what the searches of its folders could not finish.
-        missed = f"; and {handle.scan_problem}" if handle.scan_problem else ""
+        # A task stopped early still says what the searches of its folders found, or missed.
+        missed = _left_behind(result) + (
+            f"; and {handle.scan_problem}" if handle.scan_problem else ""
+        )
         if handle.cancelled:
             self._end(
                 handle,

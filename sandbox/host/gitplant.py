@@ -69,16 +69,21 @@ def git_entries(
     return {path: identity(path) for path in found}
 
 
-# What an entry is: its device, inode and file type (None: gone).
-Identity = tuple[int, int, int] | None
+# What an entry is: its device, inode and file type, and for a symlink its change time and
+# target (None: gone). A symlink is never mounted over, so a task may remove it and make
+# another, which can get the freed inode: its change time and target still tell. A folder
+# or file is mounted read-only, and its change time moves with the person's own git work.
+Identity = tuple[int, int, int, int, str] | None
 
 
 def identity(path: Path) -> Identity:
     try:
         info = os.lstat(path)
+        link = os.readlink(path) if stat.S_ISLNK(info.st_mode) else ""
     except OSError:
         return None
-    return info.st_dev, info.st_ino, stat.S_IFMT(info.st_mode)
+    changed = info.st_ctime_ns if stat.S_ISLNK(info.st_mode) else 0
+    return info.st_dev, info.st_ino, stat.S_IFMT(info.st_mode), changed, link
 
 
 def _scan(

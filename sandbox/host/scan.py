@@ -18,13 +18,28 @@ from sandbox.host.setid import SetidScanIncomplete, strip_setid
 
 
 def git_roots(spec: SandboxSpec) -> list[Path]:
-    """The read-write folders where a new repository is not allowed."""
-    return [
-        m.host
-        for m in spec.mounts
-        if not m.read_only
-        and not any(m.host == g or g in m.host.parents for g in spec.git_writable)
-    ]
+    """The read-write folders where a new repository is not allowed: each read-write mount
+    where the deepest grant says so, and each grant that says so again inside one that does
+    not (`git_skip` keeps the searches out of the folders where git is writable)."""
+    writable = [m.host for m in spec.mounts if not m.read_only]
+    roots = [host for host in writable if _git_protected(host, spec)]
+    for folder in spec.git_protected:
+        if folder not in roots and any(_covers(host, folder) for host in writable):
+            roots.append(folder)
+    return roots
+
+
+def _covers(outer: Path, path: Path) -> bool:
+    return path == outer or outer in path.parents
+
+
+def _git_protected(path: Path, spec: SandboxSpec) -> bool:
+    """Whether the deepest of the git grants covering `path` protects git there."""
+    deciding = [(g, False) for g in spec.git_writable if _covers(g, path)]
+    deciding += [(g, True) for g in spec.git_protected if _covers(g, path)]
+    if not deciding:
+        return True
+    return max(deciding, key=lambda d: len(d[0].parts))[1]
 
 
 def git_skip(spec: SandboxSpec) -> set[Path]:
