@@ -206,7 +206,13 @@ def _nested_grants(
     for grant in sorted(inner, key=lambda g: _depth(g.path)):
         around = [m for m in placed if _inside(m.host, grant.path)]
         above = max(around, key=lambda m: _depth(m.host))
-        if above.read_only == grant.read_only or (above in named and above.read_only):
+        # A grant that protects git inside one that does not is searched on its own after
+        # each command: mounted onto itself, it cannot be removed, moved or made a symlink.
+        git_apart = not grant.git_writable and any(
+            g.git_writable and g.path in grant.path.parents for g in grants
+        )
+        same = above.read_only == grant.read_only and not git_apart
+        if same or (above in named and above.read_only):
             continue
         if not grant.path.is_dir():
             raise GrantRefused(

@@ -575,7 +575,11 @@ class Runner:
             )
             return
         if handle.stopping or result is None:
-            self._finish(handle, None, error or stopped.failure())
+            found = StopFindings(quarantined=stopped.quarantined, stripped=stopped.stripped)
+            if not handle.stopping and error is None and stopped.said():
+                self._finish(handle, None, stopped.failure())  # it names all of it
+            else:
+                self._finish(handle, None, error, also=found.said())
             return
         ok = result.outcome is AgentOutcome.SUCCEEDED and not stopped.said()
         self._end(
@@ -666,12 +670,17 @@ class Runner:
             with self._cond:
                 self._unstored.discard(task_id)
 
-    def _finish(self, handle: Handle, result: ExecResult | None, error: str | None) -> None:
+    def _finish(
+        self, handle: Handle, result: ExecResult | None, error: str | None, *, also: str = ""
+    ) -> None:
+        """`also`: what the searches at its sandboxes' stop found ("; ..."), for an agent task."""
         task = handle.task
         exit_code = result.exit_code if result else None
         # A task stopped early still says what the searches of its folders found, or missed.
-        missed = _left_behind(result) + (
-            f"; and {handle.scan_problem}" if handle.scan_problem else ""
+        missed = (
+            _left_behind(result)
+            + also
+            + (f"; and {handle.scan_problem}" if handle.scan_problem else "")
         )
         if handle.cancelled:
             self._end(
@@ -699,7 +708,9 @@ class Runner:
                 reason=shutdown_reason(task.id) + missed,
             )
         elif result is None:
-            self._end(handle, TaskStatus.FAILED, reason=error)
+            problem = handle.scan_problem
+            unsaid = f"; and {problem}" if problem and problem not in (error or "") else ""
+            self._end(handle, TaskStatus.FAILED, reason=(error or "") + also + unsaid or None)
         else:
             self._end(
                 handle,

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 
-from sandbox.base import ExecResult, SandboxSpec
+from sandbox.base import ExecResult, Mount, SandboxSpec
 from sandbox.host.gitplant import Identity, quarantine_new
 from sandbox.host.setid import SetidScanIncomplete, strip_setid
 
@@ -24,9 +24,15 @@ def git_roots(spec: SandboxSpec) -> list[Path]:
     writable = [m.host for m in spec.mounts if not m.read_only]
     roots = [host for host in writable if _git_protected(host, spec)]
     for folder in spec.git_protected:
-        if folder not in roots and any(_covers(host, folder) for host in writable):
+        over = [m for m in spec.mounts if _covers(m.host, folder)]
+        # Only where the task may write: a read-only grant's new repositories are the person's.
+        if folder not in roots and over and not max(over, key=_depth).read_only:
             roots.append(folder)
     return roots
+
+
+def _depth(mount: Mount) -> int:
+    return len(mount.host.parts)
 
 
 def _covers(outer: Path, path: Path) -> bool:

@@ -9,6 +9,7 @@ see everything says so instead of passing.
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -35,7 +36,10 @@ def walk(
             frames.pop()
             continue
         folder = os.path.join(parent, name) if parent else name
-        if parent and os.path.islink(folder):
+        if os.path.islink(folder):
+            # A root made a symlink (by a task, say) is neither followed nor passed over.
+            if not parent and onerror is not None:
+                onerror(OSError(errno.ELOOP, "it is a symlink now", folder))
             continue
         dirs: list[str] = []
         files: list[str] = []
