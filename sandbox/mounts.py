@@ -241,7 +241,7 @@ def git_mounts(
                 "on the host; ask for it read-only, or set git_writable = true on its grant"
             )
         for above in (root, *root.parents):  # a bare repository has no .git to show it
-            if _is_git_folder(above) and not git_writable(root):
+            if is_git_folder(above) and not git_writable(root):
                 where = "is" if above == root else "is inside"
                 raise GrantRefused(
                     f"read-write folder {root} {where} the git folder {above} (a bare "
@@ -277,7 +277,8 @@ def git_mounts(
     return tuple(found)
 
 
-def _is_git_folder(folder: Path) -> bool:
+def is_git_folder(folder: Path) -> bool:
+    """Whether git takes `folder` for a git folder (False when it cannot be read)."""
     try:
         with os.scandir(folder) as listing:
             entries = [(e.name, e.is_dir()) for e in listing]

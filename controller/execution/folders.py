@@ -17,7 +17,7 @@ from pathlib import Path
 from controller.errors import FolderNotGranted
 from controller.settings import FolderGrant, Settings
 from sandbox import GrantRefused, Mount
-from sandbox.mounts import GIT, folder_identity, git_mounts, validate_mount
+from sandbox.mounts import GIT, folder_identity, git_mounts, is_git_folder, validate_mount
 from sandbox.ownership import DEFAULT_USER, check_writable, describe_user, owner_of
 
 MAX_PATH_CHARS = 4096
@@ -159,12 +159,7 @@ def _plan(
         mounts=(*placed, *git),
         user=user,
         git_writable=tuple(g.path for g in settings.folders if g.git_writable),
-        git_protected=tuple(
-            g.path
-            for g in settings.folders
-            if not g.git_writable
-            and any(w.git_writable and w.path in g.path.parents for w in settings.folders)
-        ),
+        git_protected=tuple(g.path for g in settings.folders if _git_apart(g, settings.folders)),
     )
 
 
@@ -206,13 +201,18 @@ def _nested_grants(
     for grant in sorted(inner, key=lambda g: _depth(g.path)):
         around = [m for m in placed if _inside(m.host, grant.path)]
         above = max(around, key=lambda m: _depth(m.host))
-        # A grant that protects git inside one that does not is searched on its own after
-        # each command: mounted onto itself, it cannot be removed, moved or made a symlink.
-        git_apart = not grant.git_writable and any(
-            g.git_writable and g.path in grant.path.parents for g in grants
-        )
-        same = above.read_only == grant.read_only and not git_apart
-        if same or (above in named and above.read_only):
+        if above.read_only == grant.read_only:
+            # A grant that protects git again inside a git-writable one, where the task may
+            # write, is searched on its own after each command: pinned (mounted onto itself,
+            # like the folders above it), it cannot be removed, moved or made a symlink. A
+            # pin, not a sub-mount: it gives the task nothing it did not have.
+            if not above.read_only and _git_apart(grant, grants) and grant.path.is_dir():
+                pins[grant.path] = Mount(
+                    grant.path, read_only=False, identity=folder_identity(grant.path)
+                )
+                _pin(grant.path, above, pins, placed)
+            continue
+        if above in named and above.read_only:
             continue
         if not grant.path.is_dir():
             raise GrantRefused(
@@ -236,6 +236,15 @@ def _nested_grants(
             if not above.read_only:
                 _pin(mount.host, above, pins, placed)
     return extra, list(pins.values())
+
+
+def _git_apart(grant: FolderGrant, grants: Sequence[FolderGrant]) -> bool:
+    """Whether `grant` protects git inside a grant that lets the task write git folders
+    (and is not itself a git folder: the search of the folder around it mounts it read-only)."""
+    if grant.git_writable:
+        return False
+    around = deciding_grant(grant.path.parent, grants)
+    return around is not None and around.git_writable and not is_git_folder(grant.path)
 
 
 def _pin(inner: Path, above: Mount, pins: dict[Path, Mount], placed: Sequence[Mount]) -> None:
