@@ -33,6 +33,15 @@ def workspace() -> Iterator[Path]:
 
 
 @pytest.fixture
+def base() -> Iterator[Path]:
+    """A folder under /tmp that every user may enter (the person runs git there afterwards)."""
+    path = Path(tempfile.mkdtemp(prefix="dispatch-test-", dir="/tmp"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
 def make_sandbox(request: pytest.FixtureRequest) -> Iterator[MakeSandbox]:
     """Start sandboxes of a backend; each is stopped at the end, its id printed on failure."""
     started: list[Sandbox] = []

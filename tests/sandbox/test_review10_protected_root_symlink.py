@@ -9,10 +9,7 @@ paths outside every grant named in the reason)."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import docker
@@ -22,20 +19,13 @@ from controller.execution.folders import plan_folders
 from controller.settings import load_settings
 from sandbox import SandboxSpec
 from sandbox.docker import DockerSandbox
+from tests.sandbox.conftest import OWNER
 
 pytestmark = [
     pytest.mark.docker,
     pytest.mark.skipif(os.getuid() != 0, reason="gives folders to another user"),
 ]
-ALICE = (4321, 4321)
-
-
-@pytest.fixture
-def base() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="dispatch-r10-", dir="/tmp"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+ALICE = OWNER  # a normal user, not root
 
 
 def test_r10_a_protected_grant_swapped_for_a_symlink_leads_the_search_out(

@@ -9,11 +9,8 @@ planted, and the task fails."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,17 +20,10 @@ from controller.settings import load_settings
 from sandbox import SandboxSpec
 from sandbox.host.gitplant import git_entries
 from sandbox.host.scan import at_stop, git_roots, git_skip
+from tests.sandbox.conftest import OWNER
 
 pytestmark = [pytest.mark.skipif(os.getuid() != 0, reason="gives folders to another user")]
-ALICE = (4321, 4321)
-
-
-@pytest.fixture
-def base() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="dispatch-r10-", dir="/tmp"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+ALICE = OWNER  # a normal user, not root
 
 
 def test_r10_a_read_only_grant_is_not_searched_for_planted_repositories(

@@ -16,10 +16,7 @@ Conversely the moved read-only folder is no longer skipped: its own `.git` is re
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import docker
@@ -29,12 +26,13 @@ from controller.execution.folders import plan_folders
 from controller.settings import Settings, load_settings
 from sandbox import SandboxSpec
 from sandbox.docker import DockerSandbox
+from tests.sandbox.conftest import OWNER
 
 pytestmark = [
     pytest.mark.docker,
     pytest.mark.skipif(os.getuid() != 0, reason="gives folders to another user"),
 ]
-ALICE = (4321, 4321)
+ALICE = OWNER  # a normal user, not root
 
 
 def _settings(tmp_path: Path, work: Path) -> Settings:
@@ -43,14 +41,6 @@ def _settings(tmp_path: Path, work: Path) -> Settings:
     config.write_text(f'[[folders]]\npath = "{work}"\nmode = "rw"\n')
     flags = {"data_dir": tmp_path / "data", "sandbox_backend": "docker"}
     return load_settings(flags, {"XDG_CONFIG_HOME": str(tmp_path / "xdg")}, config=config)
-
-
-@pytest.fixture
-def base() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="dispatch-test-", dir="/tmp"))
-    path.chmod(0o755)  # the owner runs git there afterwards
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def _box(

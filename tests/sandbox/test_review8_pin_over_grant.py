@@ -13,9 +13,6 @@ read-write, mounted after it (pins come last), over it.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import docker
@@ -25,16 +22,9 @@ from controller.execution.folders import plan_folders
 from controller.settings import Settings, load_settings
 from sandbox import SandboxSpec
 from sandbox.docker import DockerSandbox
+from tests.sandbox.conftest import OWNER
 
-ALICE = (4321, 4321)
-
-
-@pytest.fixture
-def base() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="dispatch-r8-", dir="/tmp"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+ALICE = OWNER  # a normal user, not root
 
 
 def _settings(tmp_path: Path, grants: list[tuple[Path, str]]) -> Settings:

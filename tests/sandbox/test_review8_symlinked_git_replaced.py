@@ -15,10 +15,7 @@ folder has a known path, is never renamed aside, and nothing is reported; the pe
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import docker
@@ -28,20 +25,13 @@ from controller.execution.folders import plan_folders
 from controller.settings import load_settings
 from sandbox import SandboxSpec
 from sandbox.docker import DockerSandbox
+from tests.sandbox.conftest import OWNER
 
 pytestmark = [
     pytest.mark.docker,
     pytest.mark.skipif(os.getuid() != 0, reason="gives folders to another user"),
 ]
-ALICE = (4321, 4321)
-
-
-@pytest.fixture
-def base() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="dispatch-r8-", dir="/tmp"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+ALICE = OWNER  # a normal user, not root
 
 
 def test_r8_a_task_cannot_swap_a_git_symlink_for_its_own_repository(

@@ -16,9 +16,6 @@ person's next `git status` there runs it on the host.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import docker
@@ -28,20 +25,13 @@ from controller.execution.folders import plan_folders
 from controller.settings import load_settings
 from sandbox import SandboxSpec
 from sandbox.docker import DockerSandbox
+from tests.sandbox.conftest import OWNER
 
 pytestmark = [
     pytest.mark.docker,
     pytest.mark.skipif(os.getuid() != 0, reason="gives folders to another user"),
 ]
-ALICE = (4321, 4321)
-
-
-@pytest.fixture
-def base() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="dispatch-r9-", dir="/tmp"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+ALICE = OWNER  # a normal user, not root
 
 
 def test_r9_a_protected_grant_inside_a_git_writable_one_is_searched(
