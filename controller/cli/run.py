@@ -92,11 +92,11 @@ def run(
     """Run TASKFILE's tasks in fresh sandboxes, with a policy deciding every approval."""
     from controller.errors import ConfigError
     from controller.headless import report as reports
+    from controller.headless.headstart import head_start
     from controller.headless.runner import (
         HeadlessRun,
         RunError,
         RunExit,
-        head_start,
         host_display,
         load_policy,
         preflight,

@@ -20,9 +20,9 @@ import codecs
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +35,7 @@ from controller.errors import FolderNotGranted
 from controller.execution.disk import DiskGuard, LowSpace
 from controller.execution.folders import plan_folders
 from controller.execution.spec import command_spec
+from controller.execution.stops import StopFindings, at_stop_of, left_behind
 from controller.settings import Settings
 from controller.store.models import Task, TaskKind, TaskStatus
 from controller.store.network import NetworkLog
@@ -63,55 +64,6 @@ ENGINE_NAMES = {"docker": "the Docker engine", "libvirt": "libvirtd"}
 
 def lost_output_marker(chars: int) -> str:
     return f"\n[dispatch: {chars} characters of output were lost here: the disk was full]\n"
-
-
-@dataclass(frozen=True)
-class StopFindings:
-    """What the searches at the stop of a task's sandboxes did, or could not finish."""
-
-    problem: str | None = None
-    quarantined: tuple[Path, ...] = ()
-    stripped: tuple[Path, ...] = ()
-
-    def said(self) -> str:
-        """ "; ..." naming all of it; empty when there is nothing to say."""
-        parts = [f"; and {self.problem}"] if self.problem else []
-        if self.quarantined:
-            parts.append(
-                "; it left git repositories where git is protected, renamed aside: "
-                + ", ".join(map(str, self.quarantined))
-            )
-        if self.stripped:
-            parts.append(
-                "; it left setuid/setgid files, their bits removed: "
-                + ", ".join(map(str, self.stripped))
-            )
-        return "".join(parts)
-
-    def failure(self) -> str | None:
-        """The task's reason to fail on account of it, or None."""
-        said = self.said()
-        return f"the sandbox failed at its stop{said}" if said else None
-
-
-def _at_stop(boxes: Iterable[Sandbox]) -> StopFindings:
-    problems: list[str] = []
-    quarantined: list[Path] = []
-    stripped: list[Path] = []
-    for box in boxes:
-        problem = getattr(box, "scan_problem_at_stop", None)
-        if problem:
-            problems.append(problem)
-        quarantined += getattr(box, "git_quarantined_at_stop", ())
-        stripped += getattr(box, "setid_stripped_at_stop", ())
-    return StopFindings("; ".join(problems) or None, tuple(quarantined), tuple(stripped))
-
-
-def _left_behind(result: ExecResult | None) -> str:
-    """ "; ..." naming what the searches found after a command stopped early, or ""."""
-    if result is None:
-        return ""
-    return StopFindings(quarantined=result.git_quarantined, stripped=result.setid_stripped).said()
 
 
 class OutputRecorder:
@@ -563,7 +515,7 @@ class Runner:
             )
         # What the searches at its sandboxes' stop found or could not finish (the agent's
         # tools closed them): as for a command task, it does not end well then.
-        stopped = _at_stop(handle.boxes)
+        stopped = at_stop_of(handle.boxes)
         handle.scan_problem = handle.scan_problem or stopped.problem
         if handle.timed_out and not handle.cancelled:
             self._end(
@@ -678,7 +630,7 @@ class Runner:
         exit_code = result.exit_code if result else None
         # A task stopped early still says what the searches of its folders found, or missed.
         missed = (
-            _left_behind(result)
+            left_behind(result)
             + also
             + (f"; and {handle.scan_problem}" if handle.scan_problem else "")
         )

@@ -27,7 +27,13 @@ import time
 from collections.abc import Callable
 
 import sandbox
-from sandbox import Network, Sandbox, SandboxSpec
+from controller.api.submissions import TaskCreate
+from controller.errors import ApiError
+from controller.execution.folders import check_folders, plan_folders
+from controller.execution.spec import command_spec
+from controller.headless.taskfile import TaskFile
+from controller.settings import Settings
+from sandbox import Network, Sandbox, SandboxError, SandboxSpec
 from sandbox.base import DEADLINE_GRACE_S
 
 log = logging.getLogger(__name__)
@@ -126,3 +132,31 @@ def _remove(box: Sandbox) -> None:
         box.stop()
     except Exception:  # the engine lost: `dispatch sandbox prune` removes it later
         log.exception("could not remove the head start's sandbox %s", box.id)
+
+
+def head_start(settings: Settings, taskfile: TaskFile) -> HeadStart | None:
+    """Start the first task's sandbox now, if it is a command in a plain Docker sandbox.
+
+    Its spec is made as the runner will make it from the stored task (`command_spec`); the
+    runner uses it only if the two are equal (see headstart.py). A task that would be refused
+    at submission gets none: its errors are reported the usual way.
+    """
+    body = taskfile.tasks[0].body
+    if (
+        not isinstance(body, TaskCreate)
+        or body.isolation != "container"
+        or settings.sandbox_backend != "docker"
+        or not isinstance(body.network, str)
+        or Network(body.network) is Network.ALLOWLIST
+    ):
+        return None
+    timeout_s = body.timeout_s if body.timeout_s is not None else settings.default_task_timeout_s
+    try:
+        mounts = check_folders(((f.path, f.mode) for f in body.folders), settings)
+        plan = plan_folders(((str(m.host), m.mode) for m in mounts), settings)
+    except (ApiError, SandboxError, OSError):
+        return None  # the submission checks report it
+    spec = command_spec(
+        settings, plan, network=Network(body.network), allow=(), timeout_s=timeout_s, labels={}
+    )
+    return HeadStart(settings.sandbox_backend, spec)

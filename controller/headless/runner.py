@@ -38,15 +38,13 @@ import yaml
 
 from computer_use.approval.policy import Policy
 from computer_use.errors import PolicyError
-from controller.api.submissions import AgentTaskCreate, TaskCreate
+from controller.api.submissions import AgentTaskCreate
 from controller.errors import ApiError, InsufficientStorage
-from controller.execution.folders import check_folders, plan_folders
-from controller.execution.spec import command_spec
 from controller.headless.headstart import HeadStart
 from controller.headless.taskfile import FileTask, TaskFile
 from controller.headless.writes import planted_link
 from controller.settings import FolderGrant, Settings
-from sandbox import EngineUnavailable, ImageMissing, Network, SandboxError
+from sandbox import EngineUnavailable, ImageMissing, SandboxError
 
 if TYPE_CHECKING:
     from controller.service import Controller
@@ -239,34 +237,6 @@ def preflight(settings: Settings, taskfile: TaskFile) -> None:
                 raise ImageMissing(f"the image {image!r} is not built; run `dispatch images build`")
     except (EngineUnavailable, ImageMissing) as exc:
         raise RunError(str(exc), RunExit.INFRASTRUCTURE) from None
-
-
-def head_start(settings: Settings, taskfile: TaskFile) -> HeadStart | None:
-    """Start the first task's sandbox now, if it is a command in a plain Docker sandbox.
-
-    Its spec is made as the runner will make it from the stored task (`command_spec`); the
-    runner uses it only if the two are equal (see headstart.py). A task that would be refused
-    at submission gets none: its errors are reported the usual way.
-    """
-    body = taskfile.tasks[0].body
-    if (
-        not isinstance(body, TaskCreate)
-        or body.isolation != "container"
-        or settings.sandbox_backend != "docker"
-        or not isinstance(body.network, str)
-        or Network(body.network) is Network.ALLOWLIST
-    ):
-        return None
-    timeout_s = body.timeout_s if body.timeout_s is not None else settings.default_task_timeout_s
-    try:
-        mounts = check_folders(((f.path, f.mode) for f in body.folders), settings)
-        plan = plan_folders(((str(m.host), m.mode) for m in mounts), settings)
-    except (ApiError, SandboxError, OSError):
-        return None  # the submission checks report it
-    spec = command_spec(
-        settings, plan, network=Network(body.network), allow=(), timeout_s=timeout_s, labels={}
-    )
-    return HeadStart(settings.sandbox_backend, spec)
 
 
 @contextmanager

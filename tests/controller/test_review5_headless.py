@@ -26,7 +26,8 @@ import pytest
 
 from controller.execution.folders import check_folders
 from controller.headless import headstart, template
-from controller.headless.runner import HeadlessRun, head_start, run_settings
+from controller.headless.headstart import head_start
+from controller.headless.runner import HeadlessRun, run_settings
 from controller.headless.taskfile import load
 from controller.settings import FolderGrant, Settings, load_settings
 from controller.store.db import Database, migration_head
