@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from controller.settings import Settings, load_settings
 from sandbox import Sandbox, SandboxSpec, create
 
 BACKENDS = [
@@ -30,6 +31,16 @@ def workspace() -> Iterator[Path]:
     os.chown(path, *OWNER)
     yield path
     shutil.rmtree(path, ignore_errors=True)
+
+
+def settings_from(config: Path, tmp_path: Path, backend: str = "docker") -> Settings:
+    """The controller's settings with `config` as the config file (its folder grants), and
+    nothing of this machine's."""
+    return load_settings(
+        {"data_dir": tmp_path / "data", "sandbox_backend": backend},
+        {"XDG_CONFIG_HOME": str(tmp_path / "xdg")},
+        config=config,
+    )
 
 
 @pytest.fixture

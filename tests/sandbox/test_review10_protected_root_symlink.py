@@ -16,10 +16,9 @@ import docker
 import pytest
 
 from controller.execution.folders import plan_folders
-from controller.settings import load_settings
 from sandbox import SandboxSpec
 from sandbox.docker import DockerSandbox
-from tests.sandbox.conftest import OWNER
+from tests.sandbox.conftest import OWNER, settings_from
 
 pytestmark = [
     pytest.mark.docker,
@@ -45,11 +44,7 @@ def test_r10_a_protected_grant_swapped_for_a_symlink_leads_the_search_out(
         f'[[folders]]\npath = "{outer}"\nmode = "rw"\ngit_writable = true\n\n'
         f'[[folders]]\npath = "{inner}"\nmode = "rw"\n'
     )
-    settings = load_settings(
-        {"data_dir": tmp_path / "data", "sandbox_backend": "docker"},
-        {"XDG_CONFIG_HOME": str(tmp_path / "xdg")},
-        config=config,
-    )
+    settings = settings_from(config, tmp_path)
     plan = plan_folders([(str(outer), "rw")], settings)
     spec = SandboxSpec(
         mounts=plan.mounts,

@@ -16,11 +16,10 @@ from pathlib import Path
 import pytest
 
 from controller.execution.folders import plan_folders
-from controller.settings import load_settings
 from sandbox import SandboxSpec
 from sandbox.host.gitplant import git_entries
 from sandbox.host.scan import at_stop, git_roots, git_skip
-from tests.sandbox.conftest import OWNER
+from tests.sandbox.conftest import OWNER, settings_from
 
 pytestmark = [pytest.mark.skipif(os.getuid() != 0, reason="gives folders to another user")]
 ALICE = OWNER  # a normal user, not root
@@ -39,11 +38,7 @@ def test_r10_a_read_only_grant_is_not_searched_for_planted_repositories(
         f'[[folders]]\npath = "{outer}"\nmode = "rw"\ngit_writable = true\n\n'
         f'[[folders]]\npath = "{inner}"\nmode = "ro"\n'
     )
-    settings = load_settings(
-        {"data_dir": tmp_path / "data", "sandbox_backend": "docker"},
-        {"XDG_CONFIG_HOME": str(tmp_path / "xdg")},
-        config=config,
-    )
+    settings = settings_from(config, tmp_path)
     plan = plan_folders([(str(outer), "rw")], settings)
     assert any(m.host == inner and m.read_only for m in plan.mounts)  # the task cannot write it
     spec = SandboxSpec(

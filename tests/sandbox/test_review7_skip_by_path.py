@@ -23,10 +23,10 @@ import docker
 import pytest
 
 from controller.execution.folders import plan_folders
-from controller.settings import Settings, load_settings
+from controller.settings import Settings
 from sandbox import SandboxSpec
 from sandbox.docker import DockerSandbox
-from tests.sandbox.conftest import OWNER
+from tests.sandbox.conftest import OWNER, settings_from
 
 pytestmark = [
     pytest.mark.docker,
@@ -39,8 +39,7 @@ def _settings(tmp_path: Path, work: Path) -> Settings:
     config = tmp_path / "conf" / "config.toml"
     config.parent.mkdir()
     config.write_text(f'[[folders]]\npath = "{work}"\nmode = "rw"\n')
-    flags = {"data_dir": tmp_path / "data", "sandbox_backend": "docker"}
-    return load_settings(flags, {"XDG_CONFIG_HOME": str(tmp_path / "xdg")}, config=config)
+    return settings_from(config, tmp_path)
 
 
 def _box(

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from controller.errors import FolderNotGranted
 from controller.execution.folders import plan_folders
-from controller.settings import load_settings
+from tests.sandbox.conftest import settings_from
 
 
 def test_r8_a_bare_repository_named_read_write_is_protected(tmp_path: Path) -> None:
@@ -27,11 +27,7 @@ def test_r8_a_bare_repository_named_read_write_is_protected(tmp_path: Path) -> N
     config = tmp_path / "conf" / "config.toml"
     config.parent.mkdir()
     config.write_text(f'[[folders]]\npath = "{grant}"\nmode = "rw"\n')
-    settings = load_settings(
-        {"data_dir": tmp_path / "data", "sandbox_backend": "fake"},
-        {"XDG_CONFIG_HOME": str(tmp_path / "xdg")},
-        config=config,
-    )
+    settings = settings_from(config, tmp_path, "fake")
     try:
         plan = plan_folders([(str(bare), "rw")], settings)
     except FolderNotGranted:

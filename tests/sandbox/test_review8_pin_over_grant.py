@@ -19,10 +19,10 @@ import docker
 import pytest
 
 from controller.execution.folders import plan_folders
-from controller.settings import Settings, load_settings
+from controller.settings import Settings
 from sandbox import SandboxSpec
 from sandbox.docker import DockerSandbox
-from tests.sandbox.conftest import OWNER
+from tests.sandbox.conftest import OWNER, settings_from
 
 ALICE = OWNER  # a normal user, not root
 
@@ -31,8 +31,7 @@ def _settings(tmp_path: Path, grants: list[tuple[Path, str]]) -> Settings:
     config = tmp_path / "conf" / "config.toml"
     config.parent.mkdir()
     config.write_text("".join(f'[[folders]]\npath = "{p}"\nmode = "{m}"\n' for p, m in grants))
-    flags = {"data_dir": tmp_path / "data", "sandbox_backend": "docker"}
-    return load_settings(flags, {"XDG_CONFIG_HOME": str(tmp_path / "xdg")}, config=config)
+    return settings_from(config, tmp_path)
 
 
 def _layout(tmp_path: Path, base: Path):

@@ -22,10 +22,9 @@ import docker
 import pytest
 
 from controller.execution.folders import plan_folders
-from controller.settings import load_settings
 from sandbox import SandboxSpec
 from sandbox.docker import DockerSandbox
-from tests.sandbox.conftest import OWNER
+from tests.sandbox.conftest import OWNER, settings_from
 
 pytestmark = [
     pytest.mark.docker,
@@ -46,11 +45,7 @@ def test_r8_a_task_cannot_swap_a_git_symlink_for_its_own_repository(
         os.lchown(p, *ALICE)
     config = tmp_path / "config.toml"
     config.write_text(f'[[folders]]\npath = "{work}"\nmode = "rw"\n')
-    settings = load_settings(
-        {"data_dir": tmp_path / "data", "sandbox_backend": "docker"},
-        {"XDG_CONFIG_HOME": str(tmp_path / "xdg")},
-        config=config,
-    )
+    settings = settings_from(config, tmp_path)
     plan = plan_folders([(str(work), "rw")], settings)
     box = DockerSandbox(SandboxSpec(mounts=plan.mounts, user=plan.user), client=docker_client)
     try:

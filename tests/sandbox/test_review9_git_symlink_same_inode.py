@@ -22,9 +22,9 @@ import docker
 import pytest
 
 from controller.execution.folders import plan_folders
-from controller.settings import load_settings
 from sandbox import SandboxSpec
 from sandbox.docker import DockerSandbox
+from tests.sandbox.conftest import settings_from
 
 pytestmark = [
     pytest.mark.docker,
@@ -50,11 +50,7 @@ def _attempt(tmp_path: Path, base: Path, client: docker.DockerClient) -> str:
         f'[[folders]]\npath = "{work}"\nmode = "rw"\n\n'
         f'[[folders]]\npath = "{scratch}"\nmode = "rw"\ngit_writable = true\n'
     )
-    settings = load_settings(
-        {"data_dir": tmp_path / "data", "sandbox_backend": "docker"},
-        {"XDG_CONFIG_HOME": str(tmp_path / "xdg")},
-        config=config,
-    )
+    settings = settings_from(config, tmp_path)
     plan = plan_folders([(str(work), "rw"), (str(scratch), "rw")], settings)
     spec = SandboxSpec(mounts=plan.mounts, user=plan.user, git_writable=plan.git_writable)
     box = DockerSandbox(spec, client=client)

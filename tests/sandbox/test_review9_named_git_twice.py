@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 
 from controller.execution.folders import plan_folders
-from controller.settings import load_settings
+from tests.sandbox.conftest import settings_from
 
 
 def test_r9_a_repository_rw_with_its_git_named_ro_is_planned(tmp_path: Path) -> None:
@@ -22,11 +22,7 @@ def test_r9_a_repository_rw_with_its_git_named_ro_is_planned(tmp_path: Path) -> 
     config = tmp_path / "conf" / "config.toml"
     config.parent.mkdir()
     config.write_text(f'[[folders]]\npath = "{work}"\nmode = "rw"\n')
-    settings = load_settings(
-        {"data_dir": tmp_path / "data", "sandbox_backend": "fake"},
-        {"XDG_CONFIG_HOME": str(tmp_path / "xdg")},
-        config=config,
-    )
+    settings = settings_from(config, tmp_path, "fake")
     plan = plan_folders([(str(work), "rw"), (str(work / ".git"), "ro")], settings)
     assert [m.host for m in plan.mounts].count(work / ".git") == 1
     assert all(m.read_only for m in plan.mounts if m.host == work / ".git")

@@ -22,10 +22,9 @@ import docker
 import pytest
 
 from controller.execution.folders import plan_folders
-from controller.settings import load_settings
 from sandbox import SandboxSpec
 from sandbox.docker import DockerSandbox
-from tests.sandbox.conftest import OWNER
+from tests.sandbox.conftest import OWNER, settings_from
 
 pytestmark = [
     pytest.mark.docker,
@@ -47,11 +46,7 @@ def test_r9_a_protected_grant_inside_a_git_writable_one_is_searched(
         f'[[folders]]\npath = "{outer}"\nmode = "rw"\ngit_writable = true\n\n'
         f'[[folders]]\npath = "{inner}"\nmode = "rw"\n'
     )
-    settings = load_settings(
-        {"data_dir": tmp_path / "data", "sandbox_backend": "docker"},
-        {"XDG_CONFIG_HOME": str(tmp_path / "xdg")},
-        config=config,
-    )
+    settings = settings_from(config, tmp_path)
     plan = plan_folders([(str(inner), "rw")], settings)
     spec = SandboxSpec(
         mounts=plan.mounts,
